@@ -1,0 +1,1 @@
+//! The library side of `wsd`. Empty until the daemon issue.

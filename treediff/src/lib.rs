@@ -1,0 +1,20 @@
+//! `treediff`: the content-addressed store of BLAKE3 Merkle trees.
+//!
+//! Blobs and REAPI `Directory` messages live in a [`Store`]; [`capture`] turns a
+//! directory into a tree, [`checkout`] a tree into a directory, [`diff`] compares two
+//! trees by skipping equal subtrees, [`apply`] rewrites a tree along a change set, and
+//! [`fsck`] checks the store. Nothing here knows about mounts, D-Bus or builds.
+
+pub mod blob;
+pub mod digest;
+pub mod store;
+pub(crate) mod sys;
+
+pub use blob::VerifiedBlob;
+pub use digest::Digest;
+pub use store::{Store, StoreError, StoreTxn};
+pub mod names;
+pub mod tree;
+
+pub use sys::Mtime;
+pub use tree::{Dir, Entry, Node, Props, TreeError};
