@@ -6,6 +6,7 @@
 //! [`fsck`] checks the store. Nothing here knows about mounts, D-Bus or builds.
 
 pub mod blob;
+pub mod capture;
 pub mod digest;
 pub mod store;
 pub(crate) mod sys;
@@ -14,7 +15,10 @@ pub use blob::VerifiedBlob;
 pub use digest::Digest;
 pub use store::{Store, StoreError, StoreTxn};
 pub mod names;
+pub mod statcache;
 pub mod tree;
 
+pub use capture::{capture, import, CaptureError, CaptureMode, CaptureOptions, CaptureStats};
+pub use statcache::{FileStatCache, StatCache};
 pub use sys::Mtime;
 pub use tree::{Dir, Entry, Node, Props, TreeError};

@@ -15,7 +15,7 @@
 //! Objects are written only through a [`StoreTxn`]; readers get [`VerifiedBlob`]s.
 
 mod error;
-mod txn;
+pub(crate) mod txn;
 
 use std::ffi::OsStr;
 use std::fs::File;

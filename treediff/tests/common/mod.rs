@@ -190,3 +190,41 @@ impl TreeBuilder {
         Dir::new(entries, props).unwrap().write(txn).unwrap()
     }
 }
+
+/// Whether a test that needs root may run. Without root it is skipped with a note,
+/// unless `WS_TEST_REQUIRE_PRIVILEGED=1` (CI sets it), where it fails instead: a
+/// privileged test must never pass by not running.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("WS_TEST_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{test} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it");
+    }
+    eprintln!("skipping {test}: it needs root");
+    false
+}
+
+/// A tmpfs of `size` (e.g. "2m") mounted on a fresh temp dir, unmounted when dropped.
+pub struct SmallTmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    pub fn mount(size: &str) -> SmallTmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs failed");
+        SmallTmpfs { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
