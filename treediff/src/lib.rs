@@ -8,6 +8,7 @@
 pub mod blob;
 pub mod capture;
 pub mod digest;
+pub mod fsck;
 pub mod store;
 pub(crate) mod sys;
 
@@ -19,6 +20,7 @@ pub mod statcache;
 pub mod tree;
 
 pub use capture::{capture, import, CaptureError, CaptureMode, CaptureOptions, CaptureStats};
+pub use fsck::{fsck, FsckReport, Problem};
 pub use statcache::{FileStatCache, StatCache};
 pub use sys::Mtime;
 pub use tree::{Dir, Entry, Node, Props, TreeError};
