@@ -5,8 +5,10 @@
 //! trees by skipping equal subtrees, [`apply`] rewrites a tree along a change set, and
 //! [`fsck`] checks the store. Nothing here knows about mounts, D-Bus or builds.
 
+pub mod apply;
 pub mod blob;
 pub mod capture;
+pub mod diff;
 pub mod digest;
 pub mod fsck;
 pub mod store;
@@ -17,10 +19,14 @@ pub use digest::Digest;
 pub use store::{Store, StoreError, StoreTxn};
 pub mod names;
 pub mod statcache;
+pub mod textdiff;
 pub mod tree;
 
+pub use apply::{apply, ApplyError, Edit};
 pub use capture::{capture, import, CaptureError, CaptureMode, CaptureOptions, CaptureStats};
+pub use diff::{diff, expand, Change, ChangeKind, DiffError, DiffStats};
 pub use fsck::{fsck, FsckReport, Problem};
 pub use statcache::{FileStatCache, StatCache};
 pub use sys::Mtime;
+pub use textdiff::{unified_diff, TextDiffError};
 pub use tree::{Dir, Entry, Node, Props, TreeError};
