@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use crate::digest::Digest;
 use crate::names;
 use crate::store::{Store, StoreError};
-use crate::tree::{Dir, Node, TreeError, MAX_DEPTH};
+use crate::tree::{Dir, MAX_DEPTH, Node, TreeError};
 
 /// One thing wrong with the store.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -62,14 +62,36 @@ impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Problem::CorruptObject { hash, path, actual } => {
-                write!(f, "corrupt object {hash} ({}): its content hashes to {actual}", path.display())
+                write!(
+                    f,
+                    "corrupt object {hash} ({}): its content hashes to {actual}",
+                    path.display()
+                )
             }
-            Problem::StrayFile { path } => write!(f, "stray file {} is not a store object", path.display()),
-            Problem::MissingBlob { digest, tree_path, root, problem } => {
-                write!(f, "blob {digest} at {tree_path} (in tree {root}) is {problem}")
+            Problem::StrayFile { path } => {
+                write!(f, "stray file {} is not a store object", path.display())
             }
-            Problem::InvalidTree { digest, tree_path, root, problem } => {
-                write!(f, "directory {digest} at {tree_path} (in tree {root}) is invalid: {problem}")
+            Problem::MissingBlob {
+                digest,
+                tree_path,
+                root,
+                problem,
+            } => {
+                write!(
+                    f,
+                    "blob {digest} at {tree_path} (in tree {root}) is {problem}"
+                )
+            }
+            Problem::InvalidTree {
+                digest,
+                tree_path,
+                root,
+                problem,
+            } => {
+                write!(
+                    f,
+                    "directory {digest} at {tree_path} (in tree {root}) is invalid: {problem}"
+                )
             }
         }
     }
@@ -99,7 +121,13 @@ pub fn fsck(store: &Store, roots: &[Digest]) -> Result<FsckReport, StoreError> {
     roots.extend(store.recorded_trees()?);
     roots.sort();
     roots.dedup();
-    let mut walker = TreeWalk { store, corrupt: &corrupt, seen_dirs: HashSet::new(), reported: HashSet::new(), report: &mut report };
+    let mut walker = TreeWalk {
+        store,
+        corrupt: &corrupt,
+        seen_dirs: HashSet::new(),
+        reported: HashSet::new(),
+        report: &mut report,
+    };
     for root in &roots {
         walker.report.trees_checked += 1;
         walker.walk(*root, *root, String::new(), 0);
@@ -130,7 +158,9 @@ fn check_objects(store: &Store, report: &mut FsckReport) -> Result<HashSet<Strin
             scope.spawn(|| {
                 let mut buf = vec![0u8; 1 << 20];
                 loop {
-                    let Some(path) = next.lock().unwrap().next() else { break };
+                    let Some(path) = next.lock().unwrap().next() else {
+                        break;
+                    };
                     let checked = check_object(&path, &mut buf);
                     let mut results = results.lock().unwrap();
                     match checked {
@@ -158,15 +188,31 @@ fn check_objects(store: &Store, report: &mut FsckReport) -> Result<HashSet<Strin
 }
 
 fn check_object(path: &Path, buf: &mut [u8]) -> Result<u64, Problem> {
-    let stray = || Problem::StrayFile { path: path.to_owned() };
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(stray)?;
-    let fanout = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).ok_or_else(stray)?;
-    let well_named = name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) && name.starts_with(fanout);
+    let stray = || Problem::StrayFile {
+        path: path.to_owned(),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(stray)?;
+    let fanout = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .ok_or_else(stray)?;
+    let well_named = name.len() == 64
+        && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && name.starts_with(fanout);
     if !well_named {
         return Err(stray());
     }
-    let corrupt = |actual: String| Problem::CorruptObject { hash: name.to_owned(), path: path.to_owned(), actual };
-    let mut file = std::fs::File::open(path).map_err(|e| corrupt(format!("nothing: it cannot be read ({e})")))?;
+    let corrupt = |actual: String| Problem::CorruptObject {
+        hash: name.to_owned(),
+        path: path.to_owned(),
+        actual,
+    };
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| corrupt(format!("nothing: it cannot be read ({e})")))?;
     let mut hasher = blake3::Hasher::new();
     let mut size = 0u64;
     loop {
@@ -200,16 +246,28 @@ impl TreeWalk<'_> {
             return;
         }
         if depth > MAX_DEPTH {
-            self.invalid(root, digest, &path, format!("deeper than {MAX_DEPTH} levels"));
+            self.invalid(
+                root,
+                digest,
+                &path,
+                format!("deeper than {MAX_DEPTH} levels"),
+            );
             return;
         }
         let dir = match Dir::read(self.store, digest, &path) {
             Ok(dir) => dir,
-            Err(TreeError::Store { source: StoreError::Missing { .. }, .. }) => {
+            Err(TreeError::Store { source, .. })
+                if matches!(*source, StoreError::Missing { .. }) =>
+            {
                 self.missing(root, digest, &path, "missing".into());
                 return;
             }
-            Err(TreeError::Store { source: StoreError::Corrupt { problem, .. }, .. }) => {
+            Err(TreeError::Store { source, .. })
+                if matches!(*source, StoreError::Corrupt { .. }) =>
+            {
+                let StoreError::Corrupt { problem, .. } = *source else {
+                    unreachable!()
+                };
                 // Content damage was reported by the object pass; a size mismatch
                 // (a truncated file) is reported here, against the tree.
                 if !self.corrupt.contains(&digest.hex()) {
@@ -243,9 +301,12 @@ impl TreeWalk<'_> {
         }
         match std::fs::symlink_metadata(self.store.blob_path(&digest)) {
             Err(_) => self.missing(root, digest, path, "missing".into()),
-            Ok(meta) if meta.len() != digest.size() => {
-                self.missing(root, digest, path, format!("{} bytes long instead of {}", meta.len(), digest.size()))
-            }
+            Ok(meta) if meta.len() != digest.size() => self.missing(
+                root,
+                digest,
+                path,
+                format!("{} bytes long instead of {}", meta.len(), digest.size()),
+            ),
             Ok(_) => {}
         }
     }

@@ -91,9 +91,9 @@ pub enum TreeError {
         digest: Digest,
         /// Its path in the tree.
         path: String,
-        /// Why.
+        /// Why (boxed: it is large, and errors travel through every `Result`).
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The node's bytes are not a valid tree node.
     #[error("directory {digest} at {} is invalid: {problem}", names::display(path))]
@@ -241,7 +241,7 @@ impl Dir {
         let blob = store.read(&digest).map_err(|source| TreeError::Store {
             digest,
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         Dir::decode(blob.bytes(), digest, path)
     }

@@ -6,7 +6,7 @@
 //! blobs/<2 hex>/<64 hex>   every blob (file contents and Directory messages), mode 0444
 //! exec/<2 hex>/<64 hex>    a 0555 twin of a blob, made on demand for hardlink checkouts
 //! trees/<hex>-<size>       the root trees that were imported (what fsck walks)
-//! staging/<boot>-<pid>-<n> a transaction's new objects before they are published
+//! staging/<boot>-<pid>-<n>/<shard>/<n>  a transaction's new objects before publishing
 //! trash/                   staging dirs of aborted transactions, deleted in the background
 //! ```
 //!

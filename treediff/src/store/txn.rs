@@ -30,6 +30,12 @@ pub(crate) const STREAM_THRESHOLD: u64 = 1 << 20;
 
 static NEXT_TXN: AtomicU64 = AtomicU64::new(0);
 
+/// Subdirectories of a staging directory; see `new_file_name`.
+const STAGING_SHARDS: usize = 16;
+
+/// Threads renaming staged objects into place at commit.
+const PUBLISH_THREADS: usize = 4;
+
 /// An open transaction on the store. Share it by reference between threads that
 /// stage objects; dropping it without [`commit`](StoreTxn::commit) publishes nothing.
 #[must_use = "a transaction publishes nothing unless committed"]
@@ -55,6 +61,11 @@ impl<'s> StoreTxn<'s> {
             .map_err(StoreError::io("create staging directory", &path))?;
         let dir = sys::open_dir_at(store.cas_fd(), rel.as_os_str())
             .map_err(StoreError::io("open staging directory", &path))?;
+        for shard in 0..STAGING_SHARDS {
+            let name = std::ffi::OsString::from(format!("{shard:x}"));
+            sys::mkdir_at(dir.as_fd(), &name, 0o700)
+                .map_err(StoreError::io("create staging directory", path.join(&name)))?;
+        }
         Ok(StoreTxn {
             store,
             name,
@@ -102,8 +113,11 @@ impl<'s> StoreTxn<'s> {
         self.staged.lock().unwrap().remove(&(digest, kind));
     }
 
+    /// `<shard>/<n>`: staged files are spread over [`STAGING_SHARDS`] directories so
+    /// that publishing can rename in parallel without contending for one directory.
     fn new_file_name(&self) -> OsString {
-        OsString::from(self.next_file.fetch_add(1, Ordering::Relaxed).to_string())
+        let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("{:x}/{n}", n % STAGING_SHARDS as u64))
     }
 
     /// Creates a staging file with the object mode; the caller fills it.
@@ -114,7 +128,11 @@ impl<'s> StoreTxn<'s> {
         ))
     }
 
-    fn finish_file(&self, out: &File, file: &OsString) -> Result<(), StoreError> {
+    /// Gives a staged file its object mode (explicitly: the caller's umask must not
+    /// decide what hardlink checkouts show) and the fixed object mtime.
+    fn finish_file(&self, out: &File, file: &OsString, kind: ObjectKind) -> Result<(), StoreError> {
+        sys::fchmod(out.as_fd(), kind.mode())
+            .map_err(StoreError::io("set the mode of", self.staging_path(file)))?;
         sys::set_mtime(out.as_fd(), OBJECT_MTIME)
             .map_err(StoreError::io("set the mtime of", self.staging_path(file)))
     }
@@ -138,7 +156,7 @@ impl<'s> StoreTxn<'s> {
         let result = self.create(&file, kind).and_then(|mut out| {
             out.write_all(bytes)
                 .map_err(StoreError::io("write", self.staging_path(&file)))?;
-            self.finish_file(&out, &file)
+            self.finish_file(&out, &file, kind)
         });
         if result.is_err() {
             self.unreserve(digest, kind);
@@ -198,7 +216,7 @@ impl<'s> StoreTxn<'s> {
             }
         };
         if keep {
-            self.finish_file(&out, &file)?;
+            self.finish_file(&out, &file, ObjectKind::Blob)?;
         } else {
             self.discard(&file);
         }
@@ -220,26 +238,23 @@ impl<'s> StoreTxn<'s> {
     }
 
     /// Publishes every staged object: `syncfs`, renames, `syncfs`. See the module doc.
+    /// A transaction that adds nothing (re-importing an unchanged tree) syncs nothing.
     pub fn commit(mut self) -> Result<(), StoreError> {
-        let staging = self.store.root().join("staging").join(&self.name);
-        sys::syncfs(self.dir.as_fd())
-            .map_err(StoreError::io("sync staged objects in", &staging))?;
-        let staged = std::mem::take(&mut *self.staged.lock().unwrap());
-        let cas = self.store.cas_fd();
-        for ((digest, kind), file) in &staged {
-            let target = relative_path(*kind, digest);
-            let placed =
-                sys::rename_noreplace(self.dir.as_fd(), file, cas, target.as_os_str()).map_err(
-                    StoreError::io("publish object", self.store.root().join(&target)),
-                )?;
-            if !placed {
-                self.discard(file);
-            }
+        let staged: Vec<_> = std::mem::take(&mut *self.staged.lock().unwrap())
+            .into_iter()
+            .collect();
+        let mut changed = !staged.is_empty();
+        if changed {
+            let staging = self.store.root().join("staging").join(&self.name);
+            sys::syncfs(self.dir.as_fd())
+                .map_err(StoreError::io("sync staged objects in", &staging))?;
+            self.publish(&staged)?;
         }
+        let cas = self.store.cas_fd();
         for tree in self.trees.lock().unwrap().iter() {
             let rel = PathBuf::from("trees").join(format!("{}-{}", tree.hex(), tree.size()));
             match sys::create_file_at(cas, rel.as_os_str(), 0o444) {
-                Ok(_) => {}
+                Ok(_) => changed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => {
                     return Err(StoreError::io("record tree", self.store.root().join(rel))(
@@ -248,14 +263,62 @@ impl<'s> StoreTxn<'s> {
                 }
             }
         }
-        sys::syncfs(cas).map_err(StoreError::io(
-            "sync published objects in",
-            self.store.root(),
-        ))?;
+        if changed {
+            sys::syncfs(cas).map_err(StoreError::io(
+                "sync published objects in",
+                self.store.root(),
+            ))?;
+        }
         self.finished = true;
-        let rel = PathBuf::from("staging").join(&self.name);
-        let _ = sys::rmdir_at(cas, rel.as_os_str());
+        self.remove_staging_dirs();
         Ok(())
+    }
+
+    /// Renames every staged object into place, on a few threads: renames are
+    /// latency-bound metadata operations, and 100k of them in a row take seconds.
+    fn publish(&self, staged: &[((Digest, ObjectKind), OsString)]) -> Result<(), StoreError> {
+        let chunk = staged.len().div_ceil(PUBLISH_THREADS).max(1);
+        let cas = self.store.cas_fd();
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = staged
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || -> Result<(), StoreError> {
+                        for ((digest, kind), file) in part {
+                            let target = relative_path(*kind, digest);
+                            let placed = sys::rename_noreplace(
+                                self.dir.as_fd(),
+                                file,
+                                cas,
+                                target.as_os_str(),
+                            )
+                            .map_err(StoreError::io(
+                                "publish object",
+                                self.store.root().join(&target),
+                            ))?;
+                            if !placed {
+                                self.discard(file);
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("publishing threads do not panic"))
+        })
+    }
+
+    fn remove_staging_dirs(&self) {
+        for shard in 0..STAGING_SHARDS {
+            let _ = sys::rmdir_at(
+                self.dir.as_fd(),
+                std::ffi::OsStr::new(&format!("{shard:x}")),
+            );
+        }
+        let rel = PathBuf::from("staging").join(&self.name);
+        let _ = sys::rmdir_at(self.store.cas_fd(), rel.as_os_str());
     }
 }
 
