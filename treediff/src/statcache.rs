@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::Digest;
@@ -80,28 +80,42 @@ impl FileStat {
     pub fn from_metadata(meta: &std::fs::Metadata) -> FileStat {
         use std::os::unix::fs::MetadataExt;
         FileStat {
-            id: FileId { dev: meta.dev(), ino: meta.ino() },
+            id: FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            },
             size: meta.size(),
-            mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
-            ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
+            mtime_ns: meta
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.mtime_nsec()),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
         }
     }
 }
 
 /// The moment entries recorded by a capture starting now are dated.
 pub fn record_time_for_capture_starting_now() -> i64 {
-    let now = SystemTime::now().checked_sub(RECORD_MARGIN).unwrap_or(UNIX_EPOCH);
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    let now = SystemTime::now()
+        .checked_sub(RECORD_MARGIN)
+        .unwrap_or(UNIX_EPOCH);
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// Storage for stat-cache entries. `get` and `put` are called from many capture
-/// threads at once. A capture `put`s every file it sees (hit or miss), so an
-/// implementation may drop entries that were not put since it was opened.
+/// threads at once. A capture `put`s every file it sees (hit or miss), in batches
+/// (one per walker thread, at its end), so an implementation may drop entries that
+/// were not put since it was opened.
 pub trait StatCache: Sync {
-    /// The entry for a file, if any. Trust is decided by the caller.
+    /// The newest entry for a file, if any. Trust is decided by the caller.
     fn get(&self, id: FileId) -> Option<StatRecord>;
-    /// Records (or confirms) an entry.
-    fn put(&self, id: FileId, record: StatRecord);
+    /// Records (or confirms) entries.
+    fn put(&self, entries: &[(FileId, StatRecord)]);
 }
 
 /// A stat cache kept in one file, loaded whole and rewritten whole (atomically) by
@@ -112,7 +126,9 @@ pub trait StatCache: Sync {
 pub struct FileStatCache {
     path: PathBuf,
     loaded: HashMap<FileId, StatRecord>,
-    seen: Mutex<HashMap<FileId, StatRecord>>,
+    /// Entries put since loading. Written once per walker thread, read by every
+    /// lookup: a read lock costs no sleeping.
+    seen: RwLock<HashMap<FileId, StatRecord>>,
 }
 
 const MAGIC: &[u8; 8] = b"WSSTAT01";
@@ -121,8 +137,15 @@ const RECORD_BYTES: usize = 8 * 6 + 32 + 8;
 impl FileStatCache {
     /// Loads the cache at `path`; a missing or damaged file gives an empty cache.
     pub fn load(path: &Path) -> FileStatCache {
-        let loaded = std::fs::read(path).ok().and_then(|bytes| parse(&bytes)).unwrap_or_default();
-        FileStatCache { path: path.to_owned(), loaded, seen: Mutex::new(HashMap::new()) }
+        let loaded = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| parse(&bytes))
+            .unwrap_or_default();
+        FileStatCache {
+            path: path.to_owned(),
+            loaded,
+            seen: RwLock::new(HashMap::new()),
+        }
     }
 
     /// How many entries were loaded.
@@ -132,7 +155,7 @@ impl FileStatCache {
 
     /// Writes the entries put since loading, if they differ from what was loaded.
     pub fn save(&self) -> std::io::Result<()> {
-        let seen = self.seen.lock().unwrap();
+        let seen = self.seen.read().unwrap();
         if *seen == self.loaded {
             return Ok(());
         }
@@ -142,7 +165,14 @@ impl FileStatCache {
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
         for (id, r) in entries {
-            for n in [id.dev, id.ino, r.size, r.mtime_ns as u64, r.ctime_ns as u64, r.recorded_ns as u64] {
+            for n in [
+                id.dev,
+                id.ino,
+                r.size,
+                r.mtime_ns as u64,
+                r.ctime_ns as u64,
+                r.recorded_ns as u64,
+            ] {
                 bytes.extend_from_slice(&n.to_le_bytes());
             }
             bytes.extend_from_slice(r.digest.hash());
@@ -153,7 +183,9 @@ impl FileStatCache {
         if let Some(parent) = self.path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&bytes)?;
         drop(file);
@@ -183,21 +215,27 @@ fn parse(bytes: &[u8]) -> Option<HashMap<FileId, StatRecord>> {
             recorded_ns: n(5) as i64,
             digest: Digest::from_parts(hash, digest_size),
         };
-        map.insert(FileId { dev: n(0), ino: n(1) }, record);
+        map.insert(
+            FileId {
+                dev: n(0),
+                ino: n(1),
+            },
+            record,
+        );
     }
     Some(map)
 }
 
 impl StatCache for FileStatCache {
     fn get(&self, id: FileId) -> Option<StatRecord> {
-        if let Some(record) = self.seen.lock().unwrap().get(&id) {
+        if let Some(record) = self.seen.read().unwrap().get(&id) {
             return Some(*record);
         }
         self.loaded.get(&id).copied()
     }
 
-    fn put(&self, id: FileId, record: StatRecord) {
-        self.seen.lock().unwrap().insert(id, record);
+    fn put(&self, entries: &[(FileId, StatRecord)]) {
+        self.seen.write().unwrap().extend(entries.iter().copied());
     }
 }
 
@@ -206,20 +244,43 @@ mod tests {
     use super::*;
 
     fn stat(size: u64, mtime_ns: i64, ctime_ns: i64) -> FileStat {
-        FileStat { id: FileId { dev: 1, ino: 2 }, size, mtime_ns, ctime_ns }
+        FileStat {
+            id: FileId { dev: 1, ino: 2 },
+            size,
+            mtime_ns,
+            ctime_ns,
+        }
     }
 
     fn record(recorded_ns: i64) -> StatRecord {
-        StatRecord { size: 5, mtime_ns: 100, ctime_ns: 100, recorded_ns, digest: Digest::of(b"hello") }
+        StatRecord {
+            size: 5,
+            mtime_ns: 100,
+            ctime_ns: 100,
+            recorded_ns,
+            digest: Digest::of(b"hello"),
+        }
     }
 
     #[test]
     fn entry_is_trusted_only_when_stat_matches_and_is_older_than_the_record() {
         assert!(record(101).is_trusted_for(&stat(5, 100, 100)));
-        assert!(!record(100).is_trusted_for(&stat(5, 100, 100)), "racily clean: same tick");
-        assert!(!record(101).is_trusted_for(&stat(6, 100, 100)), "size changed");
-        assert!(!record(101).is_trusted_for(&stat(5, 99, 100)), "mtime changed");
-        assert!(!record(101).is_trusted_for(&stat(5, 100, 101)), "ctime changed");
+        assert!(
+            !record(100).is_trusted_for(&stat(5, 100, 100)),
+            "racily clean: same tick"
+        );
+        assert!(
+            !record(101).is_trusted_for(&stat(6, 100, 100)),
+            "size changed"
+        );
+        assert!(
+            !record(101).is_trusted_for(&stat(5, 99, 100)),
+            "mtime changed"
+        );
+        assert!(
+            !record(101).is_trusted_for(&stat(5, 100, 101)),
+            "ctime changed"
+        );
     }
 
     #[test]
@@ -227,12 +288,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
         let cache = FileStatCache::load(&path);
-        cache.put(FileId { dev: 1, ino: 1 }, record(7));
-        cache.put(FileId { dev: 1, ino: 2 }, record(8));
+        cache.put(&[
+            (FileId { dev: 1, ino: 1 }, record(7)),
+            (FileId { dev: 1, ino: 2 }, record(8)),
+        ]);
         cache.save().unwrap();
         let cache = FileStatCache::load(&path);
         assert_eq!(cache.get(FileId { dev: 1, ino: 2 }), Some(record(8)));
-        cache.put(FileId { dev: 1, ino: 2 }, record(8));
+        cache.put(&[(FileId { dev: 1, ino: 2 }, record(8))]);
         cache.save().unwrap();
         let cache = FileStatCache::load(&path);
         assert_eq!(cache.loaded_len(), 1);
@@ -243,7 +306,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
         let cache = FileStatCache::load(&path);
-        cache.put(FileId { dev: 1, ino: 1 }, record(7));
+        cache.put(&[(FileId { dev: 1, ino: 1 }, record(7))]);
         cache.save().unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 1;
