@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod blob;
 pub mod capture;
+pub mod checkout;
 pub mod diff;
 pub mod digest;
 pub mod fsck;
@@ -22,11 +23,12 @@ pub mod statcache;
 pub mod textdiff;
 pub mod tree;
 
-pub use apply::{apply, ApplyError, Edit};
-pub use capture::{capture, import, CaptureError, CaptureMode, CaptureOptions, CaptureStats};
-pub use diff::{diff, expand, Change, ChangeKind, DiffError, DiffStats};
-pub use fsck::{fsck, FsckReport, Problem};
+pub use apply::{ApplyError, Edit, apply};
+pub use capture::{CaptureError, CaptureMode, CaptureOptions, CaptureStats, capture, import};
+pub use checkout::{CheckoutError, CheckoutMode, CheckoutOptions, CheckoutStats, checkout};
+pub use diff::{Change, ChangeKind, DiffError, DiffStats, diff, expand};
+pub use fsck::{FsckReport, Problem, fsck};
 pub use statcache::{FileStatCache, StatCache};
 pub use sys::Mtime;
-pub use textdiff::{unified_diff, TextDiffError};
+pub use textdiff::{TextDiffError, unified_diff};
 pub use tree::{Dir, Entry, Node, Props, TreeError};

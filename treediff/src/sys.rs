@@ -101,11 +101,6 @@ pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<FileStat> {
     nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io)
 }
 
-/// `fstat` of an open file.
-pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
-    nix::sys::stat::fstat(fd).map_err(io)
-}
-
 /// Flushes every dirty page and inode of the filesystem holding `fd`: one call makes
 /// a whole transaction durable, instead of one fsync (~2.5 ms here) per object.
 pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -166,4 +161,26 @@ pub fn is_no_space(err: &io::Error) -> bool {
         err.raw_os_error().map(Errno::from_raw),
         Some(Errno::ENOSPC | Errno::EDQUOT)
     )
+}
+
+/// The first entry of the directory `dir` other than `.` and `..`, if any: an empty
+/// directory gives `None`. Reads through a fresh descriptor, so `dir`'s position is
+/// untouched.
+pub fn first_entry(dir: BorrowedFd<'_>) -> io::Result<Option<OsString>> {
+    use std::os::unix::ffi::OsStrExt;
+    let entries = rustix::fs::Dir::read_from(dir).map_err(io::Error::from)?;
+    for entry in entries {
+        let entry = entry.map_err(io::Error::from)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Ok(Some(OsStr::from_bytes(name).to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+/// True when a hard link failed because the file already has the most links its
+/// filesystem allows (`EMLINK`, 65000 on ext4).
+pub fn is_too_many_links(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(Errno::EMLINK as i32)
 }
