@@ -5,11 +5,13 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use common::{privileged, SmallTmpfs, TestStore, TreeBuilder};
-use treediff::{import, CaptureError, CaptureMode, CaptureOptions, Dir, FileStatCache, Node, StoreError};
+use common::{SmallTmpfs, TestStore, TreeBuilder, privileged};
+use treediff::{
+    CaptureError, CaptureMode, CaptureOptions, Dir, FileStatCache, Node, StoreError, import,
+};
 
 fn write(root: &Path, rel: &str, content: &str) {
     let path = root.join(rel);
@@ -58,7 +60,10 @@ fn source_capture_ignores_timestamps_and_non_exec_mode_bits() {
     sample(b.path());
     chmod(&b.path().join("README"), 0o600);
     let opts = CaptureOptions::default();
-    assert_eq!(import(&t.store, a.path(), &opts).unwrap().0, import(&t.store, b.path(), &opts).unwrap().0);
+    assert_eq!(
+        import(&t.store, a.path(), &opts).unwrap().0,
+        import(&t.store, b.path(), &opts).unwrap().0
+    );
 }
 
 #[test]
@@ -67,11 +72,19 @@ fn buildtree_capture_records_mtime_and_stripped_mode() {
     let src = tempfile::tempdir().unwrap();
     write(src.path(), "obj/a.o", "object");
     chmod(&src.path().join("obj/a.o"), 0o4755);
-    let opts = CaptureOptions { mode: CaptureMode::Buildtree, ..Default::default() };
+    let opts = CaptureOptions {
+        mode: CaptureMode::Buildtree,
+        ..Default::default()
+    };
     let (digest, _) = import(&t.store, src.path(), &opts).unwrap();
     let root = Dir::read(&t.store, digest, "").unwrap();
-    assert!(root.props.is_some_and(|p| p.mtime.is_some() && p.unix_mode.is_some()));
-    let Node::Dir { digest: obj } = root.get("obj").unwrap().node else { panic!() };
+    assert!(
+        root.props
+            .is_some_and(|p| p.mtime.is_some() && p.unix_mode.is_some())
+    );
+    let Node::Dir { digest: obj } = root.get("obj").unwrap().node else {
+        panic!()
+    };
     let obj = Dir::read(&t.store, obj, "obj").unwrap();
     let file = obj.get("a.o").unwrap();
     let props = file.props.unwrap();
@@ -79,8 +92,17 @@ fn buildtree_capture_records_mtime_and_stripped_mode() {
     let meta = fs::metadata(src.path().join("obj/a.o")).unwrap();
     use std::os::unix::fs::MetadataExt;
     let mtime = props.mtime.unwrap();
-    assert_eq!((mtime.seconds, i64::from(mtime.nanos)), (meta.mtime(), meta.mtime_nsec()));
-    assert!(matches!(file.node, Node::File { executable: true, .. }));
+    assert_eq!(
+        (mtime.seconds, i64::from(mtime.nanos)),
+        (meta.mtime(), meta.mtime_nsec())
+    );
+    assert!(matches!(
+        file.node,
+        Node::File {
+            executable: true,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -91,7 +113,11 @@ fn hardlinks_are_captured_as_separate_files_and_symlinks_are_not_followed() {
     fs::hard_link(src.path().join("a"), src.path().join("b")).unwrap();
     symlink("/etc/passwd", src.path().join("passwd")).unwrap();
     let (digest, _) = import(&t.store, src.path(), &CaptureOptions::default()).unwrap();
-    let expected = TreeBuilder::new().file("a", "same").file("b", "same").symlink("passwd", "/etc/passwd").build(&t.store);
+    let expected = TreeBuilder::new()
+        .file("a", "same")
+        .file("b", "same")
+        .symlink("passwd", "/etc/passwd")
+        .build(&t.store);
     assert_eq!(digest, expected);
 }
 
@@ -108,7 +134,10 @@ fn wsignore_and_extra_patterns_exclude_paths() {
     write(src.path(), "sub/kept", "k");
     write(src.path(), "build/out", "b");
     let patterns = vec!["/build".to_owned()];
-    let opts = CaptureOptions { ignore_patterns: &patterns, ..Default::default() };
+    let opts = CaptureOptions {
+        ignore_patterns: &patterns,
+        ..Default::default()
+    };
     let (digest, _) = import(&t.store, src.path(), &opts).unwrap();
     let expected = TreeBuilder::new()
         .file(".wsignore", ".git/\n*.o\n")
@@ -126,16 +155,26 @@ fn non_utf8_name_is_refused_naming_the_path() {
     fs::write(src.path().join(OsStr::from_bytes(b"bad\xffname")), "x").unwrap();
     let err = import(&t.store, src.path(), &CaptureOptions::default()).unwrap_err();
     assert!(matches!(err, CaptureError::NameNotUtf8 { .. }), "{err}");
-    assert!(err.to_string().contains("bad") && err.to_string().contains("UTF-8"), "{err}");
+    assert!(
+        err.to_string().contains("bad") && err.to_string().contains("UTF-8"),
+        "{err}"
+    );
 }
 
 #[test]
 fn fifo_is_refused_naming_the_path() {
     let t = TestStore::new();
     let src = tempfile::tempdir().unwrap();
-    nix::unistd::mkfifo(&src.path().join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &src.path().join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     let err = import(&t.store, src.path(), &CaptureOptions::default()).unwrap_err();
-    assert!(matches!(err, CaptureError::Unsupported { kind: "FIFO", .. }), "{err}");
+    assert!(
+        matches!(err, CaptureError::Unsupported { kind: "FIFO", .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("pipe"), "{err}");
 }
 
@@ -163,13 +202,19 @@ fn stat_cache_makes_a_second_capture_hash_nothing() {
     settle();
     let cache_path = t.dir.path().join("statcache");
     let cache = FileStatCache::load(&cache_path);
-    let opts = CaptureOptions { stat_cache: Some(&cache), ..Default::default() };
+    let opts = CaptureOptions {
+        stat_cache: Some(&cache),
+        ..Default::default()
+    };
     let (first, stats) = import(&t.store, src.path(), &opts).unwrap();
     assert_eq!((stats.hashed_files, stats.cache_hits), (3, 0));
     cache.save().unwrap();
 
     let cache = FileStatCache::load(&cache_path);
-    let opts = CaptureOptions { stat_cache: Some(&cache), ..Default::default() };
+    let opts = CaptureOptions {
+        stat_cache: Some(&cache),
+        ..Default::default()
+    };
     let (second, stats) = import(&t.store, src.path(), &opts).unwrap();
     assert_eq!(first, second);
     assert_eq!((stats.hashed_files, stats.cache_hits), (0, 3));
@@ -182,13 +227,21 @@ fn stat_cache_sees_a_same_size_edit_with_a_faked_mtime() {
     sample(src.path());
     settle();
     let cache = FileStatCache::load(&t.dir.path().join("statcache"));
-    let opts = CaptureOptions { stat_cache: Some(&cache), ..Default::default() };
+    let opts = CaptureOptions {
+        stat_cache: Some(&cache),
+        ..Default::default()
+    };
     let (first, _) = import(&t.store, src.path(), &opts).unwrap();
     // Same size, same mtime (restored by hand): only the ctime tells.
     let readme = src.path().join("README");
     let mtime = fs::metadata(&readme).unwrap().modified().unwrap();
     fs::write(&readme, "HELLO\n").unwrap();
-    fs::File::options().write(true).open(&readme).unwrap().set_modified(mtime).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&readme)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     let (second, stats) = import(&t.store, src.path(), &opts).unwrap();
     assert_ne!(first, second);
     assert_eq!(stats.hashed_files, 1);
@@ -202,7 +255,10 @@ fn racily_clean_files_are_hashed_again() {
     // No settling: the files are as new as the capture, so their entries cannot be
     // trusted yet, and the next capture hashes them again.
     let cache = FileStatCache::load(&t.dir.path().join("statcache"));
-    let opts = CaptureOptions { stat_cache: Some(&cache), ..Default::default() };
+    let opts = CaptureOptions {
+        stat_cache: Some(&cache),
+        ..Default::default()
+    };
     import(&t.store, src.path(), &opts).unwrap();
     let (_, stats) = import(&t.store, src.path(), &opts).unwrap();
     assert_eq!(stats.cache_hits, 0);
@@ -217,7 +273,9 @@ fn large_files_are_streamed_into_the_store() {
     fs::write(src.path().join("big"), &big).unwrap();
     let (digest, _) = import(&t.store, src.path(), &CaptureOptions::default()).unwrap();
     let root = Dir::read(&t.store, digest, "").unwrap();
-    let Node::File { digest: blob, .. } = root.get("big").unwrap().node else { panic!() };
+    let Node::File { digest: blob, .. } = root.get("big").unwrap().node else {
+        panic!()
+    };
     assert_eq!(t.store.read(&blob).unwrap().bytes(), &big[..]);
 }
 
@@ -235,8 +293,14 @@ fn disk_full_during_import_publishes_nothing() {
         write(src.path(), &format!("d{}/f{i}", i % 4), &content);
     }
     let err = import(&store, src.path(), &CaptureOptions::default()).unwrap_err();
-    assert!(matches!(err, CaptureError::Store(StoreError::NoSpace { .. })), "{err}");
+    assert!(
+        matches!(err, CaptureError::Store(StoreError::NoSpace { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("no space left"), "{err}");
-    let published = walkdir::WalkDir::new(store.root().join("blobs")).into_iter().filter(|e| e.as_ref().unwrap().file_type().is_file()).count();
+    let published = walkdir::WalkDir::new(store.root().join("blobs"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
     assert_eq!(published, 0, "nothing may be published by a failed import");
 }

@@ -5,15 +5,20 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{TestStore, TreeBuilder};
-use treediff::{fsck, Digest, Problem};
+use treediff::{Digest, Problem, fsck};
 
 fn writable(path: &std::path::Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 fn two_trees_sharing_a_blob(t: &TestStore) -> (Digest, Digest, Digest) {
-    let a = TreeBuilder::new().file("x/shared.txt", "shared").file("a", "only a").build(&t.store);
-    let b = TreeBuilder::new().file("y/shared.txt", "shared").build(&t.store);
+    let a = TreeBuilder::new()
+        .file("x/shared.txt", "shared")
+        .file("a", "only a")
+        .build(&t.store);
+    let b = TreeBuilder::new()
+        .file("y/shared.txt", "shared")
+        .build(&t.store);
     (a, b, Digest::of(b"shared"))
 }
 
@@ -37,7 +42,9 @@ fn flipped_bit_is_reported_once_by_digest() {
     std::fs::write(&path, "sharEd").unwrap();
     let report = fsck(&t.store, &[a, b]).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-    let Problem::CorruptObject { hash, .. } = &report.problems[0] else { panic!("{:?}", report.problems) };
+    let Problem::CorruptObject { hash, .. } = &report.problems[0] else {
+        panic!("{:?}", report.problems)
+    };
     assert_eq!(hash, &shared.hex());
     assert!(report.problems[0].to_string().contains(&shared.hex()));
 }
@@ -49,7 +56,12 @@ fn missing_blob_is_reported_once_with_a_path() {
     std::fs::remove_file(t.store.blob_path(&shared)).unwrap();
     let report = fsck(&t.store, &[a, b]).unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-    let Problem::MissingBlob { digest, tree_path, .. } = &report.problems[0] else { panic!() };
+    let Problem::MissingBlob {
+        digest, tree_path, ..
+    } = &report.problems[0]
+    else {
+        panic!()
+    };
     assert_eq!(digest, &shared.to_string());
     assert!(tree_path.ends_with("shared.txt"));
 }
@@ -78,8 +90,16 @@ fn missing_subtree_and_invalid_node_are_reported() {
     // A node whose entries are unsorted: valid protobuf, invalid tree.
     let bad = reapi::Directory {
         symlinks: vec![
-            reapi::SymlinkNode { name: "z".into(), target: "t".into(), node_properties: None },
-            reapi::SymlinkNode { name: "a".into(), target: "t".into(), node_properties: None },
+            reapi::SymlinkNode {
+                name: "z".into(),
+                target: "t".into(),
+                node_properties: None,
+            },
+            reapi::SymlinkNode {
+                name: "a".into(),
+                target: "t".into(),
+                node_properties: None,
+            },
         ],
         ..Default::default()
     };
@@ -89,8 +109,16 @@ fn missing_subtree_and_invalid_node_are_reported() {
     let report = fsck(&t.store, &[a, bad]).unwrap();
     let text: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
     assert_eq!(report.problems.len(), 2, "{text:?}");
-    assert!(text.iter().any(|p| p.contains(&sub.to_string()) && p.contains("at sub")), "{text:?}");
-    assert!(text.iter().any(|p| p.contains(&bad.to_string()) && p.contains("unsorted")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|p| p.contains(&sub.to_string()) && p.contains("at sub")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|p| p.contains(&bad.to_string()) && p.contains("unsorted")),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -98,5 +126,9 @@ fn stray_file_is_reported() {
     let t = TestStore::new();
     std::fs::write(t.store.root().join("blobs/00/not-an-object"), "x").unwrap();
     let report = fsck(&t.store, &[]).unwrap();
-    assert!(matches!(&report.problems[..], [Problem::StrayFile { .. }]), "{:?}", report.problems);
+    assert!(
+        matches!(&report.problems[..], [Problem::StrayFile { .. }]),
+        "{:?}",
+        report.problems
+    );
 }
