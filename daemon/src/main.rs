@@ -4,7 +4,7 @@ use clap::Parser;
 
 /// wsd: the daemon that keeps ws workspaces, their store and their transactions
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "wsd", version, about)]
 struct Args {}
 
 fn main() {

@@ -1,1 +1,3 @@
-//! End-to-end tests.
+//! End-to-end tests: the real `ws` binary on real directories.
+
+mod store;

@@ -1,0 +1,124 @@
+//! The one place where failures become messages, hints and exit codes.
+//!
+//! Exit codes: 0 success; 1 the operation failed; 2 bad usage or input (clap uses 2
+//! as well); 3 the store is damaged (fsck found problems, or an object was missing or
+//! corrupt). Messages go to stderr as `ws: error: <what failed>: <cause>…`, with a
+//! `hint:` line where there is something to do about it.
+
+use std::process::ExitCode;
+
+use treediff::digest::DigestParseError;
+use treediff::{CaptureError, StoreError, TreeError};
+
+/// Anything `ws` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// No `--state-dir`, no `WS_STATE_DIR`, and no home directory to default to.
+    #[error("no state directory: HOME is not set")]
+    NoStateDir,
+    /// A digest argument that does not parse.
+    #[error(transparent)]
+    BadDigest(#[from] DigestParseError),
+    /// Opening or using the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Importing a directory failed.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Reading a tree failed.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// Writing a tree out failed.
+    #[error(transparent)]
+    Checkout(#[from] treediff::checkout::CheckoutError),
+    /// Comparing trees failed.
+    #[error(transparent)]
+    Diff(#[from] treediff::diff::DiffError),
+    /// Rendering a text diff failed.
+    #[error(transparent)]
+    TextDiff(#[from] treediff::TextDiffError),
+    /// fsck found damage (the problems were printed).
+    #[error("fsck found {0} problem(s) in the store")]
+    Damaged(usize),
+    /// Writing the output failed.
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+/// What kind of failure, which decides the exit code.
+enum Kind {
+    Failed,
+    BadInput,
+    Damaged,
+}
+
+impl CliError {
+    fn kind(&self) -> Kind {
+        match self {
+            CliError::BadDigest(_) => return Kind::BadInput,
+            CliError::Damaged(_) => return Kind::Damaged,
+            CliError::Capture(CaptureError::NotADirectory { .. }) => return Kind::BadInput,
+            _ => {}
+        }
+        // Damage anywhere down the chain (a missing or corrupt object, an invalid
+        // node) makes it a damaged-store error, whichever operation met it. Large
+        // errors travel boxed, so look through boxes too.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = cause {
+            let store = err
+                .downcast_ref::<StoreError>()
+                .or_else(|| err.downcast_ref::<Box<StoreError>>().map(|b| &**b));
+            if let Some(StoreError::Missing { .. } | StoreError::Corrupt { .. }) = store {
+                return Kind::Damaged;
+            }
+            let tree = err
+                .downcast_ref::<TreeError>()
+                .or_else(|| err.downcast_ref::<Box<TreeError>>().map(|b| &**b));
+            if let Some(TreeError::Invalid { .. }) = tree {
+                return Kind::Damaged;
+            }
+            cause = err.source();
+        }
+        Kind::Failed
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            CliError::NoStateDir => Some("pass --state-dir DIR or set WS_STATE_DIR".into()),
+            CliError::Damaged(_) => Some(
+                "the objects named above are damaged; re-import their sources to restore them"
+                    .into(),
+            ),
+            CliError::Capture(CaptureError::Ignore { .. }) => {
+                Some("fix the pattern or the .wsignore file it names".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Prints the error with its causes and a hint, and returns the exit code.
+    pub fn report(&self) -> ExitCode {
+        if let CliError::Output(e) = self
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            // The reader went away (`ws store diff … | head`): not an error.
+            return ExitCode::SUCCESS;
+        }
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        eprintln!("ws: error: {message}");
+        if let Some(hint) = self.hint() {
+            eprintln!("hint: {hint}");
+        }
+        ExitCode::from(match self.kind() {
+            Kind::Failed => 1,
+            Kind::BadInput => 2,
+            Kind::Damaged => 3,
+        })
+    }
+}

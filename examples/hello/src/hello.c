@@ -1,0 +1,9 @@
+#include <stdio.h>
+
+#include "greeting.h"
+
+int main(void)
+{
+    printf("%s\n", greeting());
+    return 0;
+}
