@@ -38,6 +38,19 @@ pub fn open_file_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
         .map_err(io)
 }
 
+/// Opens the regular file `name` below `dir` for capture: like [`open_file_at`], and
+/// non-blocking, so that a file swapped for a FIFO since it was stat'ed cannot hang.
+pub fn open_source_file_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY
+        | OFlag::O_NONBLOCK;
+    nix::fcntl::openat(dir, name, flags, Mode::empty())
+        .map(File::from)
+        .map_err(io)
+}
+
 /// Creates the file `name` below `dir`, failing if anything exists under that name.
 pub fn create_file_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<File> {
     let flags =
@@ -99,6 +112,16 @@ pub fn rmdir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 /// `lstat` of `name` below `dir`.
 pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<FileStat> {
     nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io)
+}
+
+/// `fstat` of an open file.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<FileStat> {
+    nix::sys::stat::fstat(fd).map_err(io)
+}
+
+/// Whether a stat is of a regular file.
+pub fn is_regular(stat: &FileStat) -> bool {
+    stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
 }
 
 /// Flushes every dirty page and inode of the filesystem holding `fd`: one call makes

@@ -304,3 +304,32 @@ fn disk_full_during_import_publishes_nothing() {
         .count();
     assert_eq!(published, 0, "nothing may be published by a failed import");
 }
+
+#[test]
+fn deeper_wsignore_can_reinclude_and_ignored_dirs_are_not_entered() {
+    let t = TestStore::new();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), ".wsignore", "*.log\nbuild/\n");
+    write(src.path(), "a.log", "x");
+    write(src.path(), "keep/.wsignore", "!important.log\n");
+    write(src.path(), "keep/important.log", "kept");
+    write(src.path(), "keep/other.log", "dropped");
+    write(src.path(), "build/.wsignore", "!*\n");
+    write(src.path(), "build/out.o", "never seen");
+    let (digest, _) = import(&t.store, src.path(), &CaptureOptions::default()).unwrap();
+    let expected = TreeBuilder::new()
+        .file(".wsignore", "*.log\nbuild/\n")
+        .file("keep/.wsignore", "!important.log\n")
+        .file("keep/important.log", "kept")
+        .build(&t.store);
+    assert_eq!(digest, expected);
+}
+
+#[test]
+fn bad_wsignore_pattern_is_named_with_file_and_line() {
+    let t = TestStore::new();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "sub/.wsignore", "ok\n{a,b\n");
+    let err = import(&t.store, src.path(), &CaptureOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("sub/.wsignore, line 2"), "{err}");
+}

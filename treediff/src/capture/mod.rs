@@ -30,6 +30,8 @@
 //! a racing write is in this capture or the next, never lost.
 
 mod assemble;
+mod file;
+mod rules;
 mod walk;
 
 use std::path::{Path, PathBuf};

@@ -1,24 +1,32 @@
-//! The parallel walk: every entry under the root is stat'ed, and every file hashed
-//! (unless the stat cache vouches for it) and staged, on the walker's threads.
+//! The parallel walk: directories are listed, and their entries stat'ed, hashed
+//! (unless the stat cache vouches for them) and staged, on several threads.
+//!
+//! All work is relative to directory file descriptors, one component at a time
+//! (`openat` with `O_NOFOLLOW`, `fstatat`, `readlinkat`), as `find` does: the kernel
+//! never resolves a long path, and a directory swapped for a symlink mid-walk cannot
+//! redirect the walk outside the root. Threads take directories from a shared stack
+//! (depth first keeps few directories open); each thread keeps its results and
+//! stat-cache entries to itself and hands them over once, when it ends.
 
-use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
-use std::sync::Mutex;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
-use ignore::gitignore::GitignoreBuilder;
-use ignore::{WalkBuilder, WalkState};
+use ignore::gitignore::Gitignore;
+use nix::sys::stat::FileStat as Stat;
 
-use super::{CaptureError, CaptureMode, CaptureOptions, CaptureStats, MAX_ATTEMPTS, count};
+use super::file::file_digest;
+use super::rules::Rules;
+use super::{CaptureError, CaptureMode, CaptureOptions, CaptureStats, count};
 use crate::digest::Digest;
-use crate::statcache::{
-    FileId, FileStat, StatCache, StatRecord, record_time_for_capture_starting_now,
-};
+use crate::names;
+use crate::statcache::{FileId, StatCache, StatRecord, record_time_for_capture_starting_now};
 use crate::store::StoreTxn;
-use crate::store::txn::STREAM_THRESHOLD;
-use crate::sys::Mtime;
-use crate::tree::Props;
+use crate::sys::{self, Mtime};
+use crate::tree::{MAX_DEPTH, Props};
 
 /// What the walk found at one path.
 #[derive(Debug)]
@@ -43,14 +51,87 @@ pub(super) struct Walked {
     pub stats: CaptureStats,
 }
 
+/// A directory to list: the root (already open) or a child of an open directory.
+struct Job {
+    open: Open,
+    rel: String,
+    depth: usize,
+    rules: Arc<Rules>,
+}
+
+enum Open {
+    Ready(OwnedFd),
+    Child(Arc<OwnedFd>, String),
+}
+
+/// The shared stack of directories still to list.
+struct Queue {
+    jobs: Mutex<Vec<Job>>,
+    ready: Condvar,
+    /// Jobs queued or being worked on; the walk is over when it drops to zero.
+    pending: AtomicUsize,
+    failed: AtomicBool,
+    error: Mutex<Option<CaptureError>>,
+}
+
+impl Queue {
+    fn push(&self, job: Job) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.jobs.lock().unwrap().push(job);
+        self.ready.notify_one();
+    }
+
+    /// The next job, or `None` when the walk is over or failed.
+    fn next(&self) -> Option<Job> {
+        let mut jobs = self.jobs.lock().unwrap();
+        loop {
+            if self.failed.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(job) = jobs.pop() {
+                return Some(job);
+            }
+            if self.pending.load(Ordering::SeqCst) == 0 {
+                return None;
+            }
+            jobs = self.ready.wait(jobs).unwrap();
+        }
+    }
+
+    fn done(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _guard = self.jobs.lock().unwrap();
+            self.ready.notify_all();
+        }
+    }
+
+    fn fail(&self, err: CaptureError) {
+        self.error.lock().unwrap().get_or_insert(err);
+        self.failed.store(true, Ordering::SeqCst);
+        let _guard = self.jobs.lock().unwrap();
+        self.ready.notify_all();
+    }
+}
+
 /// Per-thread state: results are merged into the shared list, and stat-cache entries
 /// recorded, once, when the thread ends.
-struct Local<'a> {
+pub(super) struct Local<'a> {
     shared: &'a Mutex<Walked>,
     cache: Option<&'a dyn StatCache>,
-    walked: Walked,
-    cache_entries: Vec<(FileId, StatRecord)>,
-    buf: Vec<u8>,
+    root: &'a Path,
+    pub walked: Walked,
+    pub cache_entries: Vec<(FileId, StatRecord)>,
+    pub buf: Vec<u8>,
+    pub recorded_ns: i64,
+    /// The directory being listed, root-relative.
+    rel: String,
+}
+
+impl Local<'_> {
+    /// The filesystem path of `name` in the directory being listed, for messages.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(&self.rel).join(name)
+    }
 }
 
 impl Drop for Local<'_> {
@@ -64,295 +145,226 @@ impl Drop for Local<'_> {
     }
 }
 
+/// Walks `root` on `options.threads` threads.
 pub(super) fn walk(
     txn: &StoreTxn<'_>,
     root: &Path,
     options: &CaptureOptions<'_>,
 ) -> Result<Walked, CaptureError> {
-    let mut builder = WalkBuilder::new(root);
-    builder
-        .standard_filters(false)
-        .follow_links(false)
-        .threads(options.threads.max(1))
-        .add_custom_ignore_filename(".wsignore");
-    if !options.ignore_patterns.is_empty() {
-        let mut rules = GitignoreBuilder::new(root);
-        for pattern in options.ignore_patterns {
-            rules
-                .add_line(None, pattern)
-                .map_err(|e| CaptureError::Ignore {
-                    message: format!("pattern {pattern:?}: {e}"),
-                })?;
-        }
-        let rules = rules.build().map_err(|e| CaptureError::Ignore {
-            message: e.to_string(),
-        })?;
-        builder.filter_entry(move |entry| {
-            let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
-            entry.depth() == 0 || !rules.matched(entry.path(), is_dir).is_ignore()
-        });
-    }
-    let recorded_ns = record_time_for_capture_starting_now();
-    let shared = Mutex::new(Walked::default());
-    let first_error: Mutex<Option<CaptureError>> = Mutex::new(None);
-    builder.build_parallel().run(|| {
-        let mut local = Local {
-            shared: &shared,
-            cache: options.stat_cache,
-            walked: Walked::default(),
-            cache_entries: Vec::new(),
-            buf: Vec::new(),
-        };
-        let first_error = &first_error;
-        Box::new(move |result| {
-            let visited = match result {
-                Ok(entry) => visit(txn, root, &entry, options, recorded_ns, &mut local),
-                Err(err) => Err(walk_error(err)),
-            };
-            match visited {
-                Ok(()) => WalkState::Continue,
-                Err(err) => {
-                    first_error.lock().unwrap().get_or_insert(err);
-                    WalkState::Quit
-                }
-            }
-        })
+    let patterns = Rules::patterns(options.ignore_patterns)?;
+    let fd = sys::open_dir(root).map_err(|source| CaptureError::Io {
+        op: "open",
+        path: root.to_owned(),
+        source,
+    })?;
+    let queue = Queue {
+        jobs: Mutex::new(Vec::new()),
+        ready: Condvar::new(),
+        pending: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    queue.push(Job {
+        open: Open::Ready(fd),
+        rel: String::new(),
+        depth: 0,
+        rules: Rules::none(),
     });
-    if let Some(err) = first_error.into_inner().unwrap() {
+    let shared = Mutex::new(Walked::default());
+    let recorded_ns = record_time_for_capture_starting_now();
+    std::thread::scope(|scope| {
+        for _ in 0..options.threads.max(1) {
+            scope.spawn(|| {
+                let mut local = Local {
+                    shared: &shared,
+                    cache: options.stat_cache,
+                    root,
+                    walked: Walked::default(),
+                    cache_entries: Vec::new(),
+                    buf: Vec::new(),
+                    recorded_ns,
+                    rel: String::new(),
+                };
+                while let Some(job) = queue.next() {
+                    if let Err(err) = list_dir(txn, job, &queue, &patterns, options, &mut local) {
+                        queue.fail(err);
+                    }
+                    queue.done();
+                }
+            });
+        }
+    });
+    if let Some(err) = queue.error.into_inner().unwrap() {
         return Err(err);
     }
     Ok(shared.into_inner().unwrap())
 }
 
-fn walk_error(err: ignore::Error) -> CaptureError {
-    let path = error_path(&err).map(Path::to_owned);
-    match (err.io_error(), path) {
-        (Some(io), Some(path)) => CaptureError::Io {
-            op: "read",
-            path,
-            source: std::io::Error::new(io.kind(), io.to_string()),
-        },
-        _ => CaptureError::Ignore {
-            message: err.to_string(),
-        },
-    }
-}
-
-fn error_path(err: &ignore::Error) -> Option<&Path> {
-    match err {
-        ignore::Error::WithPath { path, .. } => Some(path),
-        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
-            error_path(err)
-        }
-        ignore::Error::Partial(errs) => errs.first().and_then(error_path),
-        _ => None,
-    }
-}
-
-fn visit(
+/// Lists one directory: records it, queues its subdirectories, captures the rest.
+fn list_dir(
     txn: &StoreTxn<'_>,
-    root: &Path,
-    entry: &ignore::DirEntry,
+    job: Job,
+    queue: &Queue,
+    patterns: &Gitignore,
     options: &CaptureOptions<'_>,
-    recorded_ns: i64,
     local: &mut Local<'_>,
 ) -> Result<(), CaptureError> {
-    let path = entry.path();
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    let rel = rel
-        .to_str()
-        .ok_or_else(|| CaptureError::NameNotUtf8 {
-            path: path.to_owned(),
-        })?
-        .to_owned();
-    if rel.split('/').count() > crate::tree::MAX_DEPTH {
-        return Err(CaptureError::TooDeep {
-            path: path.to_owned(),
-        });
-    }
-    let io = |op| {
-        move |source| CaptureError::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
+    let io = |op, path: PathBuf| move |source| CaptureError::Io { op, path, source };
+    let dir_path = local.root.join(&job.rel);
+    let fd = match job.open {
+        Open::Ready(fd) => fd,
+        Open::Child(parent, name) => sys::open_dir_at(parent.as_fd(), OsStr::new(&name))
+            .map_err(io("open", dir_path.clone()))?,
     };
-    let file_type = match entry.file_type() {
-        Some(t) => t,
-        None => std::fs::symlink_metadata(path)
-            .map_err(io("stat"))?
-            .file_type(),
-    };
+    let fd = Arc::new(fd);
+    local.rel.clone_from(&job.rel);
     let buildtree = options.mode == CaptureMode::Buildtree;
-    count(options.progress, 1, 0);
-    let (node, props) = if file_type.is_dir() {
-        local.walked.stats.dirs += 1;
-        let props = if buildtree {
-            Some(props_of(
-                &std::fs::symlink_metadata(path).map_err(io("stat"))?,
-                true,
-            ))
-        } else {
-            None
-        };
-        (FoundNode::Dir, props)
-    } else if file_type.is_symlink() {
-        local.walked.stats.symlinks += 1;
-        let target = std::fs::read_link(path).map_err(io("read symlink"))?;
-        let target =
-            target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| CaptureError::TargetNotUtf8 {
-                    path: path.to_owned(),
-                })?;
-        let props = if buildtree {
-            let meta = std::fs::symlink_metadata(path).map_err(io("stat"))?;
-            Some(Props {
-                mtime: Some(mtime_of(&meta)),
-                unix_mode: None,
-            })
-        } else {
-            None
-        };
-        (FoundNode::Symlink { target }, props)
-    } else if file_type.is_file() {
-        let (digest, meta) = file_digest(txn, path, options, recorded_ns, local)?;
-        local.walked.stats.files += 1;
-        local.walked.stats.bytes += meta.size();
-        let executable = meta.mode() & 0o100 != 0;
-        let props = if buildtree {
-            Some(props_of(&meta, true))
-        } else {
-            None
-        };
-        (FoundNode::File { digest, executable }, props)
+    let props = if buildtree {
+        Some(props_of(
+            &sys::fstat(fd.as_fd()).map_err(io("stat", dir_path.clone()))?,
+        ))
     } else {
-        let kind = if file_type.is_fifo() {
-            "FIFO"
-        } else if file_type.is_socket() {
-            "socket"
-        } else if file_type.is_block_device() {
-            "block device"
-        } else {
-            "character device"
-        };
-        return Err(CaptureError::Unsupported {
-            path: path.to_owned(),
-            kind,
-        });
+        None
     };
+    local.walked.stats.dirs += 1;
     local.walked.found.push(Found {
-        path: rel,
-        node,
+        path: job.rel.clone(),
+        node: FoundNode::Dir,
         props,
     });
+
+    let mut entries = Vec::new();
+    for entry in rustix::fs::Dir::read_from(fd.as_fd())
+        .map_err(|e| io("list", dir_path.clone())(e.into()))?
+    {
+        let entry = entry.map_err(|e| io("list", dir_path.clone())(e.into()))?;
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." {
+            continue;
+        }
+        let name = std::str::from_utf8(bytes)
+            .map_err(|_| CaptureError::NameNotUtf8 {
+                path: dir_path.join(OsStr::from_bytes(bytes)),
+            })?
+            .to_owned();
+        entries.push((name, entry.file_type()));
+    }
+
+    let mut rules = job.rules.clone();
+    if entries
+        .iter()
+        .any(|(name, kind)| name == ".wsignore" && *kind != rustix::fs::FileType::Directory)
+    {
+        let text = std::fs::read_to_string(local.path(".wsignore"))
+            .map_err(io("read", local.path(".wsignore")))?;
+        rules = Rules::child(&job.rules, &job.rel, &text)?;
+    }
+
+    for (name, kind) in entries {
+        let stat = |local: &Local<'_>| {
+            sys::lstat_at(fd.as_fd(), OsStr::new(&name)).map_err(io("stat", local.path(&name)))
+        };
+        // d_type is not filled in on every filesystem; fall back to a stat.
+        let (kind, mut known_stat) = match kind {
+            rustix::fs::FileType::Unknown => {
+                let st = stat(local)?;
+                (rustix::fs::FileType::from_raw_mode(st.st_mode), Some(st))
+            }
+            kind => (kind, None),
+        };
+        let rel = names::join(&job.rel, &name);
+        let is_dir = kind == rustix::fs::FileType::Directory;
+        if patterns.matched(Path::new(&rel), is_dir).is_ignore() || rules.ignores(&rel, is_dir) {
+            continue;
+        }
+        count(options.progress, 1, 0);
+        let (node, props) = match kind {
+            rustix::fs::FileType::Directory => {
+                if job.depth + 1 > MAX_DEPTH {
+                    return Err(CaptureError::TooDeep {
+                        path: local.path(&name),
+                    });
+                }
+                let open = Open::Child(fd.clone(), name);
+                queue.push(Job {
+                    open,
+                    rel,
+                    depth: job.depth + 1,
+                    rules: rules.clone(),
+                });
+                continue;
+            }
+            rustix::fs::FileType::RegularFile => {
+                let st = match known_stat.take() {
+                    Some(st) => st,
+                    None => stat(local)?,
+                };
+                let (digest, st) = file_digest(txn, fd.as_fd(), &name, st, options, local)?;
+                local.walked.stats.files += 1;
+                local.walked.stats.bytes += st.st_size as u64;
+                let executable = st.st_mode & 0o100 != 0;
+                (
+                    FoundNode::File { digest, executable },
+                    buildtree.then(|| props_of(&st)),
+                )
+            }
+            rustix::fs::FileType::Symlink => {
+                local.walked.stats.symlinks += 1;
+                let target = sys::readlink_at(fd.as_fd(), OsStr::new(&name))
+                    .map_err(io("read symlink", local.path(&name)))?;
+                let target = target
+                    .into_string()
+                    .map_err(|_| CaptureError::TargetNotUtf8 {
+                        path: local.path(&name),
+                    })?;
+                let props = if buildtree {
+                    let st = match known_stat.take() {
+                        Some(st) => st,
+                        None => stat(local)?,
+                    };
+                    Some(Props {
+                        mtime: Some(mtime_of(&st)),
+                        unix_mode: None,
+                    })
+                } else {
+                    None
+                };
+                (FoundNode::Symlink { target }, props)
+            }
+            other => {
+                let kind = match other {
+                    rustix::fs::FileType::Fifo => "FIFO",
+                    rustix::fs::FileType::Socket => "socket",
+                    rustix::fs::FileType::BlockDevice => "block device",
+                    _ => "character device",
+                };
+                return Err(CaptureError::Unsupported {
+                    path: local.path(&name),
+                    kind,
+                });
+            }
+        };
+        local.walked.found.push(Found {
+            path: rel,
+            node,
+            props,
+        });
+    }
     Ok(())
 }
 
-fn mtime_of(meta: &std::fs::Metadata) -> Mtime {
+fn mtime_of(st: &Stat) -> Mtime {
     Mtime {
-        seconds: meta.mtime(),
-        nanos: meta.mtime_nsec() as u32,
+        seconds: st.st_mtime,
+        nanos: st.st_mtime_nsec as u32,
     }
 }
 
 /// Buildtree properties: the mtime and the permission bits (setuid, setgid and
 /// sticky stripped).
-fn props_of(meta: &std::fs::Metadata, with_mode: bool) -> Props {
+fn props_of(st: &Stat) -> Props {
     Props {
-        mtime: Some(mtime_of(meta)),
-        unix_mode: with_mode.then_some(meta.mode() & 0o777),
+        mtime: Some(mtime_of(st)),
+        unix_mode: Some(st.st_mode & 0o777),
     }
-}
-
-/// The digest of a regular file: from the stat cache when it may be trusted, else by
-/// hashing (and staging) it. Returns the metadata the digest belongs to.
-fn file_digest(
-    txn: &StoreTxn<'_>,
-    path: &Path,
-    options: &CaptureOptions<'_>,
-    recorded_ns: i64,
-    local: &mut Local<'_>,
-) -> Result<(Digest, std::fs::Metadata), CaptureError> {
-    if let Some(cache) = options.stat_cache {
-        let meta = std::fs::symlink_metadata(path).map_err(|source| CaptureError::Io {
-            op: "stat",
-            path: path.to_owned(),
-            source,
-        })?;
-        let stat = FileStat::from_metadata(&meta);
-        if let Some(record) = cache.get(stat.id)
-            && record.is_trusted_for(&stat)
-        {
-            local.cache_entries.push((stat.id, record));
-            local.walked.stats.cache_hits += 1;
-            return Ok((record.digest, meta));
-        }
-    }
-    let (digest, meta) = hash_file(txn, path, &mut local.buf)?;
-    local.walked.stats.hashed_files += 1;
-    local.walked.stats.hashed_bytes += meta.size();
-    count(options.progress, 0, meta.size());
-    if options.stat_cache.is_some() {
-        let stat = FileStat::from_metadata(&meta);
-        let record = StatRecord {
-            size: stat.size,
-            mtime_ns: stat.mtime_ns,
-            ctime_ns: stat.ctime_ns,
-            recorded_ns,
-            digest,
-        };
-        local.cache_entries.push((stat.id, record));
-    }
-    Ok((digest, meta))
-}
-
-/// Hashes and stages one file, between two `fstat`s that must agree.
-fn hash_file(
-    txn: &StoreTxn<'_>,
-    path: &Path,
-    buf: &mut Vec<u8>,
-) -> Result<(Digest, std::fs::Metadata), CaptureError> {
-    let io = |op| {
-        move |source| CaptureError::Io {
-            op,
-            path: path.to_owned(),
-            source,
-        }
-    };
-    for _ in 0..MAX_ATTEMPTS {
-        // O_NONBLOCK: if the file was swapped for a FIFO since the walk saw it,
-        // opening must not hang.
-        let mut file: File = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(path)
-            .map_err(io("open"))?;
-        let before = file.metadata().map_err(io("stat"))?;
-        if !before.is_file() {
-            return Err(CaptureError::KeepsChanging {
-                path: path.to_owned(),
-            });
-        }
-        let (digest, small) = if before.size() <= STREAM_THRESHOLD {
-            buf.clear();
-            file.read_to_end(buf).map_err(io("read"))?;
-            (Digest::of(buf), true)
-        } else {
-            (txn.put_stream(&mut file)?, false)
-        };
-        let after = file.metadata().map_err(io("stat"))?;
-        let unchanged = FileStat::from_metadata(&before) == FileStat::from_metadata(&after)
-            && digest.size() == before.size();
-        if unchanged {
-            if small {
-                txn.put_hashed(digest, buf)?;
-            }
-            return Ok((digest, before));
-        }
-    }
-    Err(CaptureError::KeepsChanging {
-        path: path.to_owned(),
-    })
 }

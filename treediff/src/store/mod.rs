@@ -73,6 +73,9 @@ pub struct Store {
     root: PathBuf,
     cas: OwnedFd,
     boot_id: String,
+    /// The process umask, read once: objects need an `fchmod` only where it would
+    /// strip their mode bits.
+    umask: u32,
 }
 
 impl Store {
@@ -88,7 +91,12 @@ impl Store {
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "noboot".to_owned());
-        let store = Store { root, cas, boot_id };
+        let store = Store {
+            root,
+            cas,
+            boot_id,
+            umask: process_umask(),
+        };
         store.collect_leftovers();
         Ok(store)
     }
@@ -235,12 +243,29 @@ impl Store {
     pub(crate) fn boot_id(&self) -> &str {
         &self.boot_id
     }
+
+    /// Whether files created with `mode` come out with fewer bits (the umask).
+    pub(crate) fn umask_strips(&self, mode: u32) -> bool {
+        mode & self.umask != 0
+    }
 }
 
 /// `blobs/ab/abcd…` relative to the store root.
 pub(crate) fn relative_path(kind: ObjectKind, digest: &Digest) -> PathBuf {
     let hex = digest.hex();
     PathBuf::from(kind.dir()).join(&hex[..2]).join(hex)
+}
+
+/// The umask, from `/proc/self/status` (setting it to read it back would race with
+/// other threads creating files). If it cannot be read, assume the strictest.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+        })
+        .unwrap_or(0o777)
 }
 
 fn create_layout(root: &Path) -> Result<(), StoreError> {

@@ -131,8 +131,10 @@ impl<'s> StoreTxn<'s> {
     /// Gives a staged file its object mode (explicitly: the caller's umask must not
     /// decide what hardlink checkouts show) and the fixed object mtime.
     fn finish_file(&self, out: &File, file: &OsString, kind: ObjectKind) -> Result<(), StoreError> {
-        sys::fchmod(out.as_fd(), kind.mode())
-            .map_err(StoreError::io("set the mode of", self.staging_path(file)))?;
+        if self.store.umask_strips(kind.mode()) {
+            sys::fchmod(out.as_fd(), kind.mode())
+                .map_err(StoreError::io("set the mode of", self.staging_path(file)))?;
+        }
         sys::set_mtime(out.as_fd(), OBJECT_MTIME)
             .map_err(StoreError::io("set the mtime of", self.staging_path(file)))
     }
