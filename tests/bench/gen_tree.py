@@ -123,6 +123,10 @@ def _make_line_pool(rng: random.Random, target_bytes: int) -> tuple[bytes, list[
         lambda: f"let {I()} = {I()}.{I()}({A()}, {A()});",
         lambda: f"let mut {I()}: {T()} = {T()}::new();",
         lambda: f"if {I()} {rng.choice(_OPS)} {A()} {{",
+        # As many closers as openers, so indentation wanders rather than drifts.
+        lambda: "}",
+        lambda: "}",
+        lambda: "}",
         lambda: "}",
         lambda: "} else {",
         lambda: f"return {A()};",
@@ -148,14 +152,11 @@ def _make_line_pool(rng: random.Random, target_bytes: int) -> tuple[bytes, list[
     depth = 0
     while total < target_bytes:
         s = rng.choice(templates)()
-        if s.endswith("{"):
-            line = "    " * depth + s
-            depth = min(depth + 1, 6)
-        elif s.startswith("}"):
+        if s.startswith("}"):
             depth = max(depth - 1, 0)
-            line = "    " * depth + s
-        else:
-            line = ("    " * depth + s) if s else ""
+        line = ("    " * depth + s) if s else ""
+        if s.endswith("{"):
+            depth = min(depth + 1, 6)
         lines.append(line + "\n")
         total += len(line) + 1
     pool = "".join(lines).encode()
