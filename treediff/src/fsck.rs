@@ -312,24 +312,43 @@ impl TreeWalk<'_> {
     }
 
     fn missing(&mut self, root: Digest, digest: Digest, path: &str, problem: String) {
-        if self.reported.insert(digest) {
-            self.report.problems.push(Problem::MissingBlob {
-                digest: digest.to_string(),
-                tree_path: names::display(path).to_owned(),
+        self.report_once(
+            digest,
+            |digest, tree_path| Problem::MissingBlob {
+                digest,
+                tree_path,
                 root: root.to_string(),
                 problem,
-            });
-        }
+            },
+            path,
+        );
     }
 
     fn invalid(&mut self, root: Digest, digest: Digest, path: &str, problem: String) {
-        if self.reported.insert(digest) {
-            self.report.problems.push(Problem::InvalidTree {
-                digest: digest.to_string(),
-                tree_path: names::display(path).to_owned(),
+        self.report_once(
+            digest,
+            |digest, tree_path| Problem::InvalidTree {
+                digest,
+                tree_path,
                 root: root.to_string(),
                 problem,
-            });
+            },
+            path,
+        );
+    }
+
+    /// Records the problem made by `make(digest, tree path)` unless `digest` already
+    /// has one: each damaged object is reported once, at the first path found.
+    fn report_once(
+        &mut self,
+        digest: Digest,
+        make: impl FnOnce(String, String) -> Problem,
+        path: &str,
+    ) {
+        if self.reported.insert(digest) {
+            self.report
+                .problems
+                .push(make(digest.to_string(), names::display(path).to_owned()));
         }
     }
 }
