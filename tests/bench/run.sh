@@ -2,7 +2,7 @@
 # Benchmark driver for the ws store, run by hand as root (never by CI).
 #
 #   tests/bench/run.sh [--files 10000|100000|both] [--runs N] [--no-ws] [--no-build]
-#                      [--defer-delete]
+#                      [--delete-between]
 #
 # Measures `ws store import/diff/checkout` against the tools a user would use
 # instead (b3sum, ostree, git, find, cp), all in the same run, and prints a
@@ -24,7 +24,7 @@ SIZES=(10000 100000)
 RUNS=5
 WITH_WS=1      # --no-ws: measure the peers only (e.g. while ws is unfinished)
 BUILD=1        # --no-build: use the ws binary already in $TARGET
-DEFER_DELETE=0 # --defer-delete: delete scratch dirs only after each size
+DEFER_DELETE=1 # --delete-between: delete scratch dirs between runs (see retire)
 MODIFY_K=10    # files changed between the two trees of the diff benchmark
 MODIFY_SEED=1
 
@@ -66,7 +66,7 @@ parse_args() {
                 RUNS=$2; shift 2 ;;
             --no-ws) WITH_WS=0; shift ;;
             --no-build) BUILD=0; shift ;;
-            --defer-delete) DEFER_DELETE=1; shift ;;
+            --delete-between) DEFER_DELETE=0; shift ;;
             -h | --help) usage 0 ;;
             *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 2 ;;
         esac
@@ -186,7 +186,7 @@ machine_description() {
     fi
     echo "- runs per measurement: $RUNS (median wall time; peak RSS is the max over the runs)"
     if ((DEFER_DELETE)); then
-        echo "- scratch dirs deleted: after the last measurement of the size (--defer-delete)"
+        echo "- scratch dirs deleted: after the last measurement (deletion slows later runs here)"
     else
         echo "- scratch dirs deleted: in the background between runs, never during a timed command"
     fi
@@ -221,9 +221,16 @@ check_load() {
 # ---------------------------------------------------------------- scratch space
 #
 # Deleting a 100k-file tree takes seconds on ext4, so it never happens inside
-# a timed section: `retire` renames the dir away (instant) and deletes it in the
-# background; `prepare_run` waits for those deletions to finish before the
-# next timed command starts, so they never compete with it for disk or CPU.
+# a timed section: `retire` renames the dir away (instant).
+#
+# By default the retired dirs are deleted only at the very end (empty_trash).
+# Deleting between runs, even finished and synced before the next timed
+# command, slowed the later runs: on the development VM (ext4 mounted with
+# `discard`), `cp -a` of the 10k tree took 1.3, 3.2, 5.0, 4.9 s in runs 1-4
+# with deletion between runs, and 0.5, 0.2, 0.2, 0.2 s without. The price is
+# disk space (check_disk_space); --delete-between (or too little space)
+# deletes in the background between runs instead, and `prepare_run` waits
+# for those deletions before the next timed command starts.
 
 TRASH_PIDS=()
 TRASH_SEQ=0
@@ -235,16 +242,13 @@ retire() {
         [[ -e $p || -L $p ]] || continue
         local t="$BENCH/trash.$$.$((++TRASH_SEQ))"
         mv -- "$p" "$t"
-        ((DEFER_DELETE)) && continue # deleted by empty_trash at the end of the size
+        ((DEFER_DELETE)) && continue # deleted by empty_trash at the end
         rm -rf -- "$t" &
         TRASH_PIDS+=($!)
     done
 }
 
-# --defer-delete: everything retired during a size is deleted only here, after
-# its last measurement. Costs disk (~25 GB at 100k files with 5 runs) but rules
-# out any after-effect of deleting (ext4 is mounted with `discard` on the
-# development VM, and copies seemed to slow down run after run).
+# Delete everything retired so far (deferred mode), after the last measurement.
 empty_trash() {
     local t
     for t in "$BENCH/trash.$$."*; do
@@ -283,6 +287,27 @@ take_lock() {
         die "another run.sh is already using $BENCH ($(cat "$BENCH/.lock.pid" 2>/dev/null || echo '?')): wait for it, or set WS_BENCH_DIR"
     fi
     echo "pid $$, started $(date '+%H:%M:%S')" >"$BENCH/.lock.pid"
+}
+
+# Deferred deletion keeps every run's stores and copies until the end: per run
+# about 2.5x the tree for the imports (ws store, ostree repo, git repo) and 2x
+# for the copy checkouts (ws, cp -a). Without room for that, delete between
+# runs, and say that the later copy runs are then slower than they should be.
+check_disk_space() {
+    ((DEFER_DELETE)) || return 0
+    local n need=0 avail
+    for n in "${SIZES[@]}"; do
+        need=$((need + $(du -s --apparent-size -B1 "$BENCH/trees/tree-$n" | cut -f1) * 45 * RUNS / 10))
+    done
+    need=$((need * 12 / 10))
+    avail=$(df -P -B1 "$BENCH" | awk 'NR == 2 { print $4 }')
+    if ((avail < need)); then
+        DEFER_DELETE=0
+        banner "only $((avail >> 30)) GiB free in $BENCH, ~$((need >> 30)) GiB needed to keep every run's scratch dirs:" \
+               "deleting them between runs instead, which slows the later copy runs on a discard-mounted fs"
+    else
+        log "keeping scratch dirs until the end: ~$((need >> 30)) GiB of $((avail >> 30)) GiB free"
+    fi
 }
 
 # ---------------------------------------------------------------- trees
@@ -631,7 +656,6 @@ bench_size() {
     bench_diff "$tree" "$modtree"
     bench_checkout "$tree"
     retire "$STATE" "$GITDIR"
-    empty_trash
 
     local out="$BENCH/results-$n.md"
     {
@@ -659,6 +683,8 @@ main() {
 
     mkdir -p "$BENCH/trees"
     take_lock
+    # Deferred deletions must not outlive the run, even a failed one.
+    trap empty_trash EXIT
     # Leftovers of an interrupted run: delete in the background.
     local old
     for old in "$BENCH"/trash.* "$BENCH/scratch"; do retire "$old"; done
@@ -670,8 +696,10 @@ main() {
     for n in "${SIZES[@]}"; do ensure_tree "$n"; done
     check_drop_caches
 
+    check_disk_space
     for n in "${SIZES[@]}"; do bench_size "$n"; done
-    wait_trash
+    log "deleting the scratch dirs"
+    empty_trash
 
     if ((WS_FAILURES)); then
         banner "$WS_FAILURES ws command(s) FAILED: see the FAILED cells and the messages above"
