@@ -255,8 +255,7 @@ fn list_dir(
         .iter()
         .any(|(name, kind)| name == ".wsignore" && *kind != rustix::fs::FileType::Directory)
     {
-        let text = std::fs::read_to_string(local.path(".wsignore"))
-            .map_err(io("read", local.path(".wsignore")))?;
+        let text = read_rules_file(fd.as_fd()).map_err(io("read", local.path(".wsignore")))?;
         rules = Rules::child(&job.rules, &job.rel, &text)?;
     }
 
@@ -351,6 +350,15 @@ fn list_dir(
         });
     }
     Ok(())
+}
+
+/// The `.wsignore` of the open directory `dir`, read relative to it like everything
+/// else below the root (non-blocking: it could be a FIFO).
+fn read_rules_file(dir: std::os::fd::BorrowedFd<'_>) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    sys::open_source_file_at(dir, OsStr::new(".wsignore"))?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn mtime_of(st: &Stat) -> Mtime {
