@@ -333,3 +333,46 @@ fn bad_wsignore_pattern_is_named_with_file_and_line() {
     let err = import(&t.store, src.path(), &CaptureOptions::default()).unwrap_err();
     assert!(err.to_string().contains("sub/.wsignore, line 2"), "{err}");
 }
+
+#[test]
+fn one_entry_captures_as_the_walk_does() {
+    let t = TestStore::new();
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let (tree, _) = import(&t.store, src.path(), &CaptureOptions::default()).unwrap();
+    let root = Dir::read(&t.store, tree, "").unwrap();
+    let src_dir = fs::File::open(src.path().join("src")).unwrap();
+    let bin_dir = fs::File::open(src.path().join("bin")).unwrap();
+    let txn = t.store.begin().unwrap();
+    let one = |dir: &fs::File, name: &str, mode| {
+        use std::os::fd::AsFd;
+        treediff::capture::capture_entry_at(&txn, dir.as_fd(), name, Path::new(name), mode)
+    };
+    let main = one(&src_dir, "main.c", CaptureMode::Source).unwrap();
+    let link = one(&src_dir, "readme-link", CaptureMode::Source).unwrap();
+    let run = one(&bin_dir, "run", CaptureMode::Source).unwrap();
+    let Node::Dir { digest } = root.get("src").unwrap().node else {
+        panic!("src is a directory")
+    };
+    let walked = Dir::read(&t.store, digest, "src").unwrap();
+    assert_eq!(Some(&main), walked.get("main.c"));
+    assert_eq!(Some(&link), walked.get("readme-link"));
+    assert!(matches!(
+        run.node,
+        Node::File {
+            executable: true,
+            ..
+        }
+    ));
+    let bt = one(&bin_dir, "run", CaptureMode::Buildtree).unwrap();
+    assert_eq!(bt.props.and_then(|p| p.unix_mode), Some(0o755));
+    // Directories are the caller's to walk; FIFOs are refused, naming the path.
+    let dir_err = one(&src_dir, "..", CaptureMode::Source).unwrap_err();
+    assert!(matches!(dir_err, CaptureError::Invalid { .. }), "{dir_err}");
+    nix::unistd::mkfifo(&src.path().join("src/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo_err = one(&src_dir, "fifo", CaptureMode::Source).unwrap_err();
+    assert!(
+        matches!(fifo_err, CaptureError::Unsupported { kind: "FIFO", .. }),
+        "{fifo_err}"
+    );
+}

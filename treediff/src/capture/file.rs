@@ -36,7 +36,7 @@ pub(super) fn file_digest(
         return Ok((record.digest, stat));
     }
     let (digest, stat) =
-        hash_file(txn, dir, name, stat, local).map_err(|e| e.at(local.path(name)))?;
+        hash_file(txn, dir, name, stat, &mut local.buf).map_err(|e| e.at(local.path(name)))?;
     let size = stat.st_size as u64;
     local.walked.stats.hashed_files += 1;
     local.walked.stats.hashed_bytes += size;
@@ -63,7 +63,7 @@ pub(super) enum HashError {
 }
 
 impl HashError {
-    fn at(self, path: std::path::PathBuf) -> CaptureError {
+    pub(super) fn at(self, path: std::path::PathBuf) -> CaptureError {
         match self {
             HashError::Io(op, source) => CaptureError::Io { op, path, source },
             HashError::KeepsChanging => CaptureError::KeepsChanging { path },
@@ -77,12 +77,12 @@ impl HashError {
 /// read must be `size`, else the file changed while being read and is read again,
 /// against the newer stat. Small files take one `read`: `read_to_end`'s size probe
 /// and seek would cost two more syscalls per file.
-fn hash_file(
+pub(super) fn hash_file(
     txn: &StoreTxn<'_>,
     dir: BorrowedFd<'_>,
     name: &str,
     mut baseline: Stat,
-    local: &mut Local<'_>,
+    buf: &mut Vec<u8>,
 ) -> Result<(Digest, Stat), HashError> {
     for _ in 0..MAX_ATTEMPTS {
         if !sys::is_regular(&baseline) {
@@ -92,19 +92,17 @@ fn hash_file(
             .map_err(|e| HashError::Io("open", e))?;
         let size = baseline.st_size as u64;
         let (digest, small) = if size <= STREAM_THRESHOLD {
-            local.buf.resize(size as usize, 0);
-            let read =
-                read_up_to(&mut file, &mut local.buf).map_err(|e| HashError::Io("read", e))?;
-            local.buf.truncate(read);
-            (Digest::of(&local.buf), true)
+            buf.resize(size as usize, 0);
+            let read = read_up_to(&mut file, buf).map_err(|e| HashError::Io("read", e))?;
+            buf.truncate(read);
+            (Digest::of(buf), true)
         } else {
             (txn.put_stream(&mut file).map_err(HashError::Store)?, false)
         };
         let after = sys::fstat(file.as_fd()).map_err(|e| HashError::Io("stat", e))?;
         if FileStat::from_stat(&baseline) == FileStat::from_stat(&after) && digest.size() == size {
             if small {
-                txn.put_hashed(digest, &local.buf)
-                    .map_err(HashError::Store)?;
+                txn.put_hashed(digest, buf).map_err(HashError::Store)?;
             }
             return Ok((digest, after));
         }

@@ -30,9 +30,13 @@
 //! a racing write is in this capture or the next, never lost.
 
 mod assemble;
+mod entry;
 mod file;
 mod rules;
 mod walk;
+
+pub use entry::capture_entry_at;
+pub use rules::{Patterns as IgnorePatterns, Rules as IgnoreRules};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -190,8 +194,9 @@ pub enum CaptureError {
         /// The first path too deep.
         path: PathBuf,
     },
-    /// A directory that cannot be encoded as a tree node.
-    #[error("cannot capture directory {}: {problem}", path.display())]
+    /// A directory that cannot be encoded as a tree node, or an entry that is not
+    /// what the caller expected.
+    #[error("cannot capture {}: {problem}", path.display())]
     Invalid {
         /// The directory.
         path: PathBuf,

@@ -1,6 +1,9 @@
 //! Ignore rules: `.wsignore` files (gitignore syntax) found during the walk, chained
 //! from the root down, plus the caller's root-level patterns.
 //!
+//! The walk of [`capture`](super::capture) uses them, and so does anything else that
+//! must decide what a tree would hold (reading an overlay upper as a change set).
+//!
 //! Matching follows gitignore precedence: the deepest `.wsignore` that says anything
 //! about a path decides (a `!pattern` re-includes), then its parent's, up to the root.
 //! The caller's patterns are checked first and always exclude. An ignored directory
@@ -14,9 +17,20 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::CaptureError;
 
+/// The caller's root-level patterns, which always exclude.
+#[derive(Debug)]
+pub struct Patterns(Gitignore);
+
+impl Patterns {
+    /// Whether the root-relative path `rel` is excluded.
+    pub fn ignores(&self, rel: &str, is_dir: bool) -> bool {
+        self.0.matched(Path::new(rel), is_dir).is_ignore()
+    }
+}
+
 /// The rules in force in one directory: its own `.wsignore`, then its parents'.
 #[derive(Debug)]
-pub(super) struct Rules {
+pub struct Rules {
     matcher: Gitignore,
     parent: Option<Arc<Rules>>,
 }
@@ -31,7 +45,7 @@ impl Rules {
     }
 
     /// The caller's patterns, anchored at the root of the capture.
-    pub fn patterns(patterns: &[String]) -> Result<Gitignore, CaptureError> {
+    pub fn patterns(patterns: &[String]) -> Result<Patterns, CaptureError> {
         let mut builder = GitignoreBuilder::new(".");
         for pattern in patterns {
             builder
@@ -40,9 +54,10 @@ impl Rules {
                     message: format!("pattern {pattern:?}: {e}"),
                 })?;
         }
-        builder.build().map_err(|e| CaptureError::Ignore {
+        let matcher = builder.build().map_err(|e| CaptureError::Ignore {
             message: e.to_string(),
-        })
+        })?;
+        Ok(Patterns(matcher))
     }
 
     /// The rules of the directory `rel` whose `.wsignore` holds `text`.

@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use ignore::gitignore::Gitignore;
 use nix::sys::stat::FileStat as Stat;
 
 use super::file::file_digest;
-use super::rules::Rules;
+use super::rules::{Patterns, Rules};
 use super::{CaptureError, CaptureMode, CaptureOptions, CaptureStats, count};
 use crate::digest::Digest;
 use crate::names;
@@ -205,7 +204,7 @@ fn list_dir(
     txn: &StoreTxn<'_>,
     job: Job,
     queue: &Queue,
-    patterns: &Gitignore,
+    patterns: &Patterns,
     options: &CaptureOptions<'_>,
     local: &mut Local<'_>,
 ) -> Result<(), CaptureError> {
@@ -273,7 +272,7 @@ fn list_dir(
         };
         let rel = names::join(&job.rel, &name);
         let is_dir = kind == rustix::fs::FileType::Directory;
-        if patterns.matched(Path::new(&rel), is_dir).is_ignore() || rules.ignores(&rel, is_dir) {
+        if patterns.ignores(&rel, is_dir) || rules.ignores(&rel, is_dir) {
             continue;
         }
         count(options.progress, 1, 0);
@@ -361,7 +360,7 @@ fn read_rules_file(dir: std::os::fd::BorrowedFd<'_>) -> std::io::Result<String> 
     Ok(text)
 }
 
-fn mtime_of(st: &Stat) -> Mtime {
+pub(super) fn mtime_of(st: &Stat) -> Mtime {
     Mtime {
         seconds: st.st_mtime,
         nanos: st.st_mtime_nsec as u32,
@@ -370,7 +369,7 @@ fn mtime_of(st: &Stat) -> Mtime {
 
 /// Buildtree properties: the mtime and the permission bits (setuid, setgid and
 /// sticky stripped).
-fn props_of(st: &Stat) -> Props {
+pub(super) fn props_of(st: &Stat) -> Props {
     Props {
         mtime: Some(mtime_of(st)),
         unix_mode: Some(st.st_mode & 0o777),
