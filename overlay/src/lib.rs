@@ -1,3 +1,42 @@
-//! Filesystem mechanics for workspaces: the snapshotter trait and its backends
-//! (kernel overlayfs, fuse-overlayfs, mirror). Not yet implemented; see issue
-//! "Snapshots over read-only sources" and `docs/ARCHITECTURE.md`.
+//! `overlay`: snapshots of directory trees for workspaces and builds, behind one
+//! [`Snapshotter`] trait with three backends: kernel overlayfs and fuse-overlayfs
+//! ([`LayeredSnapshotter`]), and real directories cloned from the store
+//! ([`MirrorSnapshotter`]).
+//!
+//! Snapshots are described as [`MountPlan`]s (data) and mounted by [`mount`], the
+//! one place with mount syscalls. A layer is read as a change set of its parent's
+//! tree ([`layer`]); a view is reverted by writing through it ([`Snapshotter::revert`]).
+//! Records go through [`RecordStore`] and the caller's [`RecordBatch`]: this crate
+//! knows nothing of the daemon's database, of D-Bus or of builds. [`probe`] says what
+//! the machine supports and picks a backend.
+
+mod error;
+mod info;
+pub mod layer;
+mod layered;
+mod mirror;
+mod open;
+mod plan;
+pub mod probe;
+mod records;
+mod revert;
+mod root;
+mod snapshotter;
+mod sys;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+mod trash;
+mod txn;
+
+pub use error::SnapshotError;
+pub use info::{Content, Info, Kind};
+pub use layered::{Driver, LayeredOptions, LayeredSnapshotter, MAX_LOWERS};
+pub use mirror::MirrorSnapshotter;
+pub use open::open;
+pub use plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan, Upper};
+pub use probe::{BackendKind, Probe};
+pub use records::{FileBatch, FileRecords, RecordBatch, RecordOp, RecordStore};
+pub use root::{Cleaned, Usage};
+pub use snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
+pub use sys::{FUSE_OVERLAYFS, MountEntry, mount, mount_table, unmount};
+pub use txn::{CommitError, Txn};

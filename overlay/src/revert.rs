@@ -1,0 +1,240 @@
+//! Reverting an active snapshot through its mounted view: what was added is
+//! removed, what was changed or deleted is restored from the parent's tree.
+//!
+//! The view may be open in an editor, so the upper cannot be swapped under it;
+//! the reversal is written through the view like any other edit, and compaction
+//! (a fresh upper) waits until the view is idle. Every path is walked one
+//! component at a time from the view's root with `O_NOFOLLOW`, so a symlink made
+//! in the view cannot send a write outside it. Restored files are written to a
+//! temporary name and renamed over the current entry, so a reader sees the old
+//! file or the restored one, never a partial one. Restored files get the current
+//! time as their mtime (make and ninja must see them as changed) and ordinary
+//! modes: 0755 if executable, else 0644, or the buildtree's recorded mode.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use treediff::{Change, ChangeKind, Dir, Entry, Node, Store};
+
+use crate::error::SnapshotError;
+
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// Writes the reversal of `changes` (from the parent's tree to the view's) into
+/// the view mounted at `view`.
+pub(crate) fn revert(
+    store: &Store,
+    key: &str,
+    view: &Path,
+    changes: &[Change],
+) -> Result<(), SnapshotError> {
+    let root: OwnedFd = std::fs::File::open(view)
+        .map_err(SnapshotError::io(key, "open the view", view))?
+        .into();
+    let ctx = Ctx { store, key, view };
+    for change in changes {
+        ctx.revert_one(root.as_fd(), change)?;
+    }
+    Ok(())
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    key: &'a str,
+    view: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn io(&self, op: &'static str, rel: &str) -> impl FnOnce(std::io::Error) -> SnapshotError {
+        SnapshotError::io(self.key, op, self.view.join(rel))
+    }
+
+    fn revert_one(&self, root: BorrowedFd<'_>, change: &Change) -> Result<(), SnapshotError> {
+        let (parent_rel, name) = match change.path.rsplit_once('/') {
+            Some((parent, name)) => (parent, name),
+            None => ("", change.path.as_str()),
+        };
+        let dir = self.open_path(root, parent_rel)?;
+        let dir = dir.as_ref().map(|d| d.as_fd()).unwrap_or(root);
+        if change.path.is_empty() {
+            // The root's own properties (buildtrees).
+            if let Some(old) = &change.old {
+                self.set_props(root, "", old, true)?;
+            }
+            return Ok(());
+        }
+        match (&change.old, change.kind) {
+            (Some(old), ChangeKind::ModeChanged) => {
+                let is_dir = matches!(old.node, Node::Dir { .. });
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.io("open", &change.path)(e.into()))?;
+                self.set_props(fd.as_fd(), &change.path, old, is_dir)
+            }
+            (Some(old), _) => {
+                let current_is_dir = change.new_is_dir();
+                if current_is_dir {
+                    self.remove_at(dir, name, &change.path)?;
+                }
+                self.restore_at(dir, name, &change.path, old)
+            }
+            (None, _) => self.remove_at(dir, name, &change.path),
+        }
+    }
+
+    /// Opens the directory `rel` below `root`, one component at a time, never
+    /// following a symlink; `None` for the root itself.
+    fn open_path(&self, root: BorrowedFd<'_>, rel: &str) -> Result<Option<OwnedFd>, SnapshotError> {
+        if rel.is_empty() {
+            return Ok(None);
+        }
+        let mut current: Option<OwnedFd> = None;
+        for component in rel.split('/') {
+            let base = current.as_ref().map(|f| f.as_fd()).unwrap_or(root);
+            let next = crate::sys::open_dir_at(base, OsStr::new(component))
+                .map_err(self.io("open", rel))?;
+            current = Some(next);
+        }
+        Ok(current)
+    }
+
+    /// Removes `name` in `dir` and, if it is a directory, everything under it.
+    fn remove_at(&self, dir: BorrowedFd<'_>, name: &str, rel: &str) -> Result<(), SnapshotError> {
+        let st = match crate::sys::lstat_at(dir, OsStr::new(name)) {
+            Ok(st) => st,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io("stat", rel)(e)),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let fd =
+                crate::sys::open_dir_at(dir, OsStr::new(name)).map_err(self.io("open", rel))?;
+            for (child, _) in crate::sys::list_dir(fd.as_fd()).map_err(self.io("list", rel))? {
+                let child = String::from_utf8_lossy(&child).into_owned();
+                self.remove_at(fd.as_fd(), &child, &treediff::names::join(rel, &child))?;
+            }
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+                .map_err(|e| self.io("remove", rel)(e.into()))
+        } else {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())
+                .map_err(|e| self.io("remove", rel)(e.into()))
+        }
+    }
+
+    /// Puts the parent's `entry` at `name` in `dir`, replacing a file or symlink
+    /// there (a directory there was removed by the caller).
+    fn restore_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        rel: &str,
+        entry: &Entry,
+    ) -> Result<(), SnapshotError> {
+        let temp = format!(
+            ".ws-revert-{}-{}",
+            std::process::id(),
+            NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
+        );
+        match &entry.node {
+            Node::File { digest, executable } => {
+                let blob = self
+                    .store
+                    .read(digest)
+                    .map_err(SnapshotError::store(self.key))?;
+                let fd = rustix::fs::openat(
+                    dir,
+                    temp.as_str(),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.io("create", rel)(e.into()))?;
+                let mut file = std::fs::File::from(fd);
+                file.write_all(blob.bytes())
+                    .map_err(self.io("write", rel))?;
+                let mode = entry
+                    .props
+                    .and_then(|p| p.unix_mode)
+                    .unwrap_or(if *executable { 0o755 } else { 0o644 });
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
+                    .map_err(|e| self.io("set the mode of", rel)(e.into()))?;
+            }
+            Node::Symlink { target } => {
+                rustix::fs::symlinkat(target.as_str(), dir, temp.as_str())
+                    .map_err(|e| self.io("create symlink", rel)(e.into()))?;
+            }
+            Node::Dir { digest } => {
+                rustix::fs::mkdirat(dir, temp.as_str(), Mode::from_raw_mode(0o700))
+                    .map_err(|e| self.io("create directory", rel)(e.into()))?;
+                let fd = crate::sys::open_dir_at(dir, OsStr::new(&temp))
+                    .map_err(self.io("open", rel))?;
+                let node = Dir::read(self.store, *digest, rel)
+                    .map_err(SnapshotError::tree(self.key, "read the parent tree"))?;
+                for child in node.entries() {
+                    self.restore_at(
+                        fd.as_fd(),
+                        &child.name,
+                        &treediff::names::join(rel, &child.name),
+                        child,
+                    )?;
+                }
+                let mode = node.props.and_then(|p| p.unix_mode).unwrap_or(0o755);
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                    .map_err(|e| self.io("set the mode of", rel)(e.into()))?;
+            }
+        }
+        rustix::fs::renameat(dir, temp.as_str(), dir, name)
+            .map_err(|e| self.io("rename into place", rel)(e.into()))
+    }
+
+    /// Restores the mode (and a directory's buildtree mtime) of an entry whose
+    /// content did not change.
+    fn set_props(
+        &self,
+        fd: BorrowedFd<'_>,
+        rel: &str,
+        old: &Entry,
+        is_dir: bool,
+    ) -> Result<(), SnapshotError> {
+        let mode = match (&old.node, old.props.and_then(|p| p.unix_mode)) {
+            (_, Some(mode)) => mode,
+            (
+                Node::File {
+                    executable: true, ..
+                },
+                None,
+            ) => 0o755,
+            (Node::Dir { .. }, None) => 0o755,
+            _ => 0o644,
+        };
+        if is_dir || matches!(old.node, Node::File { .. }) {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))
+                .map_err(|e| self.io("set the mode of", rel)(e.into()))?;
+        }
+        if let Some(mtime) = old.props.and_then(|p| p.mtime) {
+            let time = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: mtime.seconds,
+                    tv_nsec: mtime.nanos as _,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: mtime.seconds,
+                    tv_nsec: mtime.nanos as _,
+                },
+            };
+            rustix::fs::futimens(fd, &time)
+                .map_err(|e| self.io("set the mtime of", rel)(e.into()))?;
+        }
+        Ok(())
+    }
+}

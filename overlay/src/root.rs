@@ -1,0 +1,293 @@
+//! The state every backend shares: the snapshotter's directory, its records, the
+//! store, the write lock and per-snapshot locks, the trash, and the checks that do
+//! not depend on the backend (keys, parents, children, mounts, orphans).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use treediff::Store;
+
+use crate::error::SnapshotError;
+use crate::info::{Info, Kind, validate_key};
+use crate::records::RecordStore;
+use crate::trash::Trash;
+use crate::txn::Txn;
+
+/// What a [`Snapshotter::cleanup`](crate::Snapshotter::cleanup) removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Cleaned {
+    /// Directories under `snapshots/` that no record names.
+    pub orphans: Vec<PathBuf>,
+    /// Mounts of orphans that were unmounted first.
+    pub unmounted: Vec<PathBuf>,
+}
+
+/// What a snapshot's own directory holds on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Bytes allocated (blocks × 512).
+    pub bytes: u64,
+    /// Files, directories and symlinks.
+    pub inodes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct SnapshotRoot {
+    /// `<root>/snapshots`: one directory per snapshot, named by its id.
+    pub snapshots: PathBuf,
+    pub records: Arc<dyn RecordStore>,
+    pub store: Arc<Store>,
+    pub trash: Trash,
+    write_lock: Mutex<()>,
+    key_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+impl SnapshotRoot {
+    /// Opens (creating) the snapshotter directory `dir`, and starts emptying its
+    /// trash.
+    pub fn open(
+        dir: &Path,
+        records: Arc<dyn RecordStore>,
+        store: Arc<Store>,
+    ) -> Result<SnapshotRoot, SnapshotError> {
+        let snapshots = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshots).map_err(SnapshotError::io("", "create", &snapshots))?;
+        let trash_dir = dir.join("trash");
+        let trash =
+            Trash::open(trash_dir.clone()).map_err(SnapshotError::io("", "create", trash_dir))?;
+        trash.empty_in_background();
+        Ok(SnapshotRoot {
+            snapshots,
+            records,
+            store,
+            trash,
+            write_lock: Mutex::new(()),
+            key_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn begin(&self) -> Txn<'_> {
+        Txn::begin(
+            self,
+            self.write_lock.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// A fresh directory name: time, process and a counter, never reused.
+    pub fn new_id(&self) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!(
+            "{nanos:x}-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// The directory of the snapshot with this id.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.snapshots.join(id)
+    }
+
+    /// The lock held while a snapshot's layer is read or reverted.
+    pub fn key_lock(&self, key: &str) -> Arc<Mutex<()>> {
+        self.key_locks
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// A committed record by key, for reads outside a transaction.
+    pub fn get(&self, key: &str) -> Result<Info, SnapshotError> {
+        self.records
+            .get(key)
+            .map_err(SnapshotError::Records)?
+            .ok_or_else(|| SnapshotError::NotFound {
+                key: key.to_owned(),
+            })
+    }
+
+    /// Checks that `key` is valid and free in `txn`.
+    pub fn check_new_key(&self, txn: &Txn<'_>, key: &str) -> Result<(), SnapshotError> {
+        txn.check_root(self);
+        validate_key(key).map_err(|problem| SnapshotError::InvalidKey {
+            key: key.to_owned(),
+            problem,
+        })?;
+        if txn.get(key)?.is_some() {
+            return Err(SnapshotError::AlreadyExists {
+                key: key.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The record of `key`, which must be of kind `kind` for `op`.
+    pub fn expect(
+        &self,
+        txn: &Txn<'_>,
+        op: &'static str,
+        key: &str,
+        kind: Kind,
+    ) -> Result<Info, SnapshotError> {
+        let info = txn.get(key)?.ok_or_else(|| SnapshotError::NotFound {
+            key: key.to_owned(),
+        })?;
+        if info.kind != kind {
+            return Err(SnapshotError::WrongKind {
+                op,
+                key: key.to_owned(),
+                kind: info.kind,
+                wanted: match kind {
+                    Kind::Active => "an active snapshot",
+                    Kind::View => "a view",
+                    Kind::Committed => "a committed snapshot",
+                },
+            });
+        }
+        Ok(info)
+    }
+
+    /// The chain below a snapshot whose parent is `parent`: the parent first, then
+    /// its parent, down to the base.
+    pub fn chain(
+        &self,
+        parent: Option<&str>,
+        get: impl Fn(&str) -> Result<Option<Info>, SnapshotError>,
+    ) -> Result<Vec<Info>, SnapshotError> {
+        let mut chain = Vec::new();
+        let mut next = parent.map(str::to_owned);
+        while let Some(key) = next {
+            let info = get(&key)?.ok_or_else(|| SnapshotError::NotFound { key: key.clone() })?;
+            next = info.parent.clone();
+            chain.push(info);
+        }
+        Ok(chain)
+    }
+
+    /// Refuses to remove `info` while other snapshots sit on it or a mount uses
+    /// its directory.
+    pub fn check_removable(&self, txn: &Txn<'_>, info: &Info) -> Result<(), SnapshotError> {
+        let children: Vec<String> = txn
+            .list()?
+            .into_iter()
+            .filter(|i| i.parent.as_deref() == Some(info.key.as_str()))
+            .map(|i| i.key)
+            .collect();
+        if !children.is_empty() {
+            return Err(SnapshotError::HasChildren {
+                key: info.key.clone(),
+                children,
+            });
+        }
+        self.check_unmounted(info)
+    }
+
+    /// Refuses when a mount (kernel overlay, bind, fuse-overlayfs) uses the
+    /// snapshot's directory.
+    pub fn check_unmounted(&self, info: &Info) -> Result<(), SnapshotError> {
+        let dir = self.dir(&info.id);
+        let table = crate::sys::mount_table().map_err(SnapshotError::io(
+            &info.key,
+            "read the mount table for",
+            &dir,
+        ))?;
+        let mut targets: Vec<PathBuf> = table
+            .iter()
+            .filter(|m| m.uses(&dir))
+            .map(|m| m.target.clone())
+            .collect();
+        targets.extend(crate::sys::fuse_mounts_using(&dir));
+        if let Some(target) = targets.first() {
+            return Err(SnapshotError::Busy {
+                key: info.key.clone(),
+                detail: format!("its layer is mounted at {}", target.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Collects directories that no record names (left by a crash between making
+    /// them and the caller's commit), unmounting kernel mounts that use them, and
+    /// empties the trash.
+    pub fn cleanup(&self) -> Result<Cleaned, SnapshotError> {
+        let txn = self.begin();
+        let ids: HashSet<String> = txn.list()?.into_iter().map(|i| i.id).collect();
+        let mut cleaned = Cleaned::default();
+        let entries = std::fs::read_dir(&self.snapshots).map_err(SnapshotError::io(
+            "",
+            "list",
+            &self.snapshots,
+        ))?;
+        let table = crate::sys::mount_table().map_err(SnapshotError::io(
+            "",
+            "read the mount table for",
+            &self.snapshots,
+        ))?;
+        for entry in entries {
+            let entry = entry.map_err(SnapshotError::io("", "list", &self.snapshots))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ids.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let mut targets: Vec<PathBuf> = table
+                .iter()
+                .filter(|m| m.uses(&path) || m.target.starts_with(&path))
+                .map(|m| m.target.clone())
+                .collect();
+            targets.extend(crate::sys::fuse_mounts_using(&path));
+            for target in targets {
+                crate::sys::unmount(&target)?;
+                cleaned.unmounted.push(target);
+            }
+            self.trash
+                .put(&path)
+                .map_err(SnapshotError::io("", "move to the trash", &path))?;
+            cleaned.orphans.push(path);
+        }
+        drop(txn);
+        self.trash.empty_in_background();
+        Ok(cleaned)
+    }
+
+    /// The space and inodes under `key`'s directory.
+    pub fn usage(&self, info: &Info) -> Result<Usage, SnapshotError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.dir(&info.id);
+        let mut usage = Usage::default();
+        if !dir.exists() {
+            return Ok(usage);
+        }
+        for entry in walkdir::WalkDir::new(&dir)
+            .same_file_system(true)
+            .min_depth(1)
+        {
+            let entry =
+                entry.map_err(|e| SnapshotError::io(&info.key, "measure", &dir)(e.into()))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| SnapshotError::io(&info.key, "measure", entry.path())(e.into()))?;
+            usage.bytes += meta.blocks() * 512;
+            usage.inodes += 1;
+        }
+        Ok(usage)
+    }
+}
+
+/// Seconds since the epoch, for records.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

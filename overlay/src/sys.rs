@@ -1,0 +1,382 @@
+//! Every mount-related syscall of the crate: performing a [`MountPlan`],
+//! unmounting, reading the mount table, and reading overlay xattrs.
+//!
+//! The kernel overlay is mounted with the new mount API (`fsopen`, `fsconfig`,
+//! `fsmount`, `move_mount`, via rustix: nix does not wrap them): lowers are passed
+//! one by one with `lowerdir+`, so a long chain does not hit the one-page limit of
+//! a legacy option string and paths need no escaping, and when the kernel refuses
+//! an option it explains why in the context's log, which the error carries. Bind
+//! mounts and unmounting use nix. The mount table is read with procfs.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::mount::{MntFlags, MsFlags};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create, fsconfig_set_flag,
+    fsconfig_set_string, fsmount, fsopen, move_mount,
+};
+
+use crate::error::SnapshotError;
+use crate::plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan};
+
+/// The program that serves [`MountPlan::Fuse`] plans.
+pub const FUSE_OVERLAYFS: &str = "fuse-overlayfs";
+
+/// Mounts `plan` at `target`, an existing directory. A [`MountPlan::Direct`] plan
+/// mounts nothing (its files are already in place).
+pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
+    match plan {
+        MountPlan::Overlay(overlay) => mount_overlay(overlay, target),
+        MountPlan::Fuse(overlay) => mount_fuse(overlay, target),
+        MountPlan::Bind { source, read_only } => mount_bind(source, *read_only, target),
+        MountPlan::Direct { .. } => Ok(()),
+    }
+}
+
+/// Unmounts whatever is mounted at `target`. Fails with [`SnapshotError::Busy`]
+/// when files are open in it (nothing is detached lazily: a lazy unmount would
+/// leave writers on a layer the caller believes is settled).
+pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
+    match nix::mount::umount2(target, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => Err(SnapshotError::Busy {
+            key: target.display().to_string(),
+            detail: format!("files are open under {}", target.display()),
+        }),
+        // A FUSE mount made by an unprivileged user is theirs to unmount.
+        Err(nix::errno::Errno::EPERM) => fusermount_unmount(target),
+        Err(errno) => Err(mount_error("unmount", target, errno.into(), String::new())),
+    }
+}
+
+fn fusermount_unmount(target: &Path) -> Result<(), SnapshotError> {
+    let output = Command::new("fusermount3")
+        .arg("-u")
+        .arg(target)
+        .output()
+        .map_err(|e| mount_error("unmount", target, e, "cannot run fusermount3".into()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(mount_error(
+        "unmount",
+        target,
+        std::io::Error::from_raw_os_error(nix::libc::EPERM),
+        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    ))
+}
+
+fn mount_error(
+    op: &'static str,
+    target: &Path,
+    source: std::io::Error,
+    log: String,
+) -> SnapshotError {
+    let detail = if log.is_empty() {
+        source.to_string()
+    } else {
+        format!("{source} ({log})")
+    };
+    SnapshotError::Mount {
+        op,
+        target: target.to_owned(),
+        detail,
+        source,
+    }
+}
+
+fn mount_overlay(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError> {
+    let op = "mount overlay on";
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
+        let hint = match e {
+            rustix::io::Errno::NODEV => "the overlay module is not loaded".to_owned(),
+            rustix::io::Errno::PERM => "needs root or CAP_SYS_ADMIN".to_owned(),
+            _ => String::new(),
+        };
+        mount_error(op, target, e.into(), hint)
+    })?;
+    let fail = |e: rustix::io::Errno| mount_error(op, target, e.into(), kernel_log(fs.as_fd()));
+    fsconfig_set_string(&fs, "source", "ws").map_err(fail)?;
+    for lower in &plan.lowers {
+        fsconfig_set_string(&fs, "lowerdir+", lower.as_os_str()).map_err(fail)?;
+    }
+    if let Some(upper) = &plan.upper {
+        fsconfig_set_string(&fs, "upperdir", upper.dir.as_os_str()).map_err(fail)?;
+        fsconfig_set_string(&fs, "workdir", upper.work.as_os_str()).map_err(fail)?;
+    }
+    for (key, value) in OVERLAY_OPTIONS {
+        fsconfig_set_string(&fs, key, value).map_err(fail)?;
+    }
+    if plan.userxattr {
+        fsconfig_set_flag(&fs, "userxattr").map_err(fail)?;
+    }
+    fsconfig_create(&fs).map_err(fail)?;
+    let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV;
+    if plan.upper.is_none() {
+        attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+    }
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(fail)?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(fail)
+}
+
+/// What the kernel logged about a failing mount context ("e overlay: ..." lines).
+fn kernel_log(fs: BorrowedFd<'_>) -> String {
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = rustix::io::read(fs, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        lines.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
+    }
+    lines.join("; ")
+}
+
+fn mount_fuse(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError> {
+    let op = "mount fuse-overlayfs on";
+    let output = Command::new(FUSE_OVERLAYFS)
+        .arg("-o")
+        .arg(fuse_options(plan))
+        .arg(target)
+        .output()
+        .map_err(|e| mount_error(op, target, e, format!("cannot run {FUSE_OVERLAYFS}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(mount_error(
+        op,
+        target,
+        std::io::Error::other(format!("{FUSE_OVERLAYFS} exited with {}", output.status)),
+        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    ))
+}
+
+/// fuse-overlayfs's options: the layers, and the FUSE mount flags. It has no
+/// redirects, metacopy or index to turn off.
+fn fuse_options(plan: &OverlayPlan) -> String {
+    let lowers: Vec<String> = plan.lowers.iter().map(|p| crate::plan::escape(p)).collect();
+    let mut options = vec![format!("lowerdir={}", lowers.join(":"))];
+    if let Some(upper) = &plan.upper {
+        options.push(format!("upperdir={}", crate::plan::escape(&upper.dir)));
+        options.push(format!("workdir={}", crate::plan::escape(&upper.work)));
+    }
+    options.push("nosuid,nodev".to_owned());
+    options.join(",")
+}
+
+fn mount_bind(source: &Path, read_only: bool, target: &Path) -> Result<(), SnapshotError> {
+    let op = "bind-mount on";
+    let flags = MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| mount_error(op, target, e.into(), format!("from {}", source.display())))?;
+    // The first bind ignores MS_RDONLY and friends: they take a remount.
+    let remount = flags
+        | MsFlags::MS_REMOUNT
+        | if read_only {
+            MsFlags::MS_RDONLY
+        } else {
+            MsFlags::empty()
+        };
+    if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+        let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+        return Err(mount_error(
+            op,
+            target,
+            e.into(),
+            "remount with nosuid,nodev".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One line of the mount table, reduced to what the snapshotter checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where it is mounted.
+    pub target: PathBuf,
+    /// The filesystem type (`overlay`, `fuse.fuse-overlayfs`, ...).
+    pub fs_type: String,
+    /// The superblock options with a value (`upperdir`, `lowerdir`, ...).
+    pub options: Vec<(String, String)>,
+    /// The directory of its filesystem that is mounted (a bind mount's source,
+    /// relative to that filesystem's root).
+    pub root: PathBuf,
+}
+
+impl MountEntry {
+    /// Whether any option names a path under `dir` (an overlay using a layer), or
+    /// it is a bind mount of a directory under `dir` (when `dir`'s filesystem is
+    /// mounted at `/`, where the two paths compare directly).
+    pub fn uses(&self, dir: &Path) -> bool {
+        if self.root != Path::new("/") && self.root.starts_with(dir) {
+            return true;
+        }
+        let dir = dir.to_string_lossy();
+        self.options.iter().any(|(_, value)| {
+            value.split(':').any(|part| {
+                let part = part.trim_end_matches('/');
+                part == dir
+                    || part
+                        .strip_prefix(dir.as_ref())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+        })
+    }
+}
+
+/// The mount table of this process's mount namespace.
+pub fn mount_table() -> std::io::Result<Vec<MountEntry>> {
+    let infos = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| std::io::Error::other(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    Ok(infos
+        .into_iter()
+        .map(|m| MountEntry {
+            target: m.mount_point,
+            root: PathBuf::from(m.root),
+            fs_type: m.fs_type,
+            options: m
+                .super_options
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Mount points of running fuse-overlayfs processes that serve a layer under
+/// `dir`. The mount table does not show fuse-overlayfs's layers, but its command
+/// line does.
+pub(crate) fn fuse_mounts_using(dir: &Path) -> Vec<PathBuf> {
+    let Ok(processes) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    // A server whose mount is gone is on its way out.
+    let mounted: Vec<PathBuf> = mount_table()
+        .map(|t| t.into_iter().map(|m| m.target).collect())
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for process in processes.flatten() {
+        let Ok(args) = process.cmdline() else {
+            continue;
+        };
+        if !args.first().is_some_and(|a| a.ends_with(FUSE_OVERLAYFS)) {
+            continue;
+        }
+        let entry = MountEntry {
+            target: PathBuf::from(args.last().cloned().unwrap_or_default()),
+            root: PathBuf::from("/"),
+            fs_type: "fuse.fuse-overlayfs".to_owned(),
+            options: args
+                .iter()
+                .flat_map(|a| a.split(','))
+                .filter_map(|o| o.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        if entry.uses(dir) && mounted.contains(&entry.target) {
+            found.push(entry.target);
+        }
+    }
+    found
+}
+
+/// The value of the xattr `name` of the open file `fd`, if it has one. Filesystems
+/// without xattrs answer "none".
+pub(crate) fn xattr(fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 256];
+    match rustix::fs::fgetxattr(fd, name, &mut buf[..]) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::OPNOTSUPP) => Ok(None),
+        Err(rustix::io::Errno::RANGE) => Ok(Some(Vec::new())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the directory `name` in `dir` without following symlinks.
+pub(crate) fn open_dir_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// `lstat` of `name` in `dir`.
+pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<rustix::fs::Stat> {
+    Ok(rustix::fs::statat(
+        dir,
+        name,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// Names in the open directory `dir`, with their types as the directory reports
+/// them (`.` and `..` left out).
+pub(crate) fn list_dir(
+    dir: BorrowedFd<'_>,
+) -> std::io::Result<Vec<(Vec<u8>, rustix::fs::FileType)>> {
+    let mut out = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((name.to_vec(), entry.file_type()));
+    }
+    Ok(out)
+}
+
+/// `syncfs` of the filesystem holding `path`.
+pub(crate) fn syncfs(path: &Path) -> std::io::Result<()> {
+    let dir = std::fs::File::open(path)?;
+    Ok(rustix::fs::syncfs(dir.as_fd())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_mounts_are_found_by_their_layers() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["l", "snap/fs", "snap/work", "m"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let plan = OverlayPlan {
+            lowers: vec![dir.path().join("l")],
+            upper: Some(crate::plan::Upper {
+                dir: dir.path().join("snap/fs"),
+                work: dir.path().join("snap/work"),
+            }),
+            userxattr: false,
+        };
+        mount(&MountPlan::Fuse(plan), &dir.path().join("m")).unwrap();
+        let found = fuse_mounts_using(&dir.path().join("snap"));
+        unmount(&dir.path().join("m")).unwrap();
+        assert_eq!(found, [dir.path().join("m")]);
+        assert!(fuse_mounts_using(&dir.path().join("snap")).is_empty());
+    }
+}

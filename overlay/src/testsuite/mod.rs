@@ -1,0 +1,44 @@
+//! The conformance suite: one check per behaviour, run against every backend
+//! (`overlay/tests/conformance.rs`), each on fresh directories. Every change set a
+//! check reads is compared with a naive capture of the whole mounted view, before
+//! and after. A failing check prints the view and the snapshot directories.
+//!
+//! Checks that need mounts are run by the test file only where the backend works;
+//! as in the rest of the workspace, they fail rather than skip when
+//! `WS_TEST_REQUIRE_PRIVILEGED=1` and the process is not root.
+
+mod checks;
+mod fixture;
+
+pub use checks::*;
+pub use fixture::{Factory, Fixture, LoopXfs, Spec, dump, listing};
+
+/// Runs `check` on a fresh fixture made by `make`; on failure prints the fixture's
+/// directories before passing the panic on.
+pub fn run(make: impl FnOnce() -> Fixture, check: fn(&Fixture)) {
+    let fixture = make();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&fixture)));
+    if let Err(panic) = result {
+        eprintln!(
+            "--- {} backend, state in {}:",
+            fixture.snap.kind(),
+            fixture.root().display()
+        );
+        for part in ["snapshotter/snapshots", "mnt"] {
+            eprintln!("{}", dump(&fixture.root().join(part)));
+        }
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// An error and its sources, one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,98 @@
+//! The conformance suite (`overlay::testsuite`) run against every backend:
+//! overlayfs and fuse-overlayfs (root: they mount), the mirror on the temp
+//! directory's filesystem (ext4 here: copies), and the mirror on a loop-mounted XFS
+//! image (root: reflinks).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use overlay::testsuite::{self, Fixture, LoopXfs};
+use overlay::{
+    Driver, FileRecords, LayeredOptions, LayeredSnapshotter, MirrorSnapshotter, Snapshotter,
+};
+use treediff::Store;
+
+/// Whether a test that needs root may run: skipped with a note without root,
+/// unless `WS_TEST_REQUIRE_PRIVILEGED=1`, where it fails instead.
+fn privileged(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
+    );
+    eprintln!("skipping {what}: it needs root");
+    false
+}
+
+fn layered(driver: Driver) -> testsuite::Factory {
+    Box::new(
+        move |dir: &Path, records: Arc<FileRecords>, store: Arc<Store>| -> Box<dyn Snapshotter> {
+            let options = LayeredOptions::new(driver);
+            Box::new(LayeredSnapshotter::open(dir, records, store, options).unwrap())
+        },
+    )
+}
+
+fn mirror() -> testsuite::Factory {
+    Box::new(
+        |dir: &Path, records: Arc<FileRecords>, store: Arc<Store>| -> Box<dyn Snapshotter> {
+            Box::new(MirrorSnapshotter::open(dir, records, store).unwrap())
+        },
+    )
+}
+
+fn overlayfs(check: fn(&Fixture)) {
+    if privileged("the overlayfs conformance suite") {
+        let factory = layered(Driver::Kernel { userxattr: false });
+        testsuite::run(|| Fixture::new(&std::env::temp_dir(), &factory), check);
+    }
+}
+
+fn fuse_overlayfs(check: fn(&Fixture)) {
+    if privileged("the fuse-overlayfs conformance suite (/dev/fuse is root-only here)") {
+        let factory = layered(Driver::Fuse);
+        testsuite::run(|| Fixture::new(&std::env::temp_dir(), &factory), check);
+    }
+}
+
+fn mirror_copy(check: fn(&Fixture)) {
+    let factory = mirror();
+    testsuite::run(|| Fixture::new(&std::env::temp_dir(), &factory), check);
+}
+
+fn mirror_reflink(check: fn(&Fixture)) {
+    if privileged("the mirror conformance suite on XFS (loop mount)") {
+        let xfs = LoopXfs::mount();
+        let factory = mirror();
+        testsuite::run(|| Fixture::new(&xfs.path(), &factory), check);
+    }
+}
+
+macro_rules! suite {
+    ($($check:ident),* $(,)?) => {
+        mod overlayfs { $( #[test] fn $check() { super::overlayfs(overlay::testsuite::$check) } )* }
+        mod fuse_overlayfs { $( #[test] fn $check() { super::fuse_overlayfs(overlay::testsuite::$check) } )* }
+        mod mirror_copy { $( #[test] fn $check() { super::mirror_copy(overlay::testsuite::$check) } )* }
+        mod mirror_reflink { $( #[test] fn $check() { super::mirror_reflink(overlay::testsuite::$check) } )* }
+    };
+}
+
+suite!(
+    basic,
+    deleted_in_child,
+    opaque_dir,
+    rename_lower_dir,
+    permissions,
+    symlinks,
+    hardlinks,
+    chain_of_130,
+    concurrent_prepares,
+    open_writer,
+    remove_rules,
+    cleanup_orphans,
+    revert_open_view,
+    crafted_upper,
+    errors,
+);
