@@ -49,6 +49,18 @@ impl Content {
     }
 }
 
+/// Who a snapshot's files belong to, when that is not the snapshotter's own user:
+/// a root daemon serving several users gives each workspace's layers to its
+/// owner (per-owner checkouts), because overlay's copy-up checks the lower file's
+/// permissions against the user who edits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
+}
+
 /// One snapshot's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {

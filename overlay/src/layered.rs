@@ -18,12 +18,12 @@ use std::sync::Arc;
 use treediff::{CheckoutMode, CheckoutOptions, Digest, Store};
 
 use crate::error::SnapshotError;
-use crate::info::{Content, Info, Kind};
+use crate::info::{Content, Info, Kind, Owner};
 use crate::layer::{LayerFormat, read_layer};
 use crate::plan::{MountPlan, OverlayPlan, Upper};
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, give_to, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -55,6 +55,9 @@ pub struct LayeredOptions {
     pub checkout: CheckoutMode,
     /// See [`MAX_LOWERS`].
     pub max_lowers: usize,
+    /// Who the layers belong to, if not the snapshotter's user (which must then
+    /// be root); needs a checkout mode that copies or clones.
+    pub owner: Option<Owner>,
 }
 
 impl LayeredOptions {
@@ -64,6 +67,7 @@ impl LayeredOptions {
             driver,
             checkout: CheckoutMode::Reflink,
             max_lowers: MAX_LOWERS,
+            owner: None,
         }
     }
 }
@@ -84,6 +88,12 @@ impl LayeredSnapshotter {
         store: Arc<Store>,
         options: LayeredOptions,
     ) -> Result<LayeredSnapshotter, SnapshotError> {
+        if options.owner.is_some() && options.checkout == CheckoutMode::Hardlink {
+            return Err(SnapshotError::Unavailable {
+                backend: "layered",
+                reason: "layers checked out as hard links share the store's objects and cannot be given to another owner; use reflink or copy checkouts".to_owned(),
+            });
+        }
         Ok(LayeredSnapshotter {
             root: SnapshotRoot::open(dir, records, store)?,
             options,
@@ -167,7 +177,7 @@ impl LayeredSnapshotter {
                 source: Box::new(source),
             }
         })?;
-        Ok(())
+        give_to(self.options.owner, key, target, true)
     }
 
     fn chain_in(&self, txn: &Txn<'_>, parent: Option<&str>) -> Result<Vec<Info>, SnapshotError> {
@@ -308,6 +318,8 @@ impl Snapshotter for LayeredSnapshotter {
                 dir.join(sub),
             ))?;
         }
+        // The upper's root is the view's root: its owner must be able to write it.
+        give_to(self.options.owner, key, &dir.join("fs"), false)?;
         let plan = self.plan(&info, &chain)?;
         txn.put(info);
         Ok(plan)

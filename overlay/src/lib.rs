@@ -29,9 +29,9 @@ mod trash;
 mod txn;
 
 pub use error::SnapshotError;
-pub use info::{Content, Info, Kind};
+pub use info::{Content, Info, Kind, Owner};
 pub use layered::{Driver, LayeredOptions, LayeredSnapshotter, MAX_LOWERS};
-pub use mirror::MirrorSnapshotter;
+pub use mirror::{MirrorOptions, MirrorSnapshotter};
 pub use open::open;
 pub use plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan, Upper};
 pub use probe::{BackendKind, Probe};

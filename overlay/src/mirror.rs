@@ -31,11 +31,11 @@ use treediff::{
 };
 
 use crate::error::SnapshotError;
-use crate::info::{Content, Info, Kind};
+use crate::info::{Content, Info, Kind, Owner};
 use crate::plan::MountPlan;
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, give_to, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -43,6 +43,15 @@ use crate::txn::Txn;
 #[derive(Debug)]
 pub struct MirrorSnapshotter {
     root: SnapshotRoot,
+    options: MirrorOptions,
+}
+
+/// Options of a mirror snapshotter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MirrorOptions {
+    /// Who the views belong to, if not the snapshotter's user (which must then be
+    /// root).
+    pub owner: Option<Owner>,
 }
 
 impl MirrorSnapshotter {
@@ -51,9 +60,11 @@ impl MirrorSnapshotter {
         dir: &Path,
         records: Arc<dyn RecordStore>,
         store: Arc<Store>,
+        options: MirrorOptions,
     ) -> Result<MirrorSnapshotter, SnapshotError> {
         Ok(MirrorSnapshotter {
             root: SnapshotRoot::open(dir, records, store)?,
+            options,
         })
     }
 
@@ -112,9 +123,14 @@ impl MirrorSnapshotter {
                         source: Box::new(source),
                     }
                 })?;
+                // Before seeding: a chown changes every file's ctime.
+                give_to(self.options.owner, key, &fs, true)?;
                 self.seed_stat_cache(&info, tree)?;
             }
-            None => std::fs::create_dir(&fs).map_err(SnapshotError::io(key, "create", &fs))?,
+            None => {
+                std::fs::create_dir(&fs).map_err(SnapshotError::io(key, "create", &fs))?;
+                give_to(self.options.owner, key, &fs, false)?;
+            }
         }
         let plan = MountPlan::Direct {
             path: fs,

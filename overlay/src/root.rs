@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use treediff::Store;
 
 use crate::error::SnapshotError;
-use crate::info::{Info, Kind, validate_key};
+use crate::info::{Info, Kind, Owner, validate_key};
 use crate::records::RecordStore;
 use crate::trash::Trash;
 use crate::txn::Txn;
@@ -282,6 +282,34 @@ impl SnapshotRoot {
         }
         Ok(usage)
     }
+}
+
+/// Gives `path` and, if `recursive`, everything under it (symlinks themselves,
+/// never their targets) to `owner`.
+pub(crate) fn give_to(
+    owner: Option<Owner>,
+    key: &str,
+    path: &Path,
+    recursive: bool,
+) -> Result<(), SnapshotError> {
+    let Some(owner) = owner else {
+        return Ok(());
+    };
+    let uid = Some(nix::unistd::Uid::from_raw(owner.uid));
+    let gid = Some(nix::unistd::Gid::from_raw(owner.gid));
+    let walk = walkdir::WalkDir::new(path).max_depth(if recursive { usize::MAX } else { 0 });
+    for entry in walk {
+        let entry = entry.map_err(|e| SnapshotError::io(key, "list", path)(e.into()))?;
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            entry.path(),
+            uid,
+            gid,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| SnapshotError::io(key, "give to the owner", entry.path())(e.into()))?;
+    }
+    Ok(())
 }
 
 /// Seconds since the epoch, for records.

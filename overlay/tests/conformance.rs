@@ -6,9 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use overlay::testsuite::{self, Fixture, LoopXfs};
+use overlay::testsuite::{self, Factory, Fixture, LoopXfs};
 use overlay::{
-    Driver, FileRecords, LayeredOptions, LayeredSnapshotter, MirrorSnapshotter, Snapshotter,
+    Driver, FileRecords, LayeredOptions, LayeredSnapshotter, MirrorOptions, MirrorSnapshotter,
+    Owner, Snapshotter,
 };
 use treediff::Store;
 
@@ -26,19 +27,25 @@ fn privileged(what: &str) -> bool {
     false
 }
 
-fn layered(driver: Driver) -> testsuite::Factory {
+fn layered(driver: Driver) -> Factory {
     Box::new(
-        move |dir: &Path, records: Arc<FileRecords>, store: Arc<Store>| -> Box<dyn Snapshotter> {
-            let options = LayeredOptions::new(driver);
+        move |dir: &Path, records: Arc<FileRecords>, store: Arc<Store>, owner: Option<Owner>| {
+            let options = LayeredOptions {
+                owner,
+                ..LayeredOptions::new(driver)
+            };
             Box::new(LayeredSnapshotter::open(dir, records, store, options).unwrap())
+                as Box<dyn Snapshotter>
         },
     )
 }
 
-fn mirror() -> testsuite::Factory {
+fn mirror() -> Factory {
     Box::new(
-        |dir: &Path, records: Arc<FileRecords>, store: Arc<Store>| -> Box<dyn Snapshotter> {
-            Box::new(MirrorSnapshotter::open(dir, records, store).unwrap())
+        |dir: &Path, records: Arc<FileRecords>, store: Arc<Store>, owner: Option<Owner>| {
+            let options = MirrorOptions { owner };
+            Box::new(MirrorSnapshotter::open(dir, records, store, options).unwrap())
+                as Box<dyn Snapshotter>
         },
     )
 }
@@ -46,27 +53,25 @@ fn mirror() -> testsuite::Factory {
 fn overlayfs(check: fn(&Fixture)) {
     if privileged("the overlayfs conformance suite") {
         let factory = layered(Driver::Kernel { userxattr: false });
-        testsuite::run(|| Fixture::new(&std::env::temp_dir(), &factory), check);
+        testsuite::run(|| Fixture::new(&std::env::temp_dir(), factory), check);
     }
 }
 
 fn fuse_overlayfs(check: fn(&Fixture)) {
     if privileged("the fuse-overlayfs conformance suite (/dev/fuse is root-only here)") {
         let factory = layered(Driver::Fuse);
-        testsuite::run(|| Fixture::new(&std::env::temp_dir(), &factory), check);
+        testsuite::run(|| Fixture::new(&std::env::temp_dir(), factory), check);
     }
 }
 
 fn mirror_copy(check: fn(&Fixture)) {
-    let factory = mirror();
-    testsuite::run(|| Fixture::new(&std::env::temp_dir(), &factory), check);
+    testsuite::run(|| Fixture::new(&std::env::temp_dir(), mirror()), check);
 }
 
 fn mirror_reflink(check: fn(&Fixture)) {
     if privileged("the mirror conformance suite on XFS (loop mount)") {
         let xfs = LoopXfs::mount();
-        let factory = mirror();
-        testsuite::run(|| Fixture::new(&xfs.path(), &factory), check);
+        testsuite::run(|| Fixture::new(&xfs.path(), mirror()), check);
     }
 }
 
@@ -95,4 +100,5 @@ suite!(
     revert_open_view,
     crafted_upper,
     errors,
+    foreign_owner,
 );

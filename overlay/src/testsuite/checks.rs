@@ -644,3 +644,71 @@ pub fn errors(fx: &Fixture) {
         );
     }
 }
+
+/// A snapshotter run by root for another user gives that user the layers
+/// (per-owner checkouts): the user sees the files as theirs and edits through the
+/// view, including files of the parent (overlay's copy-up checks their owner).
+pub fn foreign_owner(fx: &Fixture) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("foreign_owner needs root to give files away; not run");
+        return;
+    }
+    let owner = crate::Owner {
+        uid: 65534,
+        gid: 65534,
+    };
+    let records = std::sync::Arc::new(
+        crate::FileRecords::open(&fx.root().join("records-owned.json")).unwrap(),
+    );
+    let snap = fx.snapshotter_for(owner, records.clone());
+    let tree = fx.tree(BASE);
+    let mut txn = snap.begin();
+    snap.commit_tree(&mut txn, "base", tree, Content::Source)
+        .unwrap();
+    let plan = snap
+        .prepare(&mut txn, "ws", Some("base"), Content::Source)
+        .unwrap();
+    txn.commit_to(&records).unwrap();
+    let target = fx.target("owned");
+    std::fs::create_dir_all(&target).unwrap();
+    crate::mount(&plan, &target).unwrap();
+    if !matches!(plan, crate::MountPlan::Direct { .. }) {
+        fx.track_mount(&target);
+    }
+    let view = plan.view_path(&target).to_owned();
+    // Let the user reach the view.
+    std::fs::set_permissions(fx.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for path in ["README", "src/main.c", "src", ""] {
+        let meta = std::fs::symlink_metadata(view.join(path)).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (owner.uid, owner.gid),
+            "owner of {path:?}"
+        );
+    }
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c"])
+        .arg("echo edited >> README && echo new > new.txt && mkdir dir && chmod -x build.sh && rm src/util.c")
+        .current_dir(&view)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the owner edits through the view:\n{}",
+        super::dump(&view)
+    );
+    let set = snap.changes("ws", &ChangeOptions::default()).unwrap();
+    fx.check_set(&set, &view);
+    assert_eq!(
+        Fixture::summary(&set),
+        [
+            "Modified README",
+            "ModeChanged build.sh",
+            "Added dir",
+            "Added new.txt",
+            "Deleted src/util.c"
+        ]
+    );
+    let new = std::fs::symlink_metadata(view.join("new.txt")).unwrap();
+    assert_eq!(new.uid(), owner.uid, "new files belong to the owner");
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use treediff::{CaptureOptions, Digest, Store};
 
-use crate::{ChangeOptions, ChangeSet, Content, FileRecords, Info, Snapshotter};
+use crate::{ChangeOptions, ChangeSet, Content, FileRecords, Info, Owner, Snapshotter};
 
 /// One entry of a tree spec.
 #[derive(Clone, Copy, Debug)]
@@ -24,8 +24,10 @@ pub enum Spec<'a> {
     Link(&'a str, &'a str),
 }
 
-/// Makes a snapshotter in a directory, given its records and store.
-pub type Factory = Box<dyn Fn(&Path, Arc<FileRecords>, Arc<Store>) -> Box<dyn Snapshotter>>;
+/// Makes a snapshotter in a directory, given its records, its store, and who its
+/// files should belong to.
+pub type Factory =
+    Box<dyn Fn(&Path, Arc<FileRecords>, Arc<Store>, Option<Owner>) -> Box<dyn Snapshotter>>;
 
 /// A store, records and a snapshotter in a fresh directory.
 pub struct Fixture {
@@ -36,6 +38,7 @@ pub struct Fixture {
     pub records: Arc<FileRecords>,
     /// The snapshotter under test.
     pub snap: Box<dyn Snapshotter>,
+    factory: Factory,
     mounted: RefCell<Vec<PathBuf>>,
     scratch: RefCell<u32>,
 }
@@ -50,7 +53,7 @@ impl std::fmt::Debug for Fixture {
 
 impl Fixture {
     /// A fixture in a new directory under `parent` (the filesystem under test).
-    pub fn new(parent: &Path, factory: &Factory) -> Fixture {
+    pub fn new(parent: &Path, factory: Factory) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("ws-conformance-")
             .tempdir_in(parent)
@@ -63,6 +66,7 @@ impl Fixture {
             &dir.path().join("snapshotter"),
             records.clone(),
             store.clone(),
+            None,
         );
         std::fs::create_dir(dir.path().join("mnt")).unwrap();
         Fixture {
@@ -70,9 +74,17 @@ impl Fixture {
             store,
             records,
             snap,
+            factory,
             mounted: RefCell::new(Vec::new()),
             scratch: RefCell::new(0),
         }
+    }
+
+    /// Another snapshotter of the same backend, on the same store, whose files
+    /// belong to `owner`, with its records in `records`.
+    pub fn snapshotter_for(&self, owner: Owner, records: Arc<FileRecords>) -> Box<dyn Snapshotter> {
+        let dir = self.root().join(format!("snapshotter-{}", owner.uid));
+        (self.factory)(&dir, records, self.store.clone(), Some(owner))
     }
 
     /// The fixture's directory.
