@@ -364,6 +364,8 @@ impl Snapshotter for LayeredSnapshotter {
         txn.delete(key);
         txn.put(committed.clone());
         txn.doom(self.root.dir(&info.id).join("work"));
+        // The upper, written by whoever edited the view, becomes a lower.
+        txn.sync_before_commit();
         Ok(committed)
     }
 

@@ -4,7 +4,8 @@
 //! deletes: removal is idempotent.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -12,13 +13,18 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub(crate) struct Trash {
     dir: PathBuf,
+    /// Whether a background thread is emptying it (one at a time is enough).
+    emptying: Arc<AtomicBool>,
 }
 
 impl Trash {
     /// The trash in `dir`, created if missing.
     pub fn open(dir: PathBuf) -> std::io::Result<Trash> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Trash { dir })
+        Ok(Trash {
+            dir,
+            emptying: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Moves `path` (on the trash's filesystem) into the trash. A missing `path` is
@@ -35,21 +41,37 @@ impl Trash {
         }
     }
 
-    /// Deletes everything in the trash on a background thread.
+    /// Deletes everything in the trash on a background thread, unless one is at it
+    /// already (it looks again before it stops).
     pub fn empty_in_background(&self) {
+        if self.emptying.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let trash = self.clone();
-        std::thread::spawn(move || trash.empty());
+        std::thread::spawn(move || {
+            loop {
+                let removed = trash.empty();
+                trash.emptying.store(false, Ordering::Release);
+                // What could not be deleted stays for the next attempt; what was
+                // put in meanwhile is deleted now.
+                let more = std::fs::read_dir(&trash.dir).is_ok_and(|mut d| d.next().is_some());
+                if removed == 0 || !more || trash.emptying.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
     }
 
     /// Deletes everything in the trash now; what cannot be deleted stays for the
-    /// next attempt.
-    pub fn empty(&self) {
+    /// next attempt. Returns how many entries went.
+    pub fn empty(&self) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+            return 0;
         };
-        for entry in entries.flatten() {
-            let _ = remove_tree(&entry.path());
-        }
+        entries
+            .flatten()
+            .filter(|entry| remove_tree(&entry.path()).is_ok())
+            .count()
     }
 }
 

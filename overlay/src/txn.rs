@@ -30,6 +30,8 @@ pub struct Txn<'s> {
     ops: Vec<RecordOp>,
     created: Vec<PathBuf>,
     doomed: Vec<PathBuf>,
+    /// Files were written under the snapshots that the records will rely on.
+    needs_sync: bool,
     finished: bool,
 }
 
@@ -63,6 +65,7 @@ impl<'s> Txn<'s> {
             ops: Vec::new(),
             created: Vec::new(),
             doomed: Vec::new(),
+            needs_sync: false,
             finished: false,
         }
     }
@@ -117,6 +120,12 @@ impl<'s> Txn<'s> {
         self.created.push(dir);
     }
 
+    /// Files under the snapshots (an upper that becomes a committed layer) must be
+    /// durable before the records point at them.
+    pub(crate) fn sync_before_commit(&mut self) {
+        self.needs_sync = true;
+    }
+
     /// A directory to trash once the records are durable.
     pub(crate) fn doom(&mut self, dir: PathBuf) {
         self.doomed.push(dir);
@@ -135,7 +144,7 @@ impl<'s> Txn<'s> {
         mut self,
         write: impl FnOnce(&[RecordOp]) -> Result<(), E>,
     ) -> Result<(), CommitError<E>> {
-        if !self.created.is_empty() {
+        if !self.created.is_empty() || self.needs_sync {
             crate::sys::syncfs(&self.root.snapshots).map_err(|source| {
                 CommitError::Sync(SnapshotError::Io {
                     key: String::new(),
