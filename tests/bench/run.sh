@@ -15,6 +15,9 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 GEN="$SCRIPT_DIR/gen_tree.py"
+SCRIPT_NAME=run.sh
+# shellcheck source=tests/bench/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 BENCH=${WS_BENCH_DIR:-/var/tmp/ws-bench}
 TARGET=${WS_BENCH_TARGET:-/var/tmp/ws-bench-target}
@@ -28,42 +31,16 @@ DEFER_DELETE=1 # --delete-between: delete scratch dirs between runs (see retire)
 MODIFY_K=10    # files changed between the two trees of the diff benchmark
 MODIFY_SEED=1
 
-# Peers run with a neutral git config: the user's global config (signing,
-# fsmonitor, hooks paths...) must not change what is measured.
-export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
-export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost
-export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost
-export LC_ALL=C
 
 # ---------------------------------------------------------------- helpers
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { printf '\nrun.sh: ERROR: %s\n' "$*" >&2; exit 1; }
-banner() { # loud, multi-line: for things that change how the numbers must be read
-    printf '\n' >&2
-    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
-    printf '!!! %s\n' "$@" >&2
-    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
-}
-
-usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-    exit "${1:-0}"
-}
+usage() { usage_from_header 12 "${1:-0}"; }
 
 parse_args() {
     while (($#)); do
         case $1 in
-            --files)
-                case ${2:-} in
-                    10000 | 100000) SIZES=("$2") ;;
-                    both) SIZES=(10000 100000) ;;
-                    *) die "--files takes 10000, 100000 or both" ;;
-                esac
-                shift 2 ;;
-            --runs)
-                [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--runs takes a positive number"
-                RUNS=$2; shift 2 ;;
+            --files) parse_sizes "${2:-}"; shift 2 ;;
+            --runs) parse_runs "${2:-}"; shift 2 ;;
             --no-ws) WITH_WS=0; shift ;;
             --no-build) BUILD=0; shift ;;
             --delete-between) DEFER_DELETE=0; shift ;;

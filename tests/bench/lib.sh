@@ -1,0 +1,40 @@
+# shellcheck shell=bash disable=SC2034  # sets SIZES and RUNS for the sourcing script
+# Shared by the benchmark drivers (run.sh, snapshots.sh): sourced, not run.
+# Expects SCRIPT_NAME to be set by the caller.
+
+# Peers run with a neutral git config: the user's global config (signing,
+# fsmonitor, hooks paths...) must not change what is measured.
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@localhost
+export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@localhost
+export LC_ALL=C
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { printf '\n%s: ERROR: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
+banner() { # loud, multi-line: for things that change how the numbers must be read
+    printf '\n' >&2
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
+    printf '!!! %s\n' "$@" >&2
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\n' >&2
+}
+
+# Prints the header comment (lines 2..$1 of the calling script) and exits with $2.
+usage_from_header() {
+    sed -n "2,${1}p" "${BASH_SOURCE[1]}" | sed 's/^# \{0,1\}//'
+    exit "${2:-0}"
+}
+
+# --files VALUE -> SIZES
+parse_sizes() {
+    case ${1:-} in
+        10000 | 100000) SIZES=("$1") ;;
+        both) SIZES=(10000 100000) ;;
+        *) die "--files takes 10000, 100000 or both" ;;
+    esac
+}
+
+# --runs VALUE -> RUNS
+parse_runs() {
+    [[ ${1:-} =~ ^[1-9][0-9]*$ ]] || die "--runs takes a positive number"
+    RUNS=$1
+}
