@@ -80,8 +80,9 @@ impl Ctx<'_> {
                 self.set_props(fd.as_fd(), &change.path, old, is_dir)
             }
             (Some(old), _) => {
-                let current_is_dir = change.new_is_dir();
-                if current_is_dir {
+                // A rename replaces a file or symlink in one step, but cannot put
+                // a directory over anything nor anything over a directory.
+                if change.new_is_dir() || change.old_is_dir() {
                     self.remove_at(dir, name, &change.path)?;
                 }
                 self.restore_at(dir, name, &change.path, old)

@@ -494,13 +494,15 @@ pub fn revert_open_view(fx: &Fixture) {
     .unwrap();
     std::fs::remove_file(view.join("link")).unwrap();
     std::fs::create_dir(view.join("link")).unwrap();
+    std::fs::remove_dir(view.join("empty")).unwrap();
+    std::fs::write(view.join("empty"), "now a file\n").unwrap();
     let reverted = fx
         .snap
         .revert("ws", &view, &ChangeOptions::default())
         .unwrap();
     assert_eq!(
         reverted.changes.len(),
-        7,
+        8,
         "{:?}",
         Fixture::summary(&reverted)
     );
