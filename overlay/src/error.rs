@@ -132,13 +132,14 @@ pub enum SnapshotError {
     #[error("cannot read the snapshot records")]
     Records(#[source] std::io::Error),
     /// Mounting or unmounting failed.
-    #[error("cannot {op} {}: {detail}", target.display())]
+    #[error("cannot {op} {}: {source}{detail}", target.display())]
     Mount {
         /// "mount overlay on", "unmount", ...
         op: &'static str,
         /// The mount point.
         target: PathBuf,
-        /// The cause, with the kernel's own message where it gave one.
+        /// What the kernel or the helper said, or what the error code means here,
+        /// as " (...)"; empty when there is nothing to add.
         detail: String,
         /// The error code.
         #[source]

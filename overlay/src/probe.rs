@@ -10,20 +10,19 @@
 //! [`Probe::choose`] can say why a better backend was passed over and [`Probe::check`]
 //! can say what is missing for the one the user asked for, and what to do about it.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use rustix::fd::OwnedFd;
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, UnmountFlags, fsconfig_create,
-    fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount, unmount,
-};
+
+use crate::error::SnapshotError;
+use crate::plan::{MountPlan, OverlayPlan, Upper};
+use crate::sys;
 
 /// Which snapshot backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -257,8 +256,8 @@ impl Scratch {
         })
     }
 
-    fn unmount(&mut self, merged: &Path) -> rustix::io::Result<()> {
-        unmount(merged, UnmountFlags::DETACH)?;
+    fn unmount(&mut self, merged: &Path) -> io::Result<()> {
+        sys::detach(merged)?;
         self.mounted.retain(|m| m != merged);
         Ok(())
     }
@@ -267,7 +266,7 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         for merged in std::mem::take(&mut self.mounted) {
-            let _ = unmount(&merged, UnmountFlags::DETACH);
+            let _ = sys::detach(&merged);
         }
         // The kernel makes `work/work` with mode 000, which `remove_dir_all` cannot
         // open without CAP_DAC_OVERRIDE; it is empty, so remove it by name first.
@@ -309,7 +308,7 @@ fn try_overlay(
         return Ok(Support::no(format!(
             "mounted a test overlay in {} but could not unmount it: {}",
             dir.display(),
-            errno_text(e.raw_os_error())
+            io_text(&e)
         )));
     }
     Ok(match used {
@@ -329,92 +328,31 @@ struct OverlayDirs<'a> {
     merged: &'a Path,
 }
 
-/// Mounts the overlay on `dirs.merged` as the overlayfs backend does; `Err` is the
-/// reason it could not.
+/// Mounts the overlay on `dirs.merged` with the overlayfs backend's own code and
+/// options; `Err` is the reason it could not.
 fn mount_overlay(
     dirs: &OverlayDirs<'_>,
     userxattr: bool,
     scratch: &mut Scratch,
 ) -> Result<(), String> {
-    let fs_fd = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
-        let raw = e.raw_os_error();
-        match Errno::from_raw(raw) {
-            Errno::ENODEV => format!(
-                "the overlay module is missing (fsopen failed: {})",
-                errno_text(raw)
-            ),
-            Errno::ENOSYS => format!(
-                "the kernel has no new mount API (fsopen failed: {})",
-                errno_text(raw)
-            ),
-            _ => format!("mount failed: {}", errno_reason(raw)),
-        }
-    })?;
-
-    let options: [(&str, &OsStr); 7] = [
-        ("source", OsStr::new("ws-probe")),
-        ("lowerdir+", dirs.lower.as_os_str()),
-        ("upperdir", dirs.upper.as_os_str()),
-        ("workdir", dirs.work.as_os_str()),
-        ("redirect_dir", OsStr::new("nofollow")),
-        ("metacopy", OsStr::new("off")),
-        ("index", OsStr::new("off")),
-    ];
-    for (key, value) in options {
-        fsconfig_set_string(&fs_fd, key, value).map_err(|e| {
-            format!(
-                "the overlay option {key}={} was rejected: {}{}",
-                value.display(),
-                errno_reason(e.raw_os_error()),
-                kernel_says(&fs_fd)
-            )
-        })?;
-    }
-    if userxattr {
-        fsconfig_set_flag(&fs_fd, "userxattr").map_err(|e| {
-            format!(
-                "the overlay option userxattr was rejected: {}{}",
-                errno_reason(e.raw_os_error()),
-                kernel_says(&fs_fd)
-            )
-        })?;
-    }
-    fsconfig_create(&fs_fd).map_err(|e| {
-        format!(
-            "mount failed: {}{}",
-            errno_reason(e.raw_os_error()),
-            kernel_says(&fs_fd)
-        )
-    })?;
-    let mnt_fd = fsmount(
-        &fs_fd,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
-    )
-    .map_err(|e| {
-        format!(
-            "fsmount failed: {}{}",
-            errno_reason(e.raw_os_error()),
-            kernel_says(&fs_fd)
-        )
-    })?;
-    // Recorded first: should the move succeed but report failure, the guard still
-    // unmounts it (unmounting what is not mounted fails harmlessly).
+    let plan = MountPlan::Overlay(OverlayPlan {
+        lowers: vec![dirs.lower.to_owned()],
+        upper: Some(Upper {
+            dir: dirs.upper.to_owned(),
+            work: dirs.work.to_owned(),
+        }),
+        userxattr,
+    });
+    // Recorded first: should the mount succeed but report failure, the guard still
+    // detaches it (detaching what is not mounted fails harmlessly).
     scratch.mounted.push(dirs.merged.to_owned());
-    move_mount(
-        &mnt_fd,
-        "",
-        rustix::fs::CWD,
-        dirs.merged,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|e| {
-        format!(
-            "attaching the mount failed: {}",
-            errno_reason(e.raw_os_error())
-        )
-    })?;
-    Ok(())
+    sys::mount(&plan, dirs.merged).map_err(|e| match e {
+        SnapshotError::Mount { source, detail, .. } => match source.raw_os_error() {
+            Some(raw) => format!("mount failed: {}{detail}", errno_text(raw)),
+            None => format!("mount failed: {source}{detail}"),
+        },
+        other => format!("mount failed: {other}"),
+    })
 }
 
 /// Reads the lower file through the mount and writes a file through it; `Err` says
@@ -438,34 +376,6 @@ fn check_overlay(dirs: &OverlayDirs<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// The messages the kernel left on an fs context after a failed `fsconfig`, as
-/// " (kernel: ...)", or nothing if there are none.
-fn kernel_says(fs_fd: &OwnedFd) -> String {
-    let mut messages = Vec::new();
-    let mut buf = [0u8; 1024];
-    // One message per read; the kernel keeps at most a few, then reads fail (ENODATA).
-    while let Ok(n) = rustix::io::read(fs_fd, &mut buf) {
-        if n == 0 || messages.len() >= 16 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let text = text.trim_end();
-        // Each message starts with its severity: "e ", "w " or "i ".
-        let text = match text.split_once(' ') {
-            Some((level, rest)) if level.len() == 1 => rest,
-            _ => text,
-        };
-        if !text.is_empty() {
-            messages.push(text.to_owned());
-        }
-    }
-    if messages.is_empty() {
-        String::new()
-    } else {
-        format!(" (kernel: {})", messages.join("; "))
-    }
-}
-
 /// Clones one file into another in the scratch directory.
 fn try_reflink(scratch: &Scratch, dir: &Path) -> io::Result<Support> {
     let mut src = OpenOptions::new()
@@ -479,7 +389,7 @@ fn try_reflink(scratch: &Scratch, dir: &Path) -> io::Result<Support> {
         .create_new(true)
         .open(scratch.path.join("reflink-dst"))?;
     Ok(reflink_support(
-        rustix::fs::ioctl_ficlone(&dst, &src).map_err(|e| e.raw_os_error()),
+        sys::ficlone(dst.as_fd(), src.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(0)),
         dir,
     ))
 }
@@ -559,15 +469,6 @@ fn is_identity_map(uid_map: &str) -> bool {
 fn errno_text(raw: i32) -> String {
     let errno = Errno::from_raw(raw);
     format!("{errno:?} ({})", errno.desc())
-}
-
-/// [`errno_text`], followed by what it means for a mount where that is clear.
-fn errno_reason(raw: i32) -> String {
-    let text = errno_text(raw);
-    match Errno::from_raw(raw) {
-        Errno::EPERM => format!("{text}: needs root or CAP_SYS_ADMIN"),
-        _ => text,
-    }
 }
 
 fn io_text(e: &io::Error) -> String {

@@ -73,12 +73,12 @@ fn mount_error(
     op: &'static str,
     target: &Path,
     source: std::io::Error,
-    log: String,
+    said: String,
 ) -> SnapshotError {
-    let detail = if log.is_empty() {
-        source.to_string()
+    let detail = if said.is_empty() {
+        String::new()
     } else {
-        format!("{source} ({log})")
+        format!(" ({said})")
     };
     SnapshotError::Mount {
         op,
@@ -129,17 +129,31 @@ fn mount_overlay(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError>
     .map_err(fail)
 }
 
-/// What the kernel logged about a failing mount context ("e overlay: ..." lines).
+/// What the kernel logged about a failing mount context, as "kernel: ..." (its
+/// messages start with a severity letter, "e ", "w " or "i ", which is dropped).
 fn kernel_log(fs: BorrowedFd<'_>) -> String {
-    let mut lines = Vec::new();
+    let mut messages = Vec::new();
     let mut buf = [0u8; 1024];
+    // One message per read; the kernel keeps a few, then reads fail (ENODATA).
     while let Ok(n) = rustix::io::read(fs, &mut buf) {
-        if n == 0 {
+        if n == 0 || messages.len() >= 16 {
             break;
         }
-        lines.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let text = text.trim_end();
+        let text = match text.split_once(' ') {
+            Some((level, rest)) if level.len() == 1 => rest,
+            _ => text,
+        };
+        if !text.is_empty() {
+            messages.push(text.to_owned());
+        }
     }
-    lines.join("; ")
+    if messages.is_empty() {
+        String::new()
+    } else {
+        format!("kernel: {}", messages.join("; "))
+    }
 }
 
 fn mount_fuse(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError> {
@@ -252,6 +266,17 @@ pub fn mount_table() -> std::io::Result<Vec<MountEntry>> {
                 .collect(),
         })
         .collect())
+}
+
+/// Detaches whatever is mounted at `target`, lazily: for cleaning up after a probe
+/// or a failed step, never for a snapshot in use.
+pub(crate) fn detach(target: &Path) -> std::io::Result<()> {
+    Ok(nix::mount::umount2(target, MntFlags::MNT_DETACH)?)
+}
+
+/// Makes `dst` share `src`'s extents (FICLONE).
+pub(crate) fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> std::io::Result<()> {
+    Ok(rustix::fs::ioctl_ficlone(dst, src)?)
 }
 
 /// Mount points of running fuse-overlayfs processes that serve a layer under
