@@ -400,7 +400,7 @@ impl Bench<'_> {
 
             self.settle();
             let t = Instant::now();
-            let reverted = self.snap.revert(key, &view, &options)?;
+            let reverted = self.snap.revert(key, &view, None, &options)?;
             figures.revert.push(t.elapsed());
             if reverted.changes.len() != k {
                 return Err(format!(

@@ -429,12 +429,12 @@ impl Snapshotter for LayeredSnapshotter {
         &self,
         key: &str,
         view: &Path,
+        to: Option<Digest>,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError> {
         let lock = self.root.key_lock(key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
         let set = self.read_active(key, options)?;
-        crate::revert::revert(&self.root.store, key, view, &set.changes)?;
-        Ok(set)
+        crate::revert::revert_to(&self.root.store, key, view, set, to)
     }
 }

@@ -401,13 +401,13 @@ impl Snapshotter for MirrorSnapshotter {
         &self,
         key: &str,
         view: &Path,
+        to: Option<Digest>,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError> {
         let lock = self.root.key_lock(key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
         let info = self.root.get(key)?;
         let set = self.read(&info, options)?;
-        crate::revert::revert(&self.root.store, key, view, &set.changes)?;
-        Ok(set)
+        crate::revert::revert_to(&self.root.store, key, view, set, to)
     }
 }

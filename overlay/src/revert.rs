@@ -18,20 +18,42 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-use treediff::{Change, ChangeKind, Dir, Entry, Node, Store};
+use treediff::{Change, ChangeKind, Digest, Dir, Entry, Node, Store};
 
 use crate::error::SnapshotError;
+use crate::snapshotter::ChangeSet;
 
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
-/// Writes the reversal of `changes` (from the parent's tree to the view's) into
-/// the view mounted at `view`.
-pub(crate) fn revert(
+/// Makes the view at `view`, whose content `set` describes, equal to the tree `to`
+/// (`set`'s parent tree when `None`); returns the changes that were reverted.
+pub(crate) fn revert_to(
     store: &Store,
     key: &str,
     view: &Path,
-    changes: &[Change],
-) -> Result<(), SnapshotError> {
+    set: ChangeSet,
+    to: Option<Digest>,
+) -> Result<ChangeSet, SnapshotError> {
+    let set = match to {
+        Some(to) if to != set.parent_tree => {
+            let changes = treediff::diff::changes(store, to, set.tree).map_err(
+                SnapshotError::tree(key, "diff against the tree to revert to"),
+            )?;
+            ChangeSet {
+                parent_tree: to,
+                changes,
+                ..set
+            }
+        }
+        _ => set,
+    };
+    revert(store, key, view, &set.changes)?;
+    Ok(set)
+}
+
+/// Writes the reversal of `changes` (from the parent's tree to the view's) into
+/// the view mounted at `view`.
+fn revert(store: &Store, key: &str, view: &Path, changes: &[Change]) -> Result<(), SnapshotError> {
     let root: OwnedFd = std::fs::File::open(view)
         .map_err(SnapshotError::io(key, "open the view", view))?
         .into();

@@ -116,14 +116,19 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     fn changes(&self, key: &str, options: &ChangeOptions<'_>) -> Result<ChangeSet, SnapshotError>;
 
     /// Makes the active snapshot `key`, mounted at `view` and possibly in use, equal
-    /// to its parent again by writing the reversal through the view: what was added
-    /// is removed, what was changed or deleted is restored.
-    /// Ignored paths (as in [`changes`](Self::changes)) are left alone. Returns
-    /// the changes that were reverted.
+    /// to the tree `to` (its parent's when `None`) by writing the reversal through the
+    /// view: what was added is removed, what was changed or deleted is restored.
+    /// Ignored paths (as in [`changes`](Self::changes)) are left alone. Returns the
+    /// changes that were reverted, from `to` to what the view held.
+    ///
+    /// `to` lets a workspace whose edits were committed (recorded as a tree while
+    /// the layer still holds them) be reverted to that commit rather than to the
+    /// parent; its blobs and directory nodes must be in the store.
     fn revert(
         &self,
         key: &str,
         view: &Path,
+        to: Option<Digest>,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError>;
 }

@@ -101,4 +101,5 @@ suite!(
     crafted_upper,
     errors,
     foreign_owner,
+    revert_to_a_commit,
 );

@@ -498,7 +498,7 @@ pub fn revert_open_view(fx: &Fixture) {
     std::fs::write(view.join("empty"), "now a file\n").unwrap();
     let reverted = fx
         .snap
-        .revert("ws", &view, &ChangeOptions::default())
+        .revert("ws", &view, None, &ChangeOptions::default())
         .unwrap();
     assert_eq!(
         reverted.changes.len(),
@@ -713,4 +713,30 @@ pub fn foreign_owner(fx: &Fixture) {
     );
     let new = std::fs::symlink_metadata(view.join("new.txt")).unwrap();
     assert_eq!(new.uid(), owner.uid, "new files belong to the owner");
+}
+
+/// Reverting to a tree other than the parent's: the edits a workspace committed
+/// (recorded as a tree while its layer still holds them) survive a later discard.
+pub fn revert_to_a_commit(fx: &Fixture) {
+    fx.base("base", BASE);
+    let view = fx.prepare("ws", Some("base"));
+    std::fs::write(view.join("README"), "committed\n").unwrap();
+    std::fs::write(view.join("kept.txt"), "kept\n").unwrap();
+    let committed = fx.changes("ws", &view).tree;
+    std::fs::write(view.join("README"), "not committed\n").unwrap();
+    std::fs::remove_file(view.join("kept.txt")).unwrap();
+    std::fs::write(view.join("scratch.txt"), "scratch\n").unwrap();
+    let reverted = fx
+        .snap
+        .revert("ws", &view, Some(committed), &ChangeOptions::default())
+        .unwrap();
+    assert_eq!(
+        Fixture::summary(&reverted),
+        ["Modified README", "Deleted kept.txt", "Added scratch.txt"]
+    );
+    assert_eq!(fx.capture(&view), committed);
+    let listed = super::listing(&view);
+    assert_eq!(listed["README"], "file committed\n");
+    assert_eq!(listed["kept.txt"], "file kept\n");
+    assert!(!listed.contains_key("scratch.txt"));
 }
