@@ -1,1 +1,14 @@
-//! The library side of `wsd`. Empty until the daemon issue.
+//! The library side of `wsd`: state in RocksDB ([`db`]), workspaces and their
+//! transactions ([`manager`]), and the records they keep ([`workspace`]). The
+//! D-Bus service and the `wsd` binary sit on top.
+
+pub mod db;
+pub mod error;
+pub mod manager;
+pub mod state_dir;
+pub mod workspace;
+
+pub use error::{Error, ErrorKind};
+pub use manager::{Caller, Manager, OpenRequest, Source, Status};
+pub use state_dir::StateDir;
+pub use workspace::{OpEntry, OpKind, State, Workspace};

@@ -1,0 +1,198 @@
+//! The daemon's state in RocksDB: one column family per kind of record, a schema
+//! version checked at open, and every state change as one `WriteBatch` written with
+//! `sync = true` (DESIGN.md section 6: the data a batch points to is made durable
+//! first, and the caller replies only after the batch).
+
+mod records;
+mod statcache;
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+
+pub use records::{RocksBatch, RocksRecords};
+pub use statcache::RocksStatCache;
+
+/// The schema this build reads and writes. Bumped on any incompatible change to a
+/// key or value encoding; an unknown version is refused, never guessed at.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Column families.
+pub(crate) mod cf {
+    /// `schema` → version (u32 BE).
+    pub const META: &str = "meta";
+    /// workspace id → workspace record (JSON).
+    pub const WORKSPACES: &str = "workspaces";
+    /// owner uid (u32 BE) + name → workspace id: names are unique per owner.
+    pub const NAMES: &str = "names";
+    /// workspace id + sequence (u64 BE) → op log entry (JSON).
+    pub const OPLOG: &str = "oplog";
+    /// backend + `/` + key → snapshot record (the overlay crate's encoding).
+    pub const SNAPSHOTS: &str = "snapshots";
+    /// source id (u64 BE) + dev + ino → stat-cache entry.
+    pub const STATCACHE: &str = "statcache";
+    /// All of them, in the order they are created.
+    pub const ALL: [&str; 6] = [META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE];
+}
+
+/// Opening or using the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// RocksDB refused.
+    #[error("database {}: {op} failed: {source}", path.display())]
+    Rocks {
+        /// The database directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: rocksdb::Error,
+    },
+    /// The database was written by another version of ws.
+    #[error("database {} has schema version {found}, and this wsd reads version {SCHEMA_VERSION}; use the matching wsd, or move the state directory aside", path.display())]
+    Schema {
+        /// The database directory.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// A record could not be decoded.
+    #[error("database {}: a {what} record is damaged: {problem}; run `ws fsck`", path.display())]
+    Corrupt {
+        /// The database directory.
+        path: PathBuf,
+        /// Which kind of record.
+        what: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A key and its value, as read by a scan.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The open database.
+pub struct Db {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    /// Opens (creating) the database in `path` and checks its schema version.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        // Small state: keep memory low (the daemon's RSS target is 100 MiB).
+        options.set_write_buffer_size(4 << 20);
+        options.set_max_open_files(256);
+        options.set_keep_log_file_num(4);
+        let cfs = cf::ALL.map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| DbError::Rocks {
+            path: path.to_owned(),
+            op: "open",
+            source,
+        })?;
+        let db = Db {
+            db,
+            path: path.to_owned(),
+        };
+        db.check_schema()?;
+        Ok(db)
+    }
+
+    fn check_schema(&self) -> Result<(), DbError> {
+        let meta = self.cf(cf::META);
+        match self.get(meta, b"schema")? {
+            Some(bytes) => {
+                let found = bytes
+                    .as_slice()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| self.corrupt("schema", "the version is not 4 bytes"))?;
+                if found != SCHEMA_VERSION {
+                    return Err(DbError::Schema {
+                        path: self.path.clone(),
+                        found,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, b"schema", SCHEMA_VERSION.to_be_bytes());
+                self.write(batch)
+            }
+        }
+    }
+
+    /// The column family `name` (one of [`cf::ALL`]).
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
+    }
+
+    /// A point read.
+    pub(crate) fn get(&self, cf: &ColumnFamily, key: &[u8]) -> Result<Option<Vec<u8>>, DbError> {
+        self.db
+            .get_cf(cf, key)
+            .map_err(|source| self.rocks("read", source))
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    pub(crate) fn scan(&self, cf: &ColumnFamily, prefix: &[u8]) -> Result<Vec<KeyValue>, DbError> {
+        let mut out = Vec::new();
+        let mode = rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf, mode) {
+            let (key, value) = item.map_err(|source| self.rocks("scan", source))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes `batch` durably (WAL synced): on return it survives a crash.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), DbError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|source| self.rocks("write", source))
+    }
+
+    /// Writes `batch` without waiting for the disk: for caches, whose loss costs
+    /// work, never correctness.
+    pub(crate) fn write_cache(&self, batch: WriteBatch) -> Result<(), DbError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|source| self.rocks("write", source))
+    }
+
+    fn rocks(&self, op: &'static str, source: rocksdb::Error) -> DbError {
+        DbError::Rocks {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(&self, what: &'static str, problem: impl Into<String>) -> DbError {
+        DbError::Corrupt {
+            path: self.path.clone(),
+            what,
+            problem: problem.into(),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `Error`: what a daemon operation can fail with, and the small fixed set of
+//! kinds every error maps to (they become named D-Bus errors and CLI exit codes).
+
+use std::path::PathBuf;
+
+/// The kind of a failure, as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No such workspace (or not the caller's).
+    NotFound,
+    /// The name is taken.
+    AlreadyExists,
+    /// Another operation on the workspace is running, or its files are in use.
+    Busy,
+    /// The request contradicts the workspace's state.
+    Conflict,
+    /// The request itself is malformed.
+    InvalidArgument,
+    /// The caller may not do this.
+    AccessDenied,
+    /// A filesystem is full.
+    NoSpace,
+    /// Reading or writing failed.
+    Io,
+    /// Stored data is damaged.
+    Corrupt,
+}
+
+impl ErrorKind {
+    /// The kind's stable name (`not-found`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::AlreadyExists => "already-exists",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::AccessDenied => "access-denied",
+            ErrorKind::NoSpace => "no-space",
+            ErrorKind::Io => "io",
+            ErrorKind::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// A daemon operation failed; nothing was recorded unless the message says so.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No workspace of that name belongs to the caller.
+    #[error("no workspace named {name:?}; `ws list` shows yours")]
+    NoSuchWorkspace {
+        /// The name asked for.
+        name: String,
+    },
+    /// The caller already has a workspace of that name.
+    #[error("a workspace named {name:?} already exists; choose another name or close it first")]
+    NameTaken {
+        /// The name.
+        name: String,
+    },
+    /// The request is malformed.
+    #[error("invalid {what}: {problem}")]
+    Invalid {
+        /// Which argument.
+        what: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Another operation on the workspace holds it.
+    #[error("workspace {name:?} is busy with another operation; retry when it is done")]
+    Busy {
+        /// The workspace.
+        name: String,
+    },
+    /// The workspace's state forbids the operation.
+    #[error("workspace {name:?}: {problem}")]
+    Conflict {
+        /// The workspace.
+        name: String,
+        /// Why, and what to do.
+        problem: String,
+    },
+    /// The caller may not do this.
+    #[error("access denied: {problem}")]
+    Denied {
+        /// Why.
+        problem: String,
+    },
+    /// A snapshot operation failed.
+    #[error("workspace {name:?}")]
+    Snapshot {
+        /// The workspace.
+        name: String,
+        /// Why.
+        #[source]
+        source: overlay::SnapshotError,
+    },
+    /// The store failed.
+    #[error("workspace {name:?}: the store failed")]
+    Store {
+        /// The workspace.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// A filesystem operation of the daemon's own failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The kind clients see.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoSuchWorkspace { .. } => ErrorKind::NotFound,
+            Error::NameTaken { .. } => ErrorKind::AlreadyExists,
+            Error::Invalid { .. } => ErrorKind::InvalidArgument,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Denied { .. } => ErrorKind::AccessDenied,
+            Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
+                ErrorKind::Corrupt
+            }
+            Error::Snapshot { source, .. } => snapshot_kind(source),
+            _ if is_no_space(self) => ErrorKind::NoSpace,
+            _ => ErrorKind::Io,
+        }
+    }
+
+    /// A closure for `map_err` wrapping a snapshot error.
+    pub(crate) fn snapshot(name: &str) -> impl FnOnce(overlay::SnapshotError) -> Error {
+        let name = name.to_owned();
+        move |source| Error::Snapshot { name, source }
+    }
+
+    /// A closure for `map_err` wrapping a store error.
+    pub(crate) fn store<E: std::error::Error + Send + Sync + 'static>(
+        name: &str,
+    ) -> impl FnOnce(E) -> Error {
+        let name = name.to_owned();
+        move |source| Error::Store {
+            name,
+            source: Box::new(source),
+        }
+    }
+}
+
+fn snapshot_kind(e: &overlay::SnapshotError) -> ErrorKind {
+    use overlay::SnapshotError as S;
+    match e {
+        S::NotFound { .. } => ErrorKind::NotFound,
+        S::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        S::InvalidKey { .. } | S::WrongKind { .. } => ErrorKind::InvalidArgument,
+        S::HasChildren { .. } => ErrorKind::Conflict,
+        S::Busy { .. } => ErrorKind::Busy,
+        S::Layer { .. } => ErrorKind::Conflict,
+        _ if is_no_space(e) => ErrorKind::NoSpace,
+        _ => ErrorKind::Io,
+    }
+}
+
+/// Whether some cause in the chain is ENOSPC or EDQUOT (the store words its own
+/// full-disk error without keeping the code).
+fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.raw_os_error(),
+                Some(nix::libc::ENOSPC | nix::libc::EDQUOT)
+            )
+        {
+            return true;
+        }
+        if e.to_string().contains("no space left") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}

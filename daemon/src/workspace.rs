@@ -1,0 +1,165 @@
+//! What the daemon records about a workspace and about each operation on it (the op
+//! log), with their encodings.
+
+use std::path::PathBuf;
+
+use overlay::BackendKind;
+use serde::{Deserialize, Serialize};
+use treediff::Digest;
+
+/// The states a workspace can be in (a documented, closed set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Mounted at its path and ready.
+    Open,
+    /// Recorded, but its view could not be mounted (the daemon says why in its log
+    /// and tries again at its next start).
+    Unmounted,
+}
+
+impl State {
+    /// The state's stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Open => "open",
+            State::Unmounted => "unmounted",
+        }
+    }
+}
+
+/// A workspace's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    /// Opaque and never reused: names object paths and keys, so that a name can be
+    /// reused after close without confusing anyone holding the old id.
+    pub id: String,
+    /// The owner's name for it, unique per owner.
+    pub name: String,
+    /// The uid of the user who opened it.
+    pub owner: u32,
+    /// The owner's primary gid.
+    pub group: u32,
+    /// Where its files are.
+    pub path: PathBuf,
+    /// Whether the daemon mounted `path` (and so unmounts it at close).
+    pub mounted_by_daemon: bool,
+    /// The snapshot backend.
+    pub backend: BackendKind,
+    /// See [`State`].
+    pub state: State,
+    /// The directory it was opened over, if any (for display only: the daemon never
+    /// reads it again).
+    pub source: Option<PathBuf>,
+    /// The source tree it was opened over.
+    #[serde(with = "digest_text")]
+    pub base_source_digest: Digest,
+    /// The source tree as of its last commit (the base if none).
+    #[serde(with = "digest_text")]
+    pub source_digest: Digest,
+    /// Its active snapshot's key.
+    pub snapshot: String,
+    /// The committed snapshot that snapshot sits on.
+    pub base_snapshot: String,
+    /// For builds (a later issue): the dependency hash of its last build.
+    pub dependency_hash: Option<String>,
+    /// For builds: the artifact its last build produced.
+    pub artifact_ref: Option<String>,
+    /// For builds: the id of its last build.
+    pub last_build: Option<String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    /// Seconds since the epoch, at its last change.
+    pub updated: u64,
+    /// The sequence number its next op log entry gets.
+    pub next_op: u64,
+}
+
+/// What an operation was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    /// The workspace was opened.
+    Open,
+    /// Its edits were recorded as its source tree.
+    Commit,
+    /// Its edits were dropped.
+    Discard,
+    /// It was closed.
+    Close,
+}
+
+/// One entry of a workspace's op log: an operation with the states before and
+/// after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpEntry {
+    /// Its place in the workspace's log, from 0.
+    pub seq: u64,
+    /// What was done.
+    pub op: OpKind,
+    /// The tree the view held before (for a discard: the edits dropped, kept in the
+    /// store).
+    #[serde(with = "opt_digest_text")]
+    pub before: Option<Digest>,
+    /// The workspace's source tree after.
+    #[serde(with = "opt_digest_text")]
+    pub after: Option<Digest>,
+    /// How many paths changed.
+    pub changes: u64,
+    /// The commit message, if any.
+    pub message: Option<String>,
+    /// Seconds since the epoch.
+    pub time: u64,
+}
+
+mod digest_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use treediff::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_digest_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use treediff::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Digest>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Checks a workspace name: it names a directory and appears in messages.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("it must be 1 to 64 characters long".to_owned());
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err("it must not start with '.' or '-'".to_owned());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{c:?} is not allowed (letters, digits, '.', '_' and '-' are)"
+        ));
+    }
+    Ok(())
+}

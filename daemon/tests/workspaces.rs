@@ -1,0 +1,352 @@
+//! Workspaces through the daemon's library: open over a directory or a tree,
+//! edit, status, commit, discard, close, the op log, names and mount points, and a
+//! restart that finds its views unmounted. Real RocksDB, real mounts (root).
+
+use std::path::{Path, PathBuf};
+
+use daemon::{Caller, Error, ErrorKind, Manager, OpKind, OpenRequest, Source, State, StateDir};
+use overlay::BackendKind;
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+fn privileged(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
+    );
+    eprintln!("skipping {what}: it needs root");
+    false
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    manager: Option<Manager>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for (path, content) in [
+            ("README", "readme\n"),
+            ("src/main.c", "int main(void) { return 0; }\n"),
+            ("src/util.c", "util\n"),
+            (".wsignore", "*.o\n"),
+        ] {
+            std::fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+            std::fs::write(src.join(path), content).unwrap();
+        }
+        std::fs::write(src.join("main.o"), "ignored\n").unwrap();
+        let manager = Manager::open(StateDir::new(dir.path().join("state"))).unwrap();
+        Setup {
+            dir,
+            manager: Some(manager),
+        }
+    }
+
+    fn m(&self) -> &Manager {
+        self.manager.as_ref().unwrap()
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    fn open(&self, name: &str, backend: BackendKind) -> daemon::Workspace {
+        self.m()
+            .open_workspace(
+                ROOT,
+                OpenRequest {
+                    name: name.to_owned(),
+                    source: Source::Dir(self.src()),
+                    path: None,
+                    backend: Some(backend),
+                },
+            )
+            .unwrap_or_else(|e| panic!("open {name}: {}", chain(&e)))
+    }
+
+    /// Restarts the daemon's state (drop, open again).
+    fn restart(&mut self) {
+        self.manager = None;
+        self.manager = Some(Manager::open(StateDir::new(self.dir.path().join("state"))).unwrap());
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(m) = &self.manager
+            && let Ok(list) = m.list(ROOT)
+        {
+            for ws in list {
+                let _ = overlay::unmount(&ws.path);
+            }
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn paths(status: &daemon::Status) -> Vec<String> {
+    status
+        .changes
+        .iter()
+        .map(|c| format!("{:?} {}", c.kind, c.path))
+        .collect()
+}
+
+fn lifecycle(backend: BackendKind) {
+    let s = Setup::new();
+    let ws = s.open("hello", backend);
+    assert_eq!(ws.state, State::Open);
+    assert_eq!(ws.base_source_digest, ws.source_digest);
+    let view = ws.path.clone();
+    assert_eq!(
+        std::fs::read_to_string(view.join("README")).unwrap(),
+        "readme\n"
+    );
+    assert!(
+        !view.join("main.o").exists(),
+        ".wsignore applies to the import"
+    );
+    assert!(paths(&s.m().status(ROOT, "hello").unwrap()).is_empty());
+
+    std::fs::write(view.join("README"), "edited\n").unwrap();
+    std::fs::write(view.join("NEWS"), "news\n").unwrap();
+    std::fs::write(view.join("build.o"), "ignored\n").unwrap();
+    let status = s.m().status(ROOT, "hello").unwrap();
+    assert_eq!(paths(&status), ["Added NEWS", "Modified README"]);
+
+    let committed = s.m().commit(ROOT, "hello", Some("first".into())).unwrap();
+    assert!(committed.changes.is_empty());
+    assert_eq!(committed.workspace.source_digest, status.current);
+    assert_ne!(committed.workspace.source_digest, ws.base_source_digest);
+    assert!(
+        paths(&s.m().status(ROOT, "hello").unwrap()).is_empty(),
+        "clean after commit"
+    );
+
+    std::fs::write(view.join("README"), "not kept\n").unwrap();
+    std::fs::remove_file(view.join("NEWS")).unwrap();
+    std::fs::write(view.join("scratch"), "scratch\n").unwrap();
+    let dropped = s.m().discard(ROOT, "hello").unwrap();
+    assert_eq!(dropped.len(), 3);
+    assert_eq!(
+        std::fs::read_to_string(view.join("README")).unwrap(),
+        "edited\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(view.join("NEWS")).unwrap(),
+        "news\n"
+    );
+    assert!(!view.join("scratch").exists());
+    assert!(
+        paths(&s.m().status(ROOT, "hello").unwrap()).is_empty(),
+        "clean after discard"
+    );
+
+    let log: Vec<OpKind> = s
+        .m()
+        .log(ROOT, "hello")
+        .unwrap()
+        .iter()
+        .map(|e| e.op)
+        .collect();
+    assert_eq!(log, [OpKind::Open, OpKind::Commit, OpKind::Discard]);
+    let commit = &s.m().log(ROOT, "hello").unwrap()[1];
+    assert_eq!(commit.message.as_deref(), Some("first"));
+    assert_eq!(commit.changes, 2);
+
+    std::fs::write(view.join("dirty"), "dirty\n").unwrap();
+    let err = s.m().close(ROOT, "hello", false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    s.m().close(ROOT, "hello", true).unwrap();
+    assert!(s.m().list(ROOT).unwrap().is_empty());
+    assert!(
+        !overlay::mount_table()
+            .unwrap()
+            .iter()
+            .any(|m| m.target == view)
+    );
+    // The name is free again.
+    s.open("hello", backend);
+}
+
+#[test]
+fn lifecycle_on_overlayfs() {
+    if privileged("lifecycle_on_overlayfs") {
+        lifecycle(BackendKind::Overlayfs);
+    }
+}
+
+#[test]
+fn lifecycle_on_fuse_overlayfs() {
+    if privileged("lifecycle_on_fuse_overlayfs") {
+        lifecycle(BackendKind::FuseOverlayfs);
+    }
+}
+
+#[test]
+fn lifecycle_on_the_mirror() {
+    if privileged("lifecycle_on_the_mirror") {
+        lifecycle(BackendKind::Mirror);
+    }
+}
+
+#[test]
+fn a_restart_mounts_open_workspaces_again_with_their_edits() {
+    if !privileged("a_restart_mounts_open_workspaces_again") {
+        return;
+    }
+    let mut s = Setup::new();
+    let ws = s.open("hello", BackendKind::Overlayfs);
+    std::fs::write(ws.path.join("README"), "uncommitted\n").unwrap();
+    s.m().commit(ROOT, "hello", None).unwrap();
+    std::fs::write(ws.path.join("NEWS"), "not committed yet\n").unwrap();
+    // As after a crash and a reboot: the mount is gone.
+    overlay::unmount(&ws.path).unwrap();
+    s.restart();
+    let status = s.m().status(ROOT, "hello").unwrap();
+    assert_eq!(status.workspace.state, State::Open);
+    assert_eq!(paths(&status), ["Added NEWS"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.path.join("README")).unwrap(),
+        "uncommitted\n"
+    );
+}
+
+#[test]
+fn names_are_per_owner_and_others_workspaces_are_invisible() {
+    if !privileged("names_are_per_owner") {
+        return;
+    }
+    let s = Setup::new();
+    s.open("hello", BackendKind::Overlayfs);
+    let err = s
+        .m()
+        .open_workspace(
+            ROOT,
+            OpenRequest {
+                name: "hello".into(),
+                source: Source::Dir(s.src()),
+                path: None,
+                backend: Some(BackendKind::Overlayfs),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    for bad in ["", "../x", "a/b", ".hidden", "-rf", "x\0y", &"n".repeat(65)] {
+        let err = s
+            .m()
+            .open_workspace(
+                ROOT,
+                OpenRequest {
+                    name: bad.into(),
+                    source: Source::Dir(s.src()),
+                    path: None,
+                    backend: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}: {err}");
+    }
+    let other = Caller {
+        uid: 1000,
+        gid: 1000,
+    };
+    assert!(s.m().list(other).unwrap().is_empty());
+    let err = s.m().status(other, "hello").unwrap_err();
+    assert!(matches!(err, Error::NoSuchWorkspace { .. }), "{err}");
+    assert_eq!(s.m().list(ROOT).unwrap().len(), 1);
+}
+
+#[test]
+fn mount_points_must_be_empty_directories_of_the_caller() {
+    if !privileged("mount_points_must_be_empty_directories_of_the_caller") {
+        return;
+    }
+    let s = Setup::new();
+    let request = |name: &str, path: &Path| OpenRequest {
+        name: name.into(),
+        source: Source::Dir(s.src()),
+        path: Some(path.to_owned()),
+        backend: Some(BackendKind::Overlayfs),
+    };
+    let full = s.dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), "x").unwrap();
+    let err = s.m().open_workspace(ROOT, request("a", &full)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let theirs = s.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    nix::unistd::chown(&theirs, Some(1000.into()), Some(1000.into())).unwrap();
+    let err = s
+        .m()
+        .open_workspace(ROOT, request("b", &theirs))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+    let mine = s.dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    let ws = s.m().open_workspace(ROOT, request("c", &mine)).unwrap();
+    assert_eq!(ws.path, mine);
+    assert_eq!(
+        std::fs::read_to_string(mine.join("README")).unwrap(),
+        "readme\n"
+    );
+    assert!(
+        s.m().list(ROOT).unwrap().len() == 1,
+        "failed opens record nothing"
+    );
+}
+
+#[test]
+fn a_workspace_opens_over_a_tree_in_the_store() {
+    if !privileged("a_workspace_opens_over_a_tree_in_the_store") {
+        return;
+    }
+    let s = Setup::new();
+    let first = s.open("first", BackendKind::Overlayfs);
+    let ws = s
+        .m()
+        .open_workspace(
+            ROOT,
+            OpenRequest {
+                name: "second".into(),
+                source: Source::Tree(first.source_digest),
+                path: None,
+                backend: Some(BackendKind::Overlayfs),
+            },
+        )
+        .unwrap();
+    assert_eq!(ws.base_snapshot, first.base_snapshot, "the base is shared");
+    assert_eq!(
+        std::fs::read_to_string(ws.path.join("README")).unwrap(),
+        "readme\n"
+    );
+    let missing: treediff::Digest = format!("{}/3", "ab".repeat(32)).parse().unwrap();
+    let err = s
+        .m()
+        .open_workspace(
+            ROOT,
+            OpenRequest {
+                name: "third".into(),
+                source: Source::Tree(missing),
+                path: None,
+                backend: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
