@@ -26,6 +26,7 @@ use overlay::{BackendKind, ChangeOptions, Content, MountPlan, Owner, Probe, Snap
 use rocksdb::WriteBatch;
 use treediff::{CaptureOptions, Change, Digest, Store};
 
+use crate::crash::crash_point;
 use crate::db::{Db, RocksRecords, RocksStatCache, cf};
 use crate::error::Error;
 use crate::state_dir::StateDir;
@@ -268,6 +269,7 @@ impl Manager {
                 (*tree, None)
             }
         };
+        crash_point!("open-after-import");
         let base = self.base_snapshot(&snapper, name, tree)?;
         let path = self.mount_point(caller, name, request.path.as_deref())?;
 
@@ -278,8 +280,10 @@ impl Manager {
             .snap
             .prepare(&mut txn, &key, Some(&base), Content::Source)
             .map_err(Error::snapshot(name))?;
+        crash_point!("open-before-mount");
         let (path, mounted_by_daemon) =
             self.mount_view(name, &plan, &path, request.path.is_some())?;
+        crash_point!("open-before-batch");
         let now = now_secs();
         let mut ws = Workspace {
             id: id.clone(),
@@ -334,6 +338,7 @@ impl Manager {
                 overlay::CommitError::Write(e) => e.into(),
             });
         }
+        crash_point!("open-after-batch");
         tracing::info!(workspace = name, owner = caller.uid, %backend, path = %path.display(), source = %tree, "opened");
         Ok(ws)
     }
@@ -376,7 +381,9 @@ impl Manager {
         ws.source_digest = status.current;
         let mut batch = WriteBatch::default();
         self.put_workspace(&mut batch, &mut ws, Some(entry));
+        crash_point!("commit-before-batch");
         self.db.write(batch)?;
+        crash_point!("commit-after-batch");
         tracing::info!(workspace = name, source = %status.current, changes = status.changes.len(), "committed");
         Ok(Status {
             workspace: ws,
@@ -419,7 +426,9 @@ impl Manager {
         };
         let mut batch = WriteBatch::default();
         self.put_workspace(&mut batch, &mut ws, Some(entry));
+        crash_point!("discard-before-batch");
         self.db.write(batch)?;
+        crash_point!("discard-after-batch");
         tracing::info!(
             workspace = name,
             changes = reverted.changes.len(),
@@ -453,6 +462,7 @@ impl Manager {
         if ws.mounted_by_daemon && is_mounted(&ws.path) {
             overlay::unmount(&ws.path).map_err(Error::snapshot(name))?;
         }
+        crash_point!("close-after-unmount");
         let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
         let mut txn = snapper.snap.begin();
         snapper
@@ -481,7 +491,11 @@ impl Manager {
             );
             batch.delete_cf(self.db.cf(cf::WORKSPACES), ws.id.as_bytes());
             batch.delete_cf(self.db.cf(cf::NAMES), name_key(ws.owner, &ws.name));
-            self.db.write(batch)
+            crash_point!("close-before-batch");
+            let written = self.db.write(batch);
+            // Before the snapshot's directory goes to the trash.
+            crash_point!("close-after-batch");
+            written
         })
         .map_err(|e| match e {
             overlay::CommitError::Sync(e) => Error::snapshot(name)(e),

@@ -350,3 +350,50 @@ fn a_workspace_opens_over_a_tree_in_the_store() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 }
+
+#[test]
+fn a_commit_racing_a_discard_ends_in_a_defined_state() {
+    if !privileged("a_commit_racing_a_discard") {
+        return;
+    }
+    let s = Setup::new();
+    let ws = s.open("race", BackendKind::Overlayfs);
+    let mut busy = 0;
+    for round in 0..20 {
+        std::fs::write(ws.path.join("README"), format!("round {round}\n")).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let (commit, discard) = std::thread::scope(|scope| {
+            let c = scope.spawn(|| {
+                barrier.wait();
+                s.m().commit(ROOT, "race", None).map(|_| ())
+            });
+            let d = scope.spawn(|| {
+                barrier.wait();
+                s.m().discard(ROOT, "race").map(|_| ())
+            });
+            (c.join().unwrap(), d.join().unwrap())
+        });
+        for result in [&commit, &discard] {
+            if let Err(e) = result {
+                assert_eq!(e.kind(), ErrorKind::Busy, "round {round}: {e}");
+                busy += 1;
+            }
+        }
+        // Whichever won, the view and the record agree: nothing is left half-done.
+        let status = s.m().status(ROOT, "race").unwrap();
+        let readme = std::fs::read_to_string(ws.path.join("README")).unwrap();
+        if status.changes.is_empty() {
+            let committed = status.workspace.source_digest;
+            let tree = treediff::import(s.m().store(), &ws.path, &Default::default())
+                .unwrap()
+                .0;
+            assert_eq!(tree, committed, "round {round}: view {readme:?}");
+        } else {
+            assert!(
+                commit.is_err(),
+                "round {round}: a successful commit leaves nothing to commit"
+            );
+        }
+    }
+    eprintln!("{busy} of 40 operations were refused as busy");
+}

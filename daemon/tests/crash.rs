@@ -1,0 +1,250 @@
+//! Crash safety: a child process (this test binary, re-run) is killed by a named
+//! crash point at each step of open, commit, discard and close; the parent then
+//! opens the state again, as a restarted daemon would, and checks that the
+//! workspace is exactly in its old or its new state, that nothing is left mounted
+//! or stored half-way, and that the store is sound.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use daemon::{Caller, Manager, OpKind, OpenRequest, Source, State, StateDir};
+use overlay::BackendKind;
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+fn privileged(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
+    );
+    eprintln!("skipping {what}: it needs root");
+    false
+}
+
+fn manager(state: &Path) -> Manager {
+    Manager::open(StateDir::new(state.to_owned())).unwrap()
+}
+
+fn source(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("README"), "readme\n").unwrap();
+    std::fs::write(src.join("sub/file"), "file\n").unwrap();
+    src
+}
+
+fn open(m: &Manager, src: &Path) -> daemon::Workspace {
+    m.open_workspace(
+        ROOT,
+        OpenRequest {
+            name: "w".into(),
+            source: Source::Dir(src.to_owned()),
+            path: None,
+            backend: Some(BackendKind::Overlayfs),
+        },
+    )
+    .unwrap()
+}
+
+/// The child: runs `action` on the state in `WS_CRASH_STATE` with the crash point
+/// `WS_CRASH_POINT` armed. Reaching the end means the point was not reached.
+#[test]
+fn crash_child() {
+    let (Ok(state), Ok(point), Ok(action)) = (
+        std::env::var("WS_CRASH_STATE"),
+        std::env::var("WS_CRASH_POINT"),
+        std::env::var("WS_CRASH_ACTION"),
+    ) else {
+        return;
+    };
+    let state = PathBuf::from(state);
+    let m = manager(&state);
+    fail::cfg(point.as_str(), "return").unwrap();
+    match action.as_str() {
+        "open" => {
+            open(&m, &source(state.parent().unwrap()));
+        }
+        "commit" => {
+            m.commit(ROOT, "w", Some("crash".into())).unwrap();
+        }
+        "discard" => {
+            m.discard(ROOT, "w").unwrap();
+        }
+        "close" => m.close(ROOT, "w", true).unwrap(),
+        other => panic!("unknown action {other}"),
+    }
+    panic!("crash point {point} was not reached");
+}
+
+/// Runs the child for `action` with `point` armed; it must die by SIGABRT.
+fn crash(state: &Path, action: &str, point: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("WS_CRASH_STATE", state)
+        .env("WS_CRASH_POINT", point)
+        .env("WS_CRASH_ACTION", action)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(nix::libc::SIGABRT),
+        "{action} at {point} did not crash:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What every restart must give: a sound store and no mount left behind by a
+/// workspace the database does not know.
+fn check_consistent(m: &Manager, state: &Path) {
+    let roots: Vec<treediff::Digest> = m
+        .list(ROOT)
+        .unwrap()
+        .iter()
+        .map(|w| w.source_digest)
+        .collect();
+    let report = treediff::fsck(m.store(), &roots).unwrap();
+    assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
+    let known: Vec<PathBuf> = m.list(ROOT).unwrap().into_iter().map(|w| w.path).collect();
+    for mount in overlay::mount_table().unwrap() {
+        if mount.target.starts_with(state) {
+            assert!(
+                known.contains(&mount.target),
+                "stray mount {}",
+                mount.target.display()
+            );
+        }
+    }
+}
+
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for mount in overlay::mount_table().unwrap_or_default() {
+            if mount.target.starts_with(&self.0) {
+                let _ = overlay::unmount(&mount.target);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_opening_leaves_no_workspace_or_the_whole_one() {
+    if !privileged("a_crash_while_opening") {
+        return;
+    }
+    for (point, opened) in [
+        ("open-after-import", false),
+        ("open-before-mount", false),
+        ("open-before-batch", false),
+        ("open-after-batch", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        crash(&state, "open", point);
+        let m = manager(&state);
+        check_consistent(&m, &state);
+        let list = m.list(ROOT).unwrap();
+        assert_eq!(list.len(), usize::from(opened), "{point}: {list:?}");
+        if opened {
+            assert_eq!(list[0].state, State::Open);
+            assert_eq!(
+                std::fs::read_to_string(list[0].path.join("README")).unwrap(),
+                "readme\n"
+            );
+        } else {
+            // The name is free and opening works.
+            let ws = open(&m, &source(dir.path()));
+            assert_eq!(
+                std::fs::read_to_string(ws.path.join("README")).unwrap(),
+                "readme\n"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_committing_gives_the_old_or_the_new_state_with_the_edits() {
+    if !privileged("a_crash_while_committing") {
+        return;
+    }
+    for (point, committed) in [("commit-before-batch", false), ("commit-after-batch", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        let base = {
+            let m = manager(&state);
+            let ws = open(&m, &source(dir.path()));
+            std::fs::write(ws.path.join("README"), "edited\n").unwrap();
+            ws.source_digest
+        };
+        crash(&state, "commit", point);
+        let m = manager(&state);
+        check_consistent(&m, &state);
+        let status = m.status(ROOT, "w").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(status.workspace.path.join("README")).unwrap(),
+            "edited\n"
+        );
+        let log: Vec<OpKind> = m.log(ROOT, "w").unwrap().iter().map(|e| e.op).collect();
+        if committed {
+            assert_ne!(status.workspace.source_digest, base, "{point}");
+            assert!(status.changes.is_empty());
+            assert_eq!(log, [OpKind::Open, OpKind::Commit]);
+        } else {
+            assert_eq!(status.workspace.source_digest, base, "{point}");
+            assert_eq!(status.changes.len(), 1, "the edit is still there to commit");
+            assert_eq!(log, [OpKind::Open]);
+        }
+    }
+}
+
+#[test]
+fn a_crash_while_discarding_or_closing_gives_the_old_or_the_new_state() {
+    if !privileged("a_crash_while_discarding_or_closing") {
+        return;
+    }
+    for (action, point, gone) in [
+        ("discard", "discard-before-batch", false),
+        ("discard", "discard-after-batch", false),
+        ("close", "close-after-unmount", false),
+        ("close", "close-before-batch", false),
+        ("close", "close-after-batch", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        let path = {
+            let m = manager(&state);
+            let ws = open(&m, &source(dir.path()));
+            std::fs::write(ws.path.join("scratch"), "scratch\n").unwrap();
+            ws.path
+        };
+        crash(&state, action, point);
+        let m = manager(&state);
+        check_consistent(&m, &state);
+        let list = m.list(ROOT).unwrap();
+        if gone {
+            assert!(list.is_empty(), "{point}");
+            let snapshots = state.join("snapshots/overlayfs/snapshots");
+            let dirs = std::fs::read_dir(&snapshots).unwrap().count();
+            assert_eq!(dirs, 1, "{point}: only the base's directory is left");
+            continue;
+        }
+        assert_eq!(list.len(), 1, "{point}");
+        assert_eq!(list[0].state, State::Open, "{point}: mounted again");
+        let status = m.status(ROOT, "w").unwrap();
+        if action == "discard" {
+            // The reversal was written through the view before the crash.
+            assert!(status.changes.is_empty(), "{point}");
+            assert!(!path.join("scratch").exists());
+        } else {
+            assert_eq!(status.changes.len(), 1, "{point}: the edit survives");
+        }
+    }
+}
