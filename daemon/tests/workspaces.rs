@@ -397,3 +397,73 @@ fn a_commit_racing_a_discard_ends_in_a_defined_state() {
     }
     eprintln!("{busy} of 40 operations were refused as busy");
 }
+
+#[test]
+fn a_full_disk_fails_the_commit_clearly_and_it_succeeds_once_space_is_freed() {
+    if !privileged("a_full_disk_fails_the_commit") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for m in overlay::mount_table().unwrap_or_default() {
+                if m.target.starts_with(&self.0) && m.target != self.0 {
+                    let _ = overlay::unmount(&m.target);
+                }
+            }
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("README"), "readme\n").unwrap();
+    let m = Manager::open(StateDir::new(state.clone())).unwrap();
+    let ws = m
+        .open_workspace(
+            ROOT,
+            OpenRequest {
+                name: "full".into(),
+                source: Source::Dir(src),
+                path: None,
+                backend: Some(BackendKind::Overlayfs),
+            },
+        )
+        .unwrap();
+    let big: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(ws.path.join("big.bin"), &big).unwrap();
+    // Fill what is left.
+    let filler = state.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let err = m.commit(ROOT, "full", None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NoSpace, "{}", chain(&err));
+    assert!(
+        chain(&err).contains("\"full\""),
+        "the error names the workspace: {}",
+        chain(&err)
+    );
+    // Reading the view stages its blobs in the store too, so status waits for space.
+    std::fs::remove_file(&filler).unwrap();
+    let after = m.status(ROOT, "full").unwrap();
+    assert_eq!(
+        after.workspace.source_digest, ws.source_digest,
+        "nothing was recorded"
+    );
+    assert_eq!(after.changes.len(), 1, "the edit is still there");
+    let committed = m.commit(ROOT, "full", None).unwrap();
+    assert_ne!(committed.workspace.source_digest, ws.source_digest);
+}
