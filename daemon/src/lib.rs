@@ -4,8 +4,10 @@
 
 mod crash;
 pub mod db;
+pub mod dbus;
 pub mod error;
 pub mod manager;
+pub mod run;
 pub mod state_dir;
 pub mod workspace;
 

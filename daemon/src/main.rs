@@ -1,14 +1,5 @@
-//! `wsd`, the workspace daemon. Only its command line exists so far.
+//! `wsd`, the workspace daemon: serves one state directory over D-Bus.
 
-use clap::Parser;
-
-/// wsd: the daemon that keeps ws workspaces, their store and their transactions
-#[derive(Debug, Parser)]
-#[command(name = "wsd", version, about)]
-struct Args {}
-
-fn main() {
-    let _args = Args::parse();
-    eprintln!("wsd: the daemon is not implemented yet; `ws store` works without it");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    daemon::run::main()
 }

@@ -171,7 +171,8 @@ impl Manager {
         self.workspace_by_id(&id)?.ok_or_else(not_found)
     }
 
-    fn workspace_by_id(&self, id: &str) -> Result<Option<Workspace>, Error> {
+    /// A workspace by its id, whoever owns it (for the transport, which checks).
+    pub fn workspace_by_id(&self, id: &str) -> Result<Option<Workspace>, Error> {
         match self.db.get(self.db.cf(cf::WORKSPACES), id.as_bytes())? {
             Some(bytes) => Ok(Some(self.decode_workspace(&bytes)?)),
             None => Ok(None),
@@ -206,6 +207,26 @@ impl Manager {
             current: set.tree,
             changes,
         })
+    }
+
+    /// The changes since the last commit as a unified patch (git style).
+    pub fn patch(&self, caller: Caller, name: &str) -> Result<String, Error> {
+        let status = self.status(caller, name)?;
+        let mut out = String::new();
+        for change in &status.changes {
+            let mut leaves = Vec::new();
+            treediff::diff::expand(&self.store, change, &mut |leaf| {
+                leaves.push(leaf);
+                Ok(())
+            })
+            .map_err(Error::store(name))?;
+            for leaf in leaves {
+                out.push_str(
+                    &treediff::unified_diff(&self.store, &leaf, 3).map_err(Error::store(name))?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// The workspace's op log, oldest first.
@@ -766,6 +787,17 @@ impl Manager {
         };
         overlay::mount(&plan, path).map_err(Error::snapshot(name))?;
         Ok((path.to_owned(), true))
+    }
+}
+
+/// The stable name of a change kind, as clients see it.
+pub fn change_name(kind: treediff::ChangeKind) -> &'static str {
+    match kind {
+        treediff::ChangeKind::Added => "added",
+        treediff::ChangeKind::Deleted => "deleted",
+        treediff::ChangeKind::Modified => "modified",
+        treediff::ChangeKind::ModeChanged => "mode-changed",
+        treediff::ChangeKind::TypeChanged => "type-changed",
     }
 }
 

@@ -89,6 +89,18 @@ pub enum OpKind {
     Close,
 }
 
+impl OpKind {
+    /// The kind's stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Open => "open",
+            OpKind::Commit => "commit",
+            OpKind::Discard => "discard",
+            OpKind::Close => "close",
+        }
+    }
+}
+
 /// One entry of a workspace's op log: an operation with the states before and
 /// after it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,190 @@
+//! `org.ws.Manager1` at `/org/ws`: open workspaces and find them.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use overlay::BackendKind;
+use zbus::object_server::ObjectServer;
+use zbus::zvariant::OwnedObjectPath;
+
+use super::{DbusError, Event, Objects, Shared, workspace_path};
+use crate::manager::{Caller, OpenRequest, Source};
+
+/// The manager interface of one connection.
+#[derive(Debug)]
+pub struct ManagerIface {
+    shared: Arc<Shared>,
+    caller: Caller,
+    objects: Arc<Objects>,
+}
+
+impl ManagerIface {
+    pub(super) fn new(shared: Arc<Shared>, caller: Caller, objects: Arc<Objects>) -> ManagerIface {
+        ManagerIface {
+            shared,
+            caller,
+            objects,
+        }
+    }
+
+    async fn open_with(
+        &self,
+        server: &ObjectServer,
+        name: String,
+        source: Source,
+        keep: Vec<OwnedFd>,
+        mount_point: Option<PathBuf>,
+        backend: String,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        let backend = match backend.as_str() {
+            "" => None,
+            other => Some(
+                other
+                    .parse::<BackendKind>()
+                    .map_err(DbusError::InvalidArgument)?,
+            ),
+        };
+        let caller = self.caller;
+        let request = OpenRequest {
+            name,
+            source,
+            path: mount_point,
+            backend,
+        };
+        self.objects.ensure(server).await;
+        let ws = self
+            .shared
+            .run(move |m| {
+                // The descriptors stay open while their /proc/self/fd paths are used.
+                let _keep = keep;
+                m.open_workspace(caller, request)
+            })
+            .await?;
+        super::workspace_iface::add(server, &self.shared, caller, &ws)
+            .await
+            .map_err(DbusError::ZBus)?;
+        self.shared.notify(Event::Added {
+            id: ws.id.clone(),
+            owner: ws.owner,
+        });
+        path(&ws.id)
+    }
+}
+
+fn path(id: &str) -> Result<OwnedObjectPath, DbusError> {
+    OwnedObjectPath::try_from(workspace_path(id)).map_err(|e| DbusError::Io(e.to_string()))
+}
+
+/// The path the kernel gives an open descriptor: read through it, never by name.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Where an open directory is, for recording and for mounting on it.
+fn resolve(fd: &OwnedFd, what: &str) -> Result<PathBuf, DbusError> {
+    std::fs::read_link(fd_path(fd))
+        .map_err(|e| DbusError::InvalidArgument(format!("the {what} descriptor: {e}")))
+}
+
+#[zbus::interface(name = "org.ws.Manager1")]
+impl ManagerIface {
+    /// Opens the workspace `name` over the directory `source` (a descriptor the
+    /// client opened: the daemon reads nothing the client could not name) and
+    /// mounts it under the daemon's state directory. `backend` is "overlayfs",
+    /// "fuse-overlayfs", "mirror" or "" for the daemon's choice. Returns the
+    /// workspace's object.
+    async fn open(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        source: zbus::zvariant::OwnedFd,
+        backend: String,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        let source: OwnedFd = source.into();
+        let dir = Source::Dir(fd_path(&source));
+        self.open_with(server, name, dir, vec![source], None, backend)
+            .await
+    }
+
+    /// As `Open`, mounted on `mount_point`: a descriptor of an empty directory the
+    /// caller owns.
+    async fn open_at(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        source: zbus::zvariant::OwnedFd,
+        mount_point: zbus::zvariant::OwnedFd,
+        backend: String,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        let source: OwnedFd = source.into();
+        let mount_point: OwnedFd = mount_point.into();
+        let at = resolve(&mount_point, "mount point")?;
+        let dir = Source::Dir(fd_path(&source));
+        self.open_with(
+            server,
+            name,
+            dir,
+            vec![source, mount_point],
+            Some(at),
+            backend,
+        )
+        .await
+    }
+
+    /// Opens the workspace `name` over a tree already in the store
+    /// (`<hex>/<size>`).
+    async fn open_tree(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+        tree: String,
+        backend: String,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        let tree = tree
+            .parse()
+            .map_err(|e: treediff::digest::DigestParseError| {
+                DbusError::InvalidArgument(e.to_string())
+            })?;
+        self.open_with(server, name, Source::Tree(tree), Vec::new(), None, backend)
+            .await
+    }
+
+    /// The caller's workspace named `name`.
+    async fn get(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        name: String,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        self.objects.ensure(server).await;
+        let caller = self.caller;
+        let ws = self.shared.run(move |m| m.get(caller, &name)).await?;
+        path(&ws.id)
+    }
+
+    /// The caller's workspaces: (name, object).
+    async fn list(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> Result<Vec<(String, OwnedObjectPath)>, DbusError> {
+        self.objects.ensure(server).await;
+        let caller = self.caller;
+        let list = self.shared.run(move |m| m.list(caller)).await?;
+        list.into_iter()
+            .filter(|ws| ws.owner == caller.uid)
+            .map(|ws| Ok((ws.name.clone(), path(&ws.id)?)))
+            .collect()
+    }
+
+    /// The interface's version.
+    #[zbus(property)]
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The daemon's build.
+    #[zbus(property)]
+    fn daemon_version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+}

@@ -1,0 +1,223 @@
+//! `org.ws.Workspace1`, one object per workspace at `/org/ws/workspace/<id>`:
+//! its state as properties (with `PropertiesChanged`), and the operations on it.
+
+use std::sync::Arc;
+
+use zbus::object_server::{ObjectServer, SignalEmitter};
+
+use super::{DbusError, Event, Shared, workspace_path};
+use crate::manager::Caller;
+use crate::workspace::Workspace;
+
+/// One workspace's object on one connection.
+#[derive(Debug)]
+pub struct WorkspaceIface {
+    shared: Arc<Shared>,
+    caller: Caller,
+    ws: Workspace,
+    dirty: u32,
+}
+
+/// Adds `ws`'s object to `server` (a no-op if it is there).
+pub(super) async fn add(
+    server: &ObjectServer,
+    shared: &Arc<Shared>,
+    caller: Caller,
+    ws: &Workspace,
+) -> zbus::Result<bool> {
+    let iface = WorkspaceIface {
+        shared: shared.clone(),
+        caller,
+        ws: ws.clone(),
+        dirty: 0,
+    };
+    server.at(workspace_path(&ws.id), iface).await
+}
+
+/// Reads the workspace `id` again and announces what changed.
+pub(super) async fn refresh(
+    server: &ObjectServer,
+    shared: &Arc<Shared>,
+    id: &str,
+) -> zbus::Result<()> {
+    let Ok(iface) = server
+        .interface::<_, WorkspaceIface>(workspace_path(id))
+        .await
+    else {
+        return Ok(());
+    };
+    let (caller, name) = {
+        let current = iface.get().await;
+        (current.caller, current.ws.name.clone())
+    };
+    let status = match shared.run(move |m| m.status(caller, &name)).await {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::debug!(error = ?e, workspace = id, "cannot read a workspace to refresh it");
+            return Ok(());
+        }
+    };
+    let mut current = iface.get_mut().await;
+    let emitter = iface.signal_emitter();
+    let old = std::mem::replace(&mut current.ws, status.workspace);
+    let dirty = status.changes.len() as u32;
+    if current.dirty != dirty {
+        current.dirty = dirty;
+        current.dirty_changed(emitter).await?;
+    }
+    if old.source_digest != current.ws.source_digest {
+        current.source_digest_changed(emitter).await?;
+    }
+    if old.state != current.ws.state {
+        current.state_changed(emitter).await?;
+    }
+    Ok(())
+}
+
+impl WorkspaceIface {
+    fn name_of(&self) -> String {
+        self.ws.name.clone()
+    }
+}
+
+#[zbus::interface(name = "org.ws.Workspace1")]
+impl WorkspaceIface {
+    /// The owner's name for it.
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.ws.name.clone()
+    }
+
+    /// Where its files are.
+    #[zbus(property)]
+    fn path(&self) -> String {
+        self.ws.path.display().to_string()
+    }
+
+    /// "open" or "unmounted".
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.ws.state.name().to_owned()
+    }
+
+    /// "overlayfs", "fuse-overlayfs" or "mirror".
+    #[zbus(property)]
+    fn backend(&self) -> String {
+        self.ws.backend.to_string()
+    }
+
+    /// The source tree it was opened over (`<hex>/<size>`).
+    #[zbus(property)]
+    fn base_source_digest(&self) -> String {
+        self.ws.base_source_digest.to_string()
+    }
+
+    /// The source tree as of its last commit.
+    #[zbus(property)]
+    fn source_digest(&self) -> String {
+        self.ws.source_digest.to_string()
+    }
+
+    /// How many paths changed since the last commit, as of the last `Status` or
+    /// operation (reading the view costs I/O, so it is not re-read on every get).
+    #[zbus(property)]
+    fn dirty(&self) -> u32 {
+        self.dirty
+    }
+
+    /// Reads the view: the paths changed since the last commit, with the change
+    /// ("added", "deleted", "modified", "mode-changed", "type-changed"). Updates
+    /// `Dirty`.
+    async fn status(
+        &mut self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<Vec<(String, String)>, DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        let status = self.shared.run(move |m| m.status(caller, &name)).await?;
+        let changes: Vec<(String, String)> = status
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.path.clone(),
+                    crate::manager::change_name(c.kind).to_owned(),
+                )
+            })
+            .collect();
+        if self.dirty != changes.len() as u32 {
+            self.dirty = changes.len() as u32;
+            self.dirty_changed(&emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+        }
+        Ok(changes)
+    }
+
+    /// The changes since the last commit as a unified patch.
+    async fn diff(&self) -> Result<String, DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        self.shared.run(move |m| m.patch(caller, &name)).await
+    }
+
+    /// Records the view's files as the workspace's source tree; returns the new
+    /// source digest (the old one if nothing changed).
+    async fn commit(&self, message: String) -> Result<String, DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        let message = (!message.is_empty()).then_some(message);
+        let status = self
+            .shared
+            .run(move |m| m.commit(caller, &name, message))
+            .await?;
+        self.shared.notify(Event::Changed {
+            id: self.ws.id.clone(),
+            owner: self.ws.owner,
+        });
+        Ok(status.workspace.source_digest.to_string())
+    }
+
+    /// Drops the changes since the last commit, writing the reversal through the
+    /// view; returns how many paths were reverted.
+    async fn discard(&self) -> Result<u32, DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        let dropped = self.shared.run(move |m| m.discard(caller, &name)).await?;
+        self.shared.notify(Event::Changed {
+            id: self.ws.id.clone(),
+            owner: self.ws.owner,
+        });
+        Ok(dropped.len() as u32)
+    }
+
+    /// Unmounts and forgets the workspace; refused while it has uncommitted
+    /// changes unless `force`.
+    async fn close(&self, force: bool) -> Result<(), DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        self.shared
+            .run(move |m| m.close(caller, &name, force))
+            .await?;
+        self.shared.notify(Event::Removed {
+            id: self.ws.id.clone(),
+            owner: self.ws.owner,
+        });
+        Ok(())
+    }
+
+    /// The op log, oldest first: (seq, op, before, after, changes, message, time).
+    async fn log(&self) -> Result<Vec<(u64, String, String, String, u64, String, u64)>, DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        let log = self.shared.run(move |m| m.log(caller, &name)).await?;
+        Ok(log
+            .into_iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    e.op.name().to_owned(),
+                    e.before.map(|d| d.to_string()).unwrap_or_default(),
+                    e.after.map(|d| d.to_string()).unwrap_or_default(),
+                    e.changes,
+                    e.message.unwrap_or_default(),
+                    e.time,
+                )
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,436 @@
+//! The D-Bus service end to end: a real `wsd` on its socket, driven by a zbus
+//! client, `busctl` and `gdbus`, and by another user who must see nothing.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use zbus::zvariant::OwnedObjectPath;
+
+fn privileged(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
+    );
+    eprintln!("skipping {what}: it needs root");
+    false
+}
+
+/// A running `wsd`, stopped (and its workspaces unmounted) when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        // Other users must be able to reach the socket to be refused properly.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("README"), "readme\n").unwrap();
+        std::fs::write(src.join("sub/file.c"), "int x;\n").unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_wsd"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .env("WSD_LOG", "debug")
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !daemon.socket().exists() {
+            assert!(Instant::now() < deadline, "wsd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("state/wsd.sock")
+    }
+
+    fn address(&self) -> String {
+        format!("unix:path={}", self.socket().display())
+    }
+
+    fn src(&self) -> PathBuf {
+        self.dir.path().join("src")
+    }
+
+    async fn connect(&self) -> zbus::Connection {
+        let stream = tokio::net::UnixStream::connect(self.socket())
+            .await
+            .unwrap();
+        zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        for m in overlay::mount_table().unwrap_or_default() {
+            if m.target.starts_with(self.dir.path()) {
+                let _ = overlay::unmount(&m.target);
+            }
+        }
+    }
+}
+
+#[zbus::proxy(
+    interface = "org.ws.Manager1",
+    default_service = "org.ws.Daemon",
+    default_path = "/org/ws"
+)]
+trait Manager1 {
+    fn open(
+        &self,
+        name: &str,
+        source: zbus::zvariant::Fd<'_>,
+        backend: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn get(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
+}
+
+#[zbus::proxy(interface = "org.ws.Workspace1", default_service = "org.ws.Daemon")]
+trait Workspace1 {
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn path(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn source_digest(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn dirty(&self) -> zbus::Result<u32>;
+    fn status(&self) -> zbus::Result<Vec<(String, String)>>;
+    fn diff(&self) -> zbus::Result<String>;
+    fn commit(&self, message: &str) -> zbus::Result<String>;
+    fn discard(&self) -> zbus::Result<u32>;
+    fn close(&self, force: bool) -> zbus::Result<()>;
+    fn log(&self) -> zbus::Result<Vec<(u64, String, String, String, u64, String, u64)>>;
+}
+
+/// The names of the properties in the first PropertiesChanged signal of `path`.
+async fn properties_changed(conn: zbus::Connection, path: String) -> Vec<String> {
+    use futures_util::StreamExt;
+    let mut stream = zbus::MessageStream::from(&conn);
+    while let Some(Ok(message)) = stream.next().await {
+        let header = message.header();
+        if header
+            .member()
+            .is_some_and(|m| m.as_str() == "PropertiesChanged")
+            && header.path().is_some_and(|p| p.as_str() == path)
+        {
+            let (_, changed, _): (
+                String,
+                std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+                Vec<String>,
+            ) = message.body().deserialize().unwrap();
+            return changed.into_keys().collect();
+        }
+    }
+    Vec::new()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ide_opens_edits_commits_discards_and_closes_over_dbus() {
+    if !privileged("an_ide_opens_edits_commits_discards_and_closes_over_dbus") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let conn = daemon.connect().await;
+    let manager = Manager1Proxy::new(&conn).await.unwrap();
+    let src = std::fs::File::open(daemon.src()).unwrap();
+    let path = manager
+        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
+        .await
+        .unwrap();
+    assert!(path.as_str().starts_with("/org/ws/workspace/"), "{path}");
+    assert!(!path.as_str().contains("hello"), "object paths are opaque");
+    let ws = Workspace1Proxy::builder(&conn)
+        .path(path.clone())
+        .unwrap()
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(ws.name().await.unwrap(), "hello");
+    assert_eq!(ws.state().await.unwrap(), "open");
+    let view = PathBuf::from(ws.path().await.unwrap());
+    let changed_properties = tokio::spawn(properties_changed(conn.clone(), path.to_string()));
+    std::fs::write(view.join("README"), "edited\n").unwrap();
+    std::fs::write(view.join("NEWS"), "news\n").unwrap();
+    let changes = ws.status().await.unwrap();
+    assert_eq!(
+        changes,
+        [
+            ("NEWS".to_owned(), "added".to_owned()),
+            ("README".to_owned(), "modified".to_owned())
+        ]
+    );
+    assert_eq!(ws.dirty().await.unwrap(), 2);
+    // An IDE learns of it from PropertiesChanged.
+    let changed = changed_properties.await.unwrap();
+    assert!(changed.iter().any(|p| p == "Dirty"), "{changed:?}");
+    let patch = ws.diff().await.unwrap();
+    assert!(
+        patch.contains("-readme") && patch.contains("+edited"),
+        "{patch}"
+    );
+    let before = ws.source_digest().await.unwrap();
+    let after = ws.commit("first").await.unwrap();
+    assert_ne!(before, after);
+    // The change reaches the client as PropertiesChanged.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ws.source_digest().await.unwrap() != after || ws.dirty().await.unwrap() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "properties did not follow the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(view.join("README"), "dropped\n").unwrap();
+    assert_eq!(ws.discard().await.unwrap(), 1);
+    assert_eq!(
+        std::fs::read_to_string(view.join("README")).unwrap(),
+        "edited\n"
+    );
+    let log: Vec<String> = ws.log().await.unwrap().into_iter().map(|e| e.1).collect();
+    assert_eq!(log, ["open", "commit", "discard"]);
+    let err = manager
+        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("org.ws.Error.AlreadyExists"),
+        "{err}"
+    );
+    ws.close(false).await.unwrap();
+    assert!(manager.list().await.unwrap().is_empty());
+    let err = manager.get("hello").await.unwrap_err();
+    assert!(err.to_string().contains("org.ws.Error.NotFound"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busctl_and_gdbus_introspect_and_call_over_the_socket() {
+    if !privileged("busctl_and_gdbus_introspect_and_call_over_the_socket") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let conn = daemon.connect().await;
+    let manager = Manager1Proxy::new(&conn).await.unwrap();
+    let src = std::fs::File::open(daemon.src()).unwrap();
+    let path = manager
+        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
+        .await
+        .unwrap();
+    let address = daemon.address();
+    let introspection = run(Command::new("busctl").args([
+        "--address",
+        &address,
+        "introspect",
+        "org.ws.Daemon",
+        "/org/ws",
+    ]));
+    assert!(introspection.contains("org.ws.Manager1"), "{introspection}");
+    assert!(
+        introspection.contains("org.freedesktop.DBus.ObjectManager"),
+        "{introspection}"
+    );
+    let ws = run(Command::new("busctl").args([
+        "--address",
+        &address,
+        "introspect",
+        "org.ws.Daemon",
+        path.as_str(),
+    ]));
+    assert!(
+        ws.contains(".Commit") && ws.contains(".SourceDigest"),
+        "{ws}"
+    );
+    let got = run(Command::new("gdbus").args([
+        "call",
+        "--address",
+        &address,
+        "--dest",
+        "org.ws.Daemon",
+        "--object-path",
+        "/org/ws",
+        "--method",
+        "org.ws.Manager1.Get",
+        "hello",
+    ]));
+    assert!(got.contains(path.as_str()), "{got}");
+    let name = run(Command::new("busctl").args([
+        "--address",
+        &address,
+        "get-property",
+        "org.ws.Daemon",
+        path.as_str(),
+        "org.ws.Workspace1",
+        "Name",
+    ]));
+    assert_eq!(name.trim(), "s \"hello\"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_user_sees_nothing_and_can_do_nothing() {
+    if !privileged("another_user_sees_nothing_and_can_do_nothing") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let conn = daemon.connect().await;
+    let manager = Manager1Proxy::new(&conn).await.unwrap();
+    let src = std::fs::File::open(daemon.src()).unwrap();
+    let path = manager
+        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
+        .await
+        .unwrap();
+    let address = daemon.address();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "busctl",
+                "--address",
+                &address,
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let objects = as_nobody(&[
+        "call",
+        "org.ws.Daemon",
+        "/org/ws",
+        "org.freedesktop.DBus.ObjectManager",
+        "GetManagedObjects",
+    ]);
+    assert!(
+        objects.status.success(),
+        "{}",
+        String::from_utf8_lossy(&objects.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&objects.stdout).trim(),
+        "a{oa{sa{sv}}} 0"
+    );
+    let list = as_nobody(&[
+        "call",
+        "org.ws.Daemon",
+        "/org/ws",
+        "org.ws.Manager1",
+        "List",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "a(so) 0");
+    let get = as_nobody(&[
+        "call",
+        "org.ws.Daemon",
+        "/org/ws",
+        "org.ws.Manager1",
+        "Get",
+        "s",
+        "hello",
+    ]);
+    assert!(!get.status.success());
+    assert!(
+        String::from_utf8_lossy(&get.stderr).contains("no workspace named"),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let commit = as_nobody(&[
+        "call",
+        "org.ws.Daemon",
+        path.as_str(),
+        "org.ws.Workspace1",
+        "Commit",
+        "s",
+        "x",
+    ]);
+    assert!(
+        !commit.status.success(),
+        "another user's workspace cannot be committed"
+    );
+    let introspect = as_nobody(&["introspect", "org.ws.Daemon", path.as_str()]);
+    let text = String::from_utf8_lossy(&introspect.stdout);
+    assert!(!text.contains("org.ws.Workspace1"), "{text}");
+}
+
+/// The `<interface name="...">` element of `xml`, each line trimmed.
+fn interface_block(xml: &str, name: &str) -> Vec<String> {
+    let start = xml
+        .find(&format!("<interface name=\"{name}\">"))
+        .unwrap_or_else(|| panic!("no {name} in:\n{xml}"));
+    let end = start + xml[start..].find("</interface>").unwrap();
+    xml[start..end]
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_committed_introspection_xml_matches_the_service() {
+    if !privileged("the_committed_introspection_xml_matches_the_service") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let conn = daemon.connect().await;
+    let manager = Manager1Proxy::new(&conn).await.unwrap();
+    let src = std::fs::File::open(daemon.src()).unwrap();
+    let path = manager
+        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
+        .await
+        .unwrap();
+    let address = daemon.address();
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dbus");
+    for (object, name) in [
+        ("/org/ws", "org.ws.Manager1"),
+        (path.as_str(), "org.ws.Workspace1"),
+    ] {
+        let live = run(Command::new("busctl").args([
+            "--address",
+            &address,
+            "introspect",
+            "--xml-interface",
+            "org.ws.Daemon",
+            object,
+        ]));
+        let committed = std::fs::read_to_string(docs.join(format!("{name}.xml"))).unwrap();
+        assert_eq!(
+            interface_block(&committed, name),
+            interface_block(&live, name),
+            "docs/dbus/{name}.xml differs from what the daemon serves; update it from `busctl introspect --xml-interface`"
+        );
+    }
+}
