@@ -19,9 +19,121 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Open a workspace: an editable view over a source directory
+    Open(OpenArgs),
+    /// Show workspaces and what changed in them since their last commit
+    Status(StatusArgs),
+    /// Show what changed in a workspace since its last commit
+    Diff(WsDiffArgs),
+    /// Record a workspace's edits as its source tree
+    Commit(CommitArgs),
+    /// Drop a workspace's edits since its last commit
+    Discard(NameArgs),
+    /// Unmount and forget a workspace
+    Close(CloseArgs),
+    /// List your workspaces
+    List(JsonArgs),
+    /// Show a workspace's history of operations
+    Log(NameArgs),
+    /// Run the daemon in the foreground (it is started automatically otherwise)
+    Daemon,
     /// Work on the content-addressed store directly (no daemon needed)
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+/// The snapshot backends.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Backend {
+    /// Kernel overlayfs (root or CAP_SYS_ADMIN)
+    Overlayfs,
+    /// fuse-overlayfs (needs /dev/fuse)
+    FuseOverlayfs,
+    /// A real directory cloned by reflink, else copied (works everywhere)
+    Mirror,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The workspace's name (letters, digits, '.', '_', '-')
+    pub name: String,
+    /// The directory to open it over (imported into the store; .wsignore applies)
+    #[arg(long, value_name = "DIR")]
+    pub source: PathBuf,
+    /// Where its files appear: an empty directory you own [default: under the state
+    /// directory]
+    #[arg(long, value_name = "DIR")]
+    pub path: Option<PathBuf>,
+    /// How the view is made [default: the best this machine supports]
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Print the workspace as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The workspace [default: all of yours]
+    pub name: Option<String>,
+    /// Print JSON (a list when no name is given)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WsDiffArgs {
+    /// The workspace
+    pub name: String,
+    /// Show each changed path with its change
+    #[arg(long, group = "format")]
+    pub stat: bool,
+    /// Show only the changed paths
+    #[arg(long, group = "format")]
+    pub name_only: bool,
+    /// Show a unified patch (the default)
+    #[arg(long, group = "format")]
+    pub patch: bool,
+    /// Print a JSON list of {"path", "change"}
+    #[arg(long, group = "format")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// The workspace
+    pub name: String,
+    /// What the commit is about
+    #[arg(short, long, value_name = "MSG")]
+    pub message: Option<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CloseArgs {
+    /// The workspace
+    pub name: String,
+    /// Close even with uncommitted changes (they are dropped)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The workspace
+    pub name: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,8 +1,10 @@
 //! The one place where failures become messages, hints and exit codes.
 //!
-//! Exit codes: 0 success; 1 the operation failed; 2 bad usage or input (clap uses 2
-//! as well); 3 the store is damaged (fsck found problems, or an object was missing or
-//! corrupt). Messages go to stderr as `ws: error: <what failed>: <cause>…`, with a
+//! Exit codes: 0 success; 1 the operation failed (including the daemon's busy,
+//! conflict, no-space and I/O errors); 2 bad usage or input (clap uses 2 as well;
+//! and the daemon's not-found, already-exists, invalid-argument and access-denied);
+//! 3 the store is damaged (fsck found problems, an object was missing or corrupt, or
+//! the daemon reported corruption). Messages go to stderr as `ws: error: <what failed>: <cause>…`, with a
 //! `hint:` line where there is something to do about it.
 
 use std::process::ExitCode;
@@ -43,6 +45,43 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
+    /// The daemon refused or failed a request.
+    #[error("{}", daemon_message(.0))]
+    Daemon(#[from] zbus::Error),
+    /// No daemon answered and none could be started.
+    #[error("cannot start wsd for {}: {detail}", state_dir.display())]
+    DaemonStart {
+        /// The state directory it was to serve.
+        state_dir: std::path::PathBuf,
+        /// Why (its last log line, or the spawn error).
+        detail: String,
+    },
+    /// A directory argument that cannot be opened.
+    #[error("cannot open {}: {source}", path.display())]
+    BadPath {
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The daemon's own message for a named error; zbus's description otherwise.
+fn daemon_message(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(_, Some(message), _) => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The daemon's error name (`org.ws.Error.NotFound` → `NotFound`), if it named one.
+fn daemon_error_name(e: &CliError) -> Option<&str> {
+    match e {
+        CliError::Daemon(zbus::Error::MethodError(name, _, _)) => {
+            name.as_str().strip_prefix("org.ws.Error.")
+        }
+        _ => None,
+    }
 }
 
 /// What kind of failure, which decides the exit code.
@@ -58,7 +97,16 @@ impl CliError {
             CliError::BadDigest(_) => return Kind::BadInput,
             CliError::Damaged(_) => return Kind::Damaged,
             CliError::Capture(CaptureError::NotADirectory { .. }) => return Kind::BadInput,
+            CliError::BadPath { .. } => return Kind::BadInput,
             _ => {}
+        }
+        match daemon_error_name(self) {
+            Some("NotFound" | "AlreadyExists" | "InvalidArgument" | "AccessDenied") => {
+                return Kind::BadInput;
+            }
+            Some("Corrupt") => return Kind::Damaged,
+            Some(_) => return Kind::Failed,
+            None => {}
         }
         // Damage anywhere down the chain (a missing or corrupt object, an invalid
         // node) makes it a damaged-store error, whichever operation met it. Large
@@ -92,6 +140,10 @@ impl CliError {
             CliError::Capture(CaptureError::Ignore { .. }) => {
                 Some("fix the pattern or the .wsignore file it names".into())
             }
+            CliError::DaemonStart { state_dir, .. } => Some(format!(
+                "see {} for the daemon's log, or run it in the foreground with `ws daemon`",
+                state_dir.join("wsd.log").display()
+            )),
             _ => None,
         }
     }

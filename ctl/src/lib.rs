@@ -2,10 +2,12 @@
 //!
 //! `cli` declares the arguments, `commands` runs them, `error` is the one place where
 //! failures become messages, hints and exit codes, and `progress` draws progress bars
-//! when stderr is a terminal. For now only `ws store` exists, which works on a store
-//! directly, without the daemon, for scripting and benchmarks.
+//! when stderr is a terminal, and `client` talks to the daemon over its D-Bus socket,
+//! starting it when none answers. `ws store` works on a store directly, without the
+//! daemon, for scripting and benchmarks.
 
 mod cli;
+mod client;
 mod commands;
 mod error;
 mod progress;

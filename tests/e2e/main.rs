@@ -1,3 +1,4 @@
-//! End-to-end tests: the real `ws` binary on real directories.
+//! End-to-end tests: the real `ws` and `wsd` binaries on real directories.
 
 mod store;
+mod workspace;

@@ -49,6 +49,30 @@ impl From<Output> for Run {
     }
 }
 
+impl Drop for Ws {
+    /// Stops the daemon this test started and unmounts its workspaces.
+    fn drop(&mut self) {
+        for pid in self.daemons() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for target in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if Path::new(target).starts_with(self.state.path()) {
+                let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
 impl Default for Ws {
     fn default() -> Self {
         Ws::new()
@@ -79,6 +103,27 @@ impl Ws {
         let run = self.run(args);
         assert_eq!(run.code, 0, "ws {args:?} failed: {}", run.stderr);
         run.stdout
+    }
+
+    /// The daemons serving this state directory (found by their command lines).
+    pub fn daemons(&self) -> Vec<i32> {
+        let wanted = format!("--state-dir\0{}\0", self.state.path().display());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                    let cmd = String::from_utf8_lossy(&cmd);
+                    cmd.split('\0')
+                        .next()
+                        .is_some_and(|exe| exe.ends_with("wsd"))
+                        && cmd.contains(&wanted)
+                })
+            })
+            .collect()
     }
 
     /// Imports `dir` and returns the digest.

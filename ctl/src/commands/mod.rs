@@ -1,6 +1,7 @@
 //! Running a parsed command line.
 
 mod store;
+mod workspace;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     };
     match cli.command {
         Command::Store(command) => store::run(&state_dir, command),
+        Command::Daemon => workspace::daemon(&state_dir),
+        command => workspace::run(&state_dir, command),
     }
 }
 

@@ -161,29 +161,56 @@ impl WorkspaceIface {
 
     /// Records the view's files as the workspace's source tree; returns the new
     /// source digest (the old one if nothing changed).
-    async fn commit(&self, message: String) -> Result<String, DbusError> {
+    async fn commit(
+        &mut self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        message: String,
+    ) -> Result<String, DbusError> {
         let (caller, name) = (self.caller, self.name_of());
         let message = (!message.is_empty()).then_some(message);
         let status = self
             .shared
             .run(move |m| m.commit(caller, &name, message))
             .await?;
-        self.shared.notify(Event::Changed {
-            id: self.ws.id.clone(),
-            owner: self.ws.owner,
-        });
-        Ok(status.workspace.source_digest.to_string())
+        let digest = status.workspace.source_digest.to_string();
+        if status.workspace.source_digest != self.ws.source_digest {
+            self.ws = status.workspace;
+            self.dirty = 0;
+            self.source_digest_changed(&emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+            self.dirty_changed(&emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+            // The owner's other connections.
+            self.shared.notify(Event::Changed {
+                id: self.ws.id.clone(),
+                owner: self.ws.owner,
+            });
+        }
+        Ok(digest)
     }
 
     /// Drops the changes since the last commit, writing the reversal through the
     /// view; returns how many paths were reverted.
-    async fn discard(&self) -> Result<u32, DbusError> {
+    async fn discard(
+        &mut self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<u32, DbusError> {
         let (caller, name) = (self.caller, self.name_of());
         let dropped = self.shared.run(move |m| m.discard(caller, &name)).await?;
-        self.shared.notify(Event::Changed {
-            id: self.ws.id.clone(),
-            owner: self.ws.owner,
-        });
+        if self.dirty != 0 {
+            self.dirty = 0;
+            self.dirty_changed(&emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+        }
+        if !dropped.is_empty() {
+            self.shared.notify(Event::Changed {
+                id: self.ws.id.clone(),
+                owner: self.ws.owner,
+            });
+        }
         Ok(dropped.len() as u32)
     }
 

@@ -1,0 +1,201 @@
+//! The connection to `wsd`: the socket of the state directory, and starting the
+//! daemon when none answers there.
+//!
+//! Two clients starting at once may both spawn a daemon; the daemon's lock on the
+//! state directory lets one of them serve and the other exit, and both clients wait
+//! for the socket.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use zbus::zvariant::OwnedObjectPath;
+
+use crate::error::CliError;
+
+/// How long a starting daemon may take (it probes the machine and opens its
+/// database, and recovers what a crash left).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[zbus::proxy(
+    interface = "org.ws.Manager1",
+    default_service = "org.ws.Daemon",
+    default_path = "/org/ws"
+)]
+pub trait Manager1 {
+    fn open(
+        &self,
+        name: &str,
+        source: zbus::zvariant::Fd<'_>,
+        backend: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn open_at(
+        &self,
+        name: &str,
+        source: zbus::zvariant::Fd<'_>,
+        mount_point: zbus::zvariant::Fd<'_>,
+        backend: &str,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn get(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn list(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
+}
+
+#[zbus::proxy(interface = "org.ws.Workspace1", default_service = "org.ws.Daemon")]
+pub trait Workspace1 {
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn path(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn backend(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn base_source_digest(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn source_digest(&self) -> zbus::Result<String>;
+    fn status(&self) -> zbus::Result<Vec<(String, String)>>;
+    fn diff(&self) -> zbus::Result<String>;
+    fn commit(&self, message: &str) -> zbus::Result<String>;
+    fn discard(&self) -> zbus::Result<u32>;
+    fn close(&self, force: bool) -> zbus::Result<()>;
+    fn log(&self) -> zbus::Result<Vec<(u64, String, String, String, u64, String, u64)>>;
+}
+
+/// A connection to the daemon of one state directory.
+#[derive(Debug)]
+pub struct Client {
+    conn: zbus::Connection,
+    socket: PathBuf,
+}
+
+impl Client {
+    /// Connects to the daemon serving `state_dir`, starting one if none answers.
+    pub async fn connect(state_dir: &Path) -> Result<Client, CliError> {
+        let socket = state_dir.join("wsd.sock");
+        if let Ok(conn) = dial(&socket).await {
+            return Ok(Client { conn, socket });
+        }
+        let mut child = start_daemon(state_dir)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(conn) = dial(&socket).await {
+                return Ok(Client { conn, socket });
+            }
+            // A daemon that exits at once failed to start, or lost the race to
+            // another one, which will answer soon.
+            if let Ok(Some(status)) = child.try_wait()
+                && !status.success()
+                && !log_says_another_serves(state_dir)
+            {
+                return Err(CliError::DaemonStart {
+                    state_dir: state_dir.to_owned(),
+                    detail: last_log_line(state_dir),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(CliError::DaemonStart {
+                    state_dir: state_dir.to_owned(),
+                    detail: format!(
+                        "no answer on {} after {}s",
+                        socket.display(),
+                        START_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The manager.
+    pub async fn manager(&self) -> Result<Manager1Proxy<'static>, CliError> {
+        Ok(Manager1Proxy::new(&self.conn).await?)
+    }
+
+    /// The workspace object at `path`, read afresh at every property get.
+    pub async fn workspace(
+        &self,
+        path: OwnedObjectPath,
+    ) -> Result<Workspace1Proxy<'static>, CliError> {
+        Ok(Workspace1Proxy::builder(&self.conn)
+            .path(path)?
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    /// The workspace named `name`.
+    pub async fn workspace_named(&self, name: &str) -> Result<Workspace1Proxy<'static>, CliError> {
+        let path = self.manager().await?.get(name).await?;
+        self.workspace(path).await
+    }
+}
+
+async fn dial(socket: &Path) -> Result<zbus::Connection, ()> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|_| ())?;
+    zbus::connection::Builder::unix_stream(stream)
+        .p2p()
+        .build()
+        .await
+        .map_err(|_| ())
+}
+
+/// `wsd` next to this `ws` (an install or a build directory), else from PATH.
+pub(crate) fn wsd_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("wsd")))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("wsd"))
+}
+
+/// Starts `wsd` for `state_dir` in its own process group (a Ctrl-C in this
+/// terminal does not stop it), logging to `<state_dir>/wsd.log`.
+fn start_daemon(state_dir: &Path) -> Result<std::process::Child, CliError> {
+    use std::os::unix::process::CommandExt;
+    let io = |source| CliError::DaemonStart {
+        state_dir: state_dir.to_owned(),
+        detail: format!("{source}"),
+    };
+    std::fs::create_dir_all(state_dir).map_err(io)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("wsd.log"))
+        .map_err(io)?;
+    let binary = wsd_binary();
+    std::process::Command::new(&binary)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(io)?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::DaemonStart {
+            state_dir: state_dir.to_owned(),
+            detail: format!("cannot run {}: {e}", binary.display()),
+        })
+}
+
+fn last_log_line(state_dir: &Path) -> String {
+    std::fs::read_to_string(state_dir.join("wsd.log"))
+        .ok()
+        .and_then(|log| {
+            log.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "it exited without saying why".to_owned())
+}
+
+fn log_says_another_serves(state_dir: &Path) -> bool {
+    last_log_line(state_dir).contains("another wsd serves")
+}

@@ -1,0 +1,272 @@
+//! The workspace commands: each one a call to the daemon over D-Bus.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{print, print_json};
+use crate::cli::{Backend, Command};
+use crate::client::{Client, Workspace1Proxy};
+use crate::error::CliError;
+
+/// A workspace as `--json` shows it (fields documented in docs/cli.md).
+#[derive(Debug, Serialize)]
+struct WorkspaceJson {
+    name: String,
+    path: String,
+    state: String,
+    backend: String,
+    base_source_digest: String,
+    source_digest: String,
+    dirty: usize,
+    socket: String,
+}
+
+/// A changed path as `--json` shows it.
+#[derive(Debug, Serialize)]
+struct ChangeJson {
+    path: String,
+    change: String,
+}
+
+/// Runs a workspace command on the daemon of `state_dir`.
+pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Output)?;
+    runtime.block_on(async {
+        let client = Client::connect(state_dir).await?;
+        match command {
+            Command::Open(args) => {
+                let source = open_dir(&args.source)?;
+                let backend = args.backend.map(backend_name).unwrap_or("");
+                let manager = client.manager().await?;
+                let path = match &args.path {
+                    Some(at) => {
+                        let at = open_dir(at)?;
+                        manager
+                            .open_at(&args.name, (&source).into(), (&at).into(), backend)
+                            .await?
+                    }
+                    None => manager.open(&args.name, (&source).into(), backend).await?,
+                };
+                let ws = client.workspace(path).await?;
+                let shown = describe(&client, &ws, 0).await?;
+                if args.json {
+                    print_json(&shown)?;
+                } else {
+                    print(&format!(
+                        "opened {} at {} ({}, source {})\n",
+                        shown.name, shown.path, shown.backend, shown.source_digest
+                    ))?;
+                }
+            }
+            Command::Status(args) => {
+                let names = match args.name {
+                    Some(name) => vec![name],
+                    None => client
+                        .manager()
+                        .await?
+                        .list()
+                        .await?
+                        .into_iter()
+                        .map(|(name, _)| name)
+                        .collect(),
+                };
+                let mut shown = Vec::new();
+                for name in &names {
+                    let ws = client.workspace_named(name).await?;
+                    let changes = ws.status().await?;
+                    shown.push((describe(&client, &ws, changes.len()).await?, changes));
+                }
+                if args.json {
+                    let list: Vec<&WorkspaceJson> = shown.iter().map(|(w, _)| w).collect();
+                    match list.as_slice() {
+                        [one] if names.len() == 1 => print_json(one)?,
+                        _ => print_json(&list)?,
+                    }
+                } else {
+                    let mut text = String::new();
+                    for (ws, changes) in &shown {
+                        text.push_str(&format!("{} ({}) at {}: ", ws.name, ws.state, ws.path));
+                        if changes.is_empty() {
+                            text.push_str("clean\n");
+                        } else {
+                            text.push_str(&format!("{} changed\n", changes.len()));
+                            for (path, change) in changes {
+                                text.push_str(&format!("  {} {path}\n", letter(change)));
+                            }
+                        }
+                    }
+                    print(&text)?;
+                }
+            }
+            Command::Diff(args) => {
+                let ws = client.workspace_named(&args.name).await?;
+                if args.stat || args.name_only || args.json {
+                    let changes = ws.status().await?;
+                    if args.json {
+                        let list: Vec<ChangeJson> = changes
+                            .into_iter()
+                            .map(|(path, change)| ChangeJson { path, change })
+                            .collect();
+                        print_json(&list)?;
+                    } else {
+                        let mut text = String::new();
+                        for (path, change) in changes {
+                            if args.name_only {
+                                text.push_str(&format!("{path}\n"));
+                            } else {
+                                text.push_str(&format!("{} {path}\n", letter(&change)));
+                            }
+                        }
+                        print(&text)?;
+                    }
+                } else {
+                    print(&ws.diff().await?)?;
+                }
+            }
+            Command::Commit(args) => {
+                let ws = client.workspace_named(&args.name).await?;
+                let before = ws.source_digest().await?;
+                let after = ws.commit(args.message.as_deref().unwrap_or("")).await?;
+                if args.json {
+                    print_json(&describe(&client, &ws, 0).await?)?;
+                } else if before == after {
+                    print(&format!("{}: nothing to commit\n", args.name))?;
+                } else {
+                    print(&format!("{}: committed {after}\n", args.name))?;
+                }
+            }
+            Command::Discard(args) => {
+                let ws = client.workspace_named(&args.name).await?;
+                let dropped = ws.discard().await?;
+                if args.json {
+                    print_json(&serde_json::json!({ "name": args.name, "discarded": dropped }))?;
+                } else {
+                    print(&format!("{}: discarded {dropped} change(s)\n", args.name))?;
+                }
+            }
+            Command::Close(args) => {
+                let ws = client.workspace_named(&args.name).await?;
+                ws.close(args.force).await?;
+                print(&format!("{}: closed\n", args.name))?;
+            }
+            Command::List(args) => {
+                let list = client.manager().await?.list().await?;
+                let mut shown = Vec::new();
+                for (_, path) in list {
+                    let ws = client.workspace(path).await?;
+                    shown.push(describe(&client, &ws, 0).await?);
+                }
+                if args.json {
+                    print_json(&shown)?;
+                } else {
+                    let text: String = shown
+                        .iter()
+                        .map(|w| format!("{}\t{}\t{}\t{}\n", w.name, w.state, w.backend, w.path))
+                        .collect();
+                    print(&text)?;
+                }
+            }
+            Command::Log(args) => {
+                let ws = client.workspace_named(&args.name).await?;
+                let log = ws.log().await?;
+                if args.json {
+                    let list: Vec<serde_json::Value> = log
+                        .into_iter()
+                        .map(|(seq, op, before, after, changes, message, time)| {
+                            serde_json::json!({
+                                "seq": seq, "op": op, "before": before, "after": after,
+                                "changes": changes, "message": message, "time": time,
+                            })
+                        })
+                        .collect();
+                    print_json(&list)?;
+                } else {
+                    let text: String = log
+                        .into_iter()
+                        .map(|(seq, op, _, after, changes, message, _)| {
+                            let message = if message.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  {message}")
+                            };
+                            format!("{seq}\t{op}\t{changes} change(s)\t{after}{message}\n")
+                        })
+                        .collect();
+                    print(&text)?;
+                }
+            }
+            Command::Store(_) | Command::Daemon => unreachable!("handled by the caller"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `ws daemon`: runs `wsd` for `state_dir` in the foreground.
+pub fn daemon(state_dir: &Path) -> Result<ExitCode, CliError> {
+    use std::os::unix::process::CommandExt;
+    let binary = crate::client::wsd_binary();
+    let err = std::process::Command::new(&binary)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .exec();
+    Err(CliError::DaemonStart {
+        state_dir: state_dir.to_owned(),
+        detail: format!("cannot run {}: {err}", binary.display()),
+    })
+}
+
+async fn describe(
+    client: &Client,
+    ws: &Workspace1Proxy<'_>,
+    dirty: usize,
+) -> Result<WorkspaceJson, CliError> {
+    Ok(WorkspaceJson {
+        name: ws.name().await?,
+        path: ws.path().await?,
+        state: ws.state().await?,
+        backend: ws.backend().await?,
+        base_source_digest: ws.base_source_digest().await?,
+        source_digest: ws.source_digest().await?,
+        dirty,
+        socket: client.socket().display().to_string(),
+    })
+}
+
+fn open_dir(path: &Path) -> Result<std::fs::File, CliError> {
+    let file = std::fs::File::open(path).map_err(|source| CliError::BadPath {
+        path: path.to_owned(),
+        source,
+    })?;
+    match file.metadata() {
+        Ok(meta) if meta.is_dir() => Ok(file),
+        _ => Err(CliError::BadPath {
+            path: path.to_owned(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOTDIR),
+        }),
+    }
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Overlayfs => "overlayfs",
+        Backend::FuseOverlayfs => "fuse-overlayfs",
+        Backend::Mirror => "mirror",
+    }
+}
+
+/// The one-letter form of a change, as `ws store diff --name-status` shows it.
+fn letter(change: &str) -> char {
+    match change {
+        "added" => 'A',
+        "deleted" => 'D',
+        "modified" => 'M',
+        "mode-changed" => 'X',
+        "type-changed" => 'T',
+        _ => '?',
+    }
+}

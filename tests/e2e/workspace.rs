@@ -1,0 +1,156 @@
+//! `ws open/status/diff/commit/discard/close/list/log` through a daemon that `ws`
+//! starts by itself, as a user would run them.
+
+use serde_json::Value;
+use ws_tests::{Ws, examples, write};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn a_workspace_is_opened_edited_committed_discarded_and_closed() {
+    let ws = Ws::new();
+    let opened = json(&ws.ok(&[
+        "open",
+        "hello",
+        "--source",
+        examples().join("hello").to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(ws.daemons().len(), 1, "ws started the daemon");
+    for field in [
+        "name",
+        "path",
+        "state",
+        "backend",
+        "base_source_digest",
+        "source_digest",
+        "dirty",
+        "socket",
+    ] {
+        assert!(opened.get(field).is_some(), "--json has {field}: {opened}");
+    }
+    assert_eq!(opened["state"], "open");
+    assert_eq!(opened["dirty"], 0);
+    assert_eq!(opened["base_source_digest"], opened["source_digest"]);
+    let view = std::path::PathBuf::from(opened["path"].as_str().unwrap());
+    assert!(view.join("src/greeting.c").exists());
+
+    let greeting = std::fs::read_to_string(view.join("src/greeting.c")).unwrap();
+    std::fs::write(
+        view.join("src/greeting.c"),
+        greeting.replace("Hello from", "Greetings from"),
+    )
+    .unwrap();
+    write(&view, "NEWS", "Now greets.\n");
+    let status = json(&ws.ok(&["status", "hello", "--json"]));
+    assert_eq!(status["dirty"], 2);
+    let changes = json(&ws.ok(&["diff", "hello", "--json"]));
+    assert_eq!(
+        changes,
+        serde_json::json!([{"path": "NEWS", "change": "added"}, {"path": "src/greeting.c", "change": "modified"}])
+    );
+    assert_eq!(
+        ws.ok(&["diff", "hello", "--name-only"]),
+        "NEWS\nsrc/greeting.c\n"
+    );
+    let patch = ws.ok(&["diff", "hello"]);
+    assert!(patch.contains("+    return \"Greetings from"), "{patch}");
+
+    let committed = json(&ws.ok(&["commit", "hello", "-m", "greet", "--json"]));
+    assert_ne!(committed["source_digest"], opened["source_digest"]);
+    assert_eq!(ws.ok(&["commit", "hello"]), "hello: nothing to commit\n");
+
+    write(&view, "scratch", "scratch\n");
+    assert_eq!(
+        ws.ok(&["discard", "hello"]),
+        "hello: discarded 1 change(s)\n"
+    );
+    assert!(!view.join("scratch").exists());
+    assert!(
+        std::fs::read_to_string(view.join("NEWS")).is_ok(),
+        "committed files stay"
+    );
+
+    let log = json(&ws.ok(&["log", "hello", "--json"]));
+    let ops: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["open", "commit", "discard"]);
+    assert_eq!(log[1]["message"], "greet");
+
+    let list = json(&ws.ok(&["list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    write(&view, "dirty", "dirty\n");
+    let refused = ws.run(&["close", "hello"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("uncommitted change"),
+        "{}",
+        refused.stderr
+    );
+    ws.ok(&["close", "hello", "--force"]);
+    assert_eq!(json(&ws.ok(&["list", "--json"])), serde_json::json!([]));
+}
+
+#[test]
+fn clients_starting_at_once_start_one_daemon() {
+    let ws = Ws::new();
+    let children: Vec<_> = (0..4)
+        .map(|_| ws.command().args(["list", "--json"]).output())
+        .collect::<Vec<_>>();
+    for child in children {
+        let out = child.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Truly concurrent starts, too.
+    let ws2 = Ws::new();
+    let spawned: Vec<_> = (0..4)
+        .map(|_| ws2.command().args(["list"]).spawn().unwrap())
+        .collect();
+    for mut child in spawned {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(ws.daemons().len(), 1);
+    assert_eq!(ws2.daemons().len(), 1, "one daemon per state directory");
+}
+
+#[test]
+fn mistakes_get_clear_errors_and_exit_codes() {
+    let ws = Ws::new();
+    let missing = ws.run(&["status", "nope"]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no workspace named \"nope\""),
+        "{}",
+        missing.stderr
+    );
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "a", "a\n");
+    let bad = ws.run(&["open", "../up", "--source", src.path().to_str().unwrap()]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("invalid workspace name"),
+        "{}",
+        bad.stderr
+    );
+    let nowhere = ws.run(&["open", "x", "--source", "/no/such/dir"]);
+    assert_eq!(nowhere.code, 2, "{}", nowhere.stderr);
+    assert!(
+        nowhere.stderr.contains("/no/such/dir"),
+        "{}",
+        nowhere.stderr
+    );
+    ws.ok(&["open", "twice", "--source", src.path().to_str().unwrap()]);
+    let twice = ws.run(&["open", "twice", "--source", src.path().to_str().unwrap()]);
+    assert_eq!(twice.code, 2, "{}", twice.stderr);
+    assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
+}
