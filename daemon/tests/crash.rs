@@ -4,6 +4,7 @@
 //! workspace is exactly in its old or its new state, that nothing is left mounted
 //! or stored half-way, and that the store is sound.
 
+use overlay::testsuite::privileged;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,18 +12,6 @@ use daemon::{Caller, Manager, OpKind, OpenRequest, Source, State, StateDir};
 use overlay::BackendKind;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
-
-fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
-    );
-    eprintln!("skipping {what}: it needs root");
-    false
-}
 
 fn manager(state: &Path) -> Manager {
     Manager::open(StateDir::new(state.to_owned())).unwrap()

@@ -1,23 +1,12 @@
 //! The D-Bus service end to end: a real `wsd` on its socket, driven by a zbus
 //! client, `busctl` and `gdbus`, and by another user who must see nothing.
 
+use overlay::testsuite::privileged;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use zbus::zvariant::OwnedObjectPath;
-
-fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
-    );
-    eprintln!("skipping {what}: it needs root");
-    false
-}
 
 /// A running `wsd`, stopped (and its workspaces unmounted) when dropped.
 struct Daemon {

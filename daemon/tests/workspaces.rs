@@ -2,24 +2,13 @@
 //! edit, status, commit, discard, close, the op log, names and mount points, and a
 //! restart that finds its views unmounted. Real RocksDB, real mounts (root).
 
+use overlay::testsuite::privileged;
 use std::path::{Path, PathBuf};
 
 use daemon::{Caller, Error, ErrorKind, Manager, OpKind, OpenRequest, Source, State, StateDir};
 use overlay::BackendKind;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
-
-fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
-    );
-    eprintln!("skipping {what}: it needs root");
-    false
-}
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -190,15 +190,7 @@ impl LayeredSnapshotter {
         key: &str,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError> {
-        let info = self.root.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(SnapshotError::WrongKind {
-                op: "read the changes of",
-                key: key.to_owned(),
-                kind: info.kind,
-                wanted: "an active snapshot",
-            });
-        }
+        let info = self.root.get_active("read the changes of", key)?;
         let parent = info
             .parent
             .as_deref()
@@ -271,15 +263,7 @@ impl Snapshotter for LayeredSnapshotter {
     }
 
     fn mounts(&self, key: &str) -> Result<MountPlan, SnapshotError> {
-        let info = self.root.get(key)?;
-        if info.kind == Kind::Committed {
-            return Err(SnapshotError::WrongKind {
-                op: "mount",
-                key: key.to_owned(),
-                kind: info.kind,
-                wanted: "an active snapshot or a view",
-            });
-        }
+        let info = self.root.get_mountable(key)?;
         let chain = self.root.chain(info.parent.as_deref(), |k| {
             self.root.records.get(k).map_err(SnapshotError::Records)
         })?;
@@ -395,20 +379,11 @@ impl Snapshotter for LayeredSnapshotter {
     }
 
     fn remove(&self, txn: &mut Txn<'_>, key: &str) -> Result<(), SnapshotError> {
-        let info = txn.get(key)?.ok_or_else(|| SnapshotError::NotFound {
-            key: key.to_owned(),
-        })?;
-        self.root.check_removable(txn, &info)?;
-        txn.delete(key);
-        txn.doom(self.root.dir(&info.id));
-        Ok(())
+        self.root.remove(txn, key)
     }
 
     fn walk(&self, visit: &mut dyn FnMut(&Info)) -> Result<(), SnapshotError> {
-        for info in self.root.records.list().map_err(SnapshotError::Records)? {
-            visit(&info);
-        }
-        Ok(())
+        self.root.walk(visit)
     }
 
     fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {

@@ -285,15 +285,7 @@ impl Snapshotter for MirrorSnapshotter {
     }
 
     fn mounts(&self, key: &str) -> Result<MountPlan, SnapshotError> {
-        let info = self.root.get(key)?;
-        if info.kind == Kind::Committed {
-            return Err(SnapshotError::WrongKind {
-                op: "mount",
-                key: key.to_owned(),
-                kind: info.kind,
-                wanted: "an active snapshot or a view",
-            });
-        }
+        let info = self.root.get_mountable(key)?;
         Ok(MountPlan::Direct {
             path: self.fs(&info),
             read_only: info.kind == Kind::View,
@@ -358,20 +350,11 @@ impl Snapshotter for MirrorSnapshotter {
     }
 
     fn remove(&self, txn: &mut Txn<'_>, key: &str) -> Result<(), SnapshotError> {
-        let info = txn.get(key)?.ok_or_else(|| SnapshotError::NotFound {
-            key: key.to_owned(),
-        })?;
-        self.root.check_removable(txn, &info)?;
-        txn.delete(key);
-        txn.doom(self.root.dir(&info.id));
-        Ok(())
+        self.root.remove(txn, key)
     }
 
     fn walk(&self, visit: &mut dyn FnMut(&Info)) -> Result<(), SnapshotError> {
-        for info in self.root.records.list().map_err(SnapshotError::Records)? {
-            visit(&info);
-        }
-        Ok(())
+        self.root.walk(visit)
     }
 
     fn usage(&self, key: &str) -> Result<Usage, SnapshotError> {
@@ -385,15 +368,7 @@ impl Snapshotter for MirrorSnapshotter {
     fn changes(&self, key: &str, options: &ChangeOptions<'_>) -> Result<ChangeSet, SnapshotError> {
         let lock = self.root.key_lock(key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let info = self.root.get(key)?;
-        if info.kind != Kind::Active {
-            return Err(SnapshotError::WrongKind {
-                op: "read the changes of",
-                key: key.to_owned(),
-                kind: info.kind,
-                wanted: "an active snapshot",
-            });
-        }
+        let info = self.root.get_active("read the changes of", key)?;
         self.read(&info, options)
     }
 

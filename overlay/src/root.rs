@@ -116,6 +116,53 @@ impl SnapshotRoot {
             })
     }
 
+    /// The record of the active snapshot `key`, for `op`.
+    pub fn get_active(&self, op: &'static str, key: &str) -> Result<Info, SnapshotError> {
+        let info = self.get(key)?;
+        if info.kind != Kind::Active {
+            return Err(SnapshotError::WrongKind {
+                op,
+                key: key.to_owned(),
+                kind: info.kind,
+                wanted: "an active snapshot",
+            });
+        }
+        Ok(info)
+    }
+
+    /// The record of `key`, which must be an active snapshot or a view.
+    pub fn get_mountable(&self, key: &str) -> Result<Info, SnapshotError> {
+        let info = self.get(key)?;
+        if info.kind == Kind::Committed {
+            return Err(SnapshotError::WrongKind {
+                op: "mount",
+                key: key.to_owned(),
+                kind: info.kind,
+                wanted: "an active snapshot or a view",
+            });
+        }
+        Ok(info)
+    }
+
+    /// Removes `key` in `txn`: its record now, its directory once `txn` commits.
+    pub fn remove(&self, txn: &mut Txn<'_>, key: &str) -> Result<(), SnapshotError> {
+        let info = txn.get(key)?.ok_or_else(|| SnapshotError::NotFound {
+            key: key.to_owned(),
+        })?;
+        self.check_removable(txn, &info)?;
+        txn.delete(key);
+        txn.doom(self.dir(&info.id));
+        Ok(())
+    }
+
+    /// Calls `visit` for every committed record.
+    pub fn walk(&self, visit: &mut dyn FnMut(&Info)) -> Result<(), SnapshotError> {
+        for info in self.records.list().map_err(SnapshotError::Records)? {
+            visit(&info);
+        }
+        Ok(())
+    }
+
     /// Checks that `key` is valid and free in `txn`.
     pub fn check_new_key(&self, txn: &Txn<'_>, key: &str) -> Result<(), SnapshotError> {
         txn.check_root(self);

@@ -40,7 +40,17 @@ pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
 /// when files are open in it (nothing is detached lazily: a lazy unmount would
 /// leave writers on a layer the caller believes is settled).
 pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
-    match nix::mount::umount2(target, MntFlags::empty()) {
+    // A reference can be fleeting: a process forked elsewhere holds its parent's
+    // descriptors until it execs. Only a mount still busy after a moment is busy.
+    let mut result = nix::mount::umount2(target, MntFlags::empty());
+    for _ in 0..10 {
+        if result != Err(nix::errno::Errno::EBUSY) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        result = nix::mount::umount2(target, MntFlags::empty());
+    }
+    match result {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EBUSY) => Err(SnapshotError::Busy {
             key: target.display().to_string(),

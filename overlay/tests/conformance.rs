@@ -6,26 +6,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use overlay::testsuite::{self, Factory, Fixture, LoopXfs};
+use overlay::testsuite::{self, Factory, Fixture, LoopXfs, privileged};
 use overlay::{
     Driver, FileRecords, LayeredOptions, LayeredSnapshotter, MirrorOptions, MirrorSnapshotter,
     Owner, Snapshotter,
 };
 use treediff::Store;
-
-/// Whether a test that needs root may run: skipped with a note without root,
-/// unless `WS_TEST_REQUIRE_PRIVILEGED=1`, where it fails instead.
-fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
-    );
-    eprintln!("skipping {what}: it needs root");
-    false
-}
 
 fn layered(driver: Driver) -> Factory {
     Box::new(

@@ -6,24 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use overlay::testsuite::{self, BASE, Fixture, Spec};
+use overlay::testsuite::{self, BASE, Fixture, Spec, privileged};
 use overlay::{
     BackendKind, ChangeOptions, Content, Driver, FileRecords, LayeredOptions, LayeredSnapshotter,
     MountPlan, Probe, SnapshotError, Snapshotter,
 };
 use treediff::Store;
-
-fn privileged(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
-    );
-    eprintln!("skipping {what}: it needs root");
-    false
-}
 
 /// A tmpfs of `size` on a fresh directory, unmounted when dropped.
 struct Tmpfs {

@@ -186,11 +186,7 @@ fn ignore_rules_of_the_merged_view_apply() {
 
 #[test]
 fn kernel_whiteouts_are_character_devices_0_0() {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-            "making whiteouts needs root"
-        );
+    if !overlay::testsuite::privileged("kernel_whiteouts_are_character_devices_0_0") {
         return;
     }
     let case = Case::new();

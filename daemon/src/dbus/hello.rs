@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use zbus::object_server::ResponseDispatchNotifier;
 
+use super::Objects;
+
 /// The `org.freedesktop.DBus` stand-in.
 #[derive(Debug)]
 pub struct Hello {
-    /// Told once Hello's reply has been sent.
-    said: Arc<tokio::sync::Notify>,
+    /// Shown once Hello's reply has been sent.
+    objects: Arc<Objects>,
 }
 
 impl Hello {
-    pub fn new(said: Arc<tokio::sync::Notify>) -> Hello {
-        Hello { said }
+    pub fn new(objects: Arc<Objects>) -> Hello {
+        Hello { objects }
     }
 }
 
@@ -23,12 +25,16 @@ impl Hello {
 impl Hello {
     /// Returns a unique name for the peer, as a bus would. Nothing else is sent to
     /// the peer before this reply (sd-bus, behind busctl, refuses that).
-    fn hello(&self) -> ResponseDispatchNotifier<String> {
+    fn hello(
+        &self,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> ResponseDispatchNotifier<String> {
         let (response, sent) = ResponseDispatchNotifier::new(":1.0".to_owned());
-        let said = self.said.clone();
+        let objects = self.objects.clone();
+        let conn = conn.clone();
         tokio::spawn(async move {
             sent.await;
-            said.notify_one();
+            objects.ensure(conn.object_server()).await;
         });
         response
     }

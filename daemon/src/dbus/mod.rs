@@ -113,20 +113,28 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus
         uid: cred.uid(),
         gid: cred.gid(),
     };
+    // Subscribed first: what happens while the connection is set up is not missed
+    // (an object added twice is added once).
+    let mut events = shared.events.subscribe();
+    // The caller's workspaces, read now so that showing them later is quick.
+    let listed = shared
+        .run(move |m| m.list(caller))
+        .await
+        .unwrap_or_default();
     let objects = Arc::new(Objects {
+        shared: shared.clone(),
+        caller,
+        listed: listed
+            .into_iter()
+            .filter(|ws| ws.owner == caller.uid)
+            .collect(),
         done: tokio::sync::OnceCell::new(),
     });
-    // Subscribed first: what happens while the connection is set up is not missed.
-    let mut events = shared.events.subscribe();
-    let said_hello = Arc::new(tokio::sync::Notify::new());
     let guid = zbus::Guid::generate();
     let conn = zbus::connection::Builder::unix_stream(stream)
         .server(guid)?
         .p2p()
-        .serve_at(
-            "/org/freedesktop/DBus",
-            hello::Hello::new(said_hello.clone()),
-        )?
+        .serve_at("/org/freedesktop/DBus", hello::Hello::new(objects.clone()))?
         .serve_at(
             ROOT_PATH,
             manager_iface::ManagerIface::new(shared.clone(), caller, objects.clone()),
@@ -134,19 +142,14 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus
         .build()
         .await?;
     let server = conn.object_server();
-    // The caller's workspaces are there from the start; the object manager, whose
-    // arrival announces them, comes once the client has said Hello (bus-style
-    // clients such as busctl refuse any message before Hello's reply), at its first
-    // call to the manager, or after a moment for clients that do neither.
-    for ws in shared.manager.list(caller).unwrap_or_default() {
-        if ws.owner == caller.uid {
-            workspace_iface::add(server, &shared, caller, &ws).await?;
-        }
-    }
-    tokio::select! {
-        _ = said_hello.notified() => {}
-        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-    }
+    // The object manager is there from the start (with no object under it yet, it
+    // announces nothing). The caller's workspaces, whose arrival it announces, are
+    // added as soon as Hello's reply has gone (bus-style clients such as busctl
+    // refuse any message before it, and send nothing else until they have it), at
+    // the client's first call to the manager, or after a moment for clients that do
+    // neither.
+    server.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     objects.ensure(server).await;
     tracing::debug!(uid = caller.uid, "client connected");
     loop {
@@ -163,20 +166,28 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus
     Ok(())
 }
 
-/// The object manager of one connection, registered once (see `connection`).
+/// The caller's workspace objects on one connection, added once (see `connection`).
 #[derive(Debug)]
 pub(crate) struct Objects {
+    shared: Arc<Shared>,
+    caller: Caller,
+    /// The caller's workspaces when the client connected.
+    listed: Vec<crate::workspace::Workspace>,
     done: tokio::sync::OnceCell<()>,
 }
 
 impl Objects {
-    /// Registers the object manager at [`ROOT_PATH`], the first time only.
+    /// Adds the caller's workspaces to `server`, the first time only.
     pub async fn ensure(&self, server: &ObjectServer) {
         self.done
             .get_or_init(|| async {
-                if let Err(e) = server.at(ROOT_PATH, zbus::fdo::ObjectManager).await {
-                    // The peer may have gone already (busctl leaves at once).
-                    tracing::debug!(error = %e, "cannot serve the object manager");
+                for ws in &self.listed {
+                    if let Err(e) =
+                        workspace_iface::add(server, &self.shared, self.caller, ws).await
+                    {
+                        // The peer may have gone already (busctl leaves at once).
+                        tracing::debug!(error = %e, "cannot show a workspace to a client");
+                    }
                 }
             })
             .await;

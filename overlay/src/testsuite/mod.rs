@@ -31,6 +31,21 @@ pub fn run(make: impl FnOnce() -> Fixture, check: fn(&Fixture)) {
     }
 }
 
+/// Whether a test that needs root may run: without root it is skipped with a note,
+/// unless `WS_TEST_REQUIRE_PRIVILEGED=1` (CI sets it), where it fails instead: a
+/// privileged test must never pass by not running.
+pub fn privileged(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("WS_TEST_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+        "{what} needs root, and WS_TEST_REQUIRE_PRIVILEGED=1 forbids skipping it"
+    );
+    eprintln!("skipping {what}: it needs root");
+    false
+}
+
 /// An error and its sources, one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
