@@ -54,6 +54,18 @@ impl Daemon {
         self.dir.path().join("src")
     }
 
+    /// Connects and opens the workspace "hello" over the test's source tree.
+    async fn open_hello(&self) -> (zbus::Connection, Manager1Proxy<'static>, OwnedObjectPath) {
+        let conn = self.connect().await;
+        let manager = Manager1Proxy::new(&conn).await.unwrap();
+        let src = std::fs::File::open(self.src()).unwrap();
+        let path = manager
+            .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
+            .await
+            .unwrap();
+        (conn, manager, path)
+    }
+
     async fn connect(&self) -> zbus::Connection {
         let stream = tokio::net::UnixStream::connect(self.socket())
             .await
@@ -155,13 +167,7 @@ async fn an_ide_opens_edits_commits_discards_and_closes_over_dbus() {
         return;
     }
     let daemon = Daemon::start();
-    let conn = daemon.connect().await;
-    let manager = Manager1Proxy::new(&conn).await.unwrap();
-    let src = std::fs::File::open(daemon.src()).unwrap();
-    let path = manager
-        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
-        .await
-        .unwrap();
+    let (conn, manager, path) = daemon.open_hello().await;
     assert!(path.as_str().starts_with("/org/ws/workspace/"), "{path}");
     assert!(!path.as_str().contains("hello"), "object paths are opaque");
     let ws = Workspace1Proxy::builder(&conn)
@@ -215,7 +221,11 @@ async fn an_ide_opens_edits_commits_discards_and_closes_over_dbus() {
     let log: Vec<String> = ws.log().await.unwrap().into_iter().map(|e| e.1).collect();
     assert_eq!(log, ["open", "commit", "discard"]);
     let err = manager
-        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "")
+        .open(
+            "hello",
+            std::os::fd::AsFd::as_fd(&std::fs::File::open(daemon.src()).unwrap()).into(),
+            "",
+        )
         .await
         .unwrap_err();
     assert!(
@@ -234,13 +244,7 @@ async fn busctl_and_gdbus_introspect_and_call_over_the_socket() {
         return;
     }
     let daemon = Daemon::start();
-    let conn = daemon.connect().await;
-    let manager = Manager1Proxy::new(&conn).await.unwrap();
-    let src = std::fs::File::open(daemon.src()).unwrap();
-    let path = manager
-        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
-        .await
-        .unwrap();
+    let (_conn, _manager, path) = daemon.open_hello().await;
     let address = daemon.address();
     let introspection = run(Command::new("busctl").args([
         "--address",
@@ -296,13 +300,7 @@ async fn another_user_sees_nothing_and_can_do_nothing() {
         return;
     }
     let daemon = Daemon::start();
-    let conn = daemon.connect().await;
-    let manager = Manager1Proxy::new(&conn).await.unwrap();
-    let src = std::fs::File::open(daemon.src()).unwrap();
-    let path = manager
-        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
-        .await
-        .unwrap();
+    let (_conn, _manager, path) = daemon.open_hello().await;
     let address = daemon.address();
     let as_nobody = |args: &[&str]| {
         Command::new("setpriv")
@@ -394,13 +392,7 @@ async fn the_committed_introspection_xml_matches_the_service() {
         return;
     }
     let daemon = Daemon::start();
-    let conn = daemon.connect().await;
-    let manager = Manager1Proxy::new(&conn).await.unwrap();
-    let src = std::fs::File::open(daemon.src()).unwrap();
-    let path = manager
-        .open("hello", std::os::fd::AsFd::as_fd(&src).into(), "overlayfs")
-        .await
-        .unwrap();
+    let (_conn, _manager, path) = daemon.open_hello().await;
     let address = daemon.address();
     let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dbus");
     for (object, name) in [
