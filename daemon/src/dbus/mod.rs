@@ -139,16 +139,15 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus
             ROOT_PATH,
             manager_iface::ManagerIface::new(shared.clone(), caller, objects.clone()),
         )?
+        // Served before any message is read, while nothing is under it to announce.
+        .serve_at(ROOT_PATH, zbus::fdo::ObjectManager)?
         .build()
         .await?;
     let server = conn.object_server();
-    // The object manager is there from the start (with no object under it yet, it
-    // announces nothing). The caller's workspaces, whose arrival it announces, are
-    // added as soon as Hello's reply has gone (bus-style clients such as busctl
-    // refuse any message before it, and send nothing else until they have it), at
-    // the client's first call to the manager, or after a moment for clients that do
-    // neither.
-    server.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
+    // The caller's workspaces, whose arrival the object manager announces, are added
+    // as soon as Hello's reply has gone (bus-style clients such as busctl refuse any
+    // message before it, and send nothing else until they have it), at the client's
+    // first call to the manager, or after a moment for clients that do neither.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     objects.ensure(server).await;
     tracing::debug!(uid = caller.uid, "client connected");
