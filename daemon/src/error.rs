@@ -48,13 +48,19 @@ impl ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No workspace of that name belongs to the caller.
-    #[error("no workspace named {name:?}; `ws list` shows yours")]
+    #[error(
+        "no workspace named {}; `ws list` shows yours",
+        crate::workspace::shown(name)
+    )]
     NoSuchWorkspace {
         /// The name asked for.
         name: String,
     },
     /// The caller already has a workspace of that name.
-    #[error("a workspace named {name:?} already exists; choose another name or close it first")]
+    #[error(
+        "a workspace named {} already exists; choose another name or close it first",
+        crate::workspace::shown(name)
+    )]
     NameTaken {
         /// The name.
         name: String,
@@ -68,13 +74,16 @@ pub enum Error {
         problem: String,
     },
     /// Another operation on the workspace holds it.
-    #[error("workspace {name:?} is busy with another operation; retry when it is done")]
+    #[error(
+        "workspace {} is busy with another operation; retry when it is done",
+        crate::workspace::shown(name)
+    )]
     Busy {
         /// The workspace.
         name: String,
     },
     /// The workspace's state forbids the operation.
-    #[error("workspace {name:?}: {problem}")]
+    #[error("workspace {}: {problem}", crate::workspace::shown(name))]
     Conflict {
         /// The workspace.
         name: String,
@@ -88,7 +97,7 @@ pub enum Error {
         problem: String,
     },
     /// A snapshot operation failed.
-    #[error("workspace {name:?}")]
+    #[error("workspace {}", crate::workspace::shown(name))]
     Snapshot {
         /// The workspace.
         name: String,
@@ -97,7 +106,7 @@ pub enum Error {
         source: overlay::SnapshotError,
     },
     /// The store failed.
-    #[error("workspace {name:?}: the store failed")]
+    #[error("workspace {}: the store failed", crate::workspace::shown(name))]
     Store {
         /// The workspace.
         name: String,

@@ -257,7 +257,7 @@ impl Manager {
         let name = request.name.as_str();
         validate_name(name).map_err(|problem| Error::Invalid {
             what: "workspace name",
-            problem: format!("{name:?}: {problem}"),
+            problem: format!("{}: {problem}", crate::workspace::shown(name)),
         })?;
         let _names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if self

@@ -157,6 +157,20 @@ mod opt_digest_text {
     }
 }
 
+/// A name as messages show it: quoted, and cut short if it is long (a request may
+/// carry anything; an error must not echo a megabyte back).
+pub fn shown(name: &str) -> String {
+    const MAX: usize = 80;
+    if name.len() <= MAX {
+        return format!("{name:?}");
+    }
+    let mut end = MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &name[..end], name.len())
+}
+
 /// Checks a workspace name: it names a directory and appears in messages.
 pub fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {

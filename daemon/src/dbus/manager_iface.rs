@@ -37,6 +37,8 @@ impl ManagerIface {
         mount_point: Option<PathBuf>,
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
+        bounded("name", &name)?;
+        bounded("backend", &backend)?;
         let backend = match backend.as_str() {
             "" => None,
             other => Some(
@@ -70,6 +72,20 @@ impl ManagerIface {
         });
         path(&ws.id)
     }
+}
+
+/// The longest string argument accepted: names are at most 64 bytes and digests
+/// under 100; anything longer is refused before it reaches the manager.
+const MAX_ARGUMENT: usize = 4096;
+
+fn bounded<'a>(what: &str, value: &'a str) -> Result<&'a str, DbusError> {
+    if value.len() > MAX_ARGUMENT {
+        return Err(DbusError::InvalidArgument(format!(
+            "the {what} is {} bytes long; at most {MAX_ARGUMENT} are accepted",
+            value.len()
+        )));
+    }
+    Ok(value)
 }
 
 fn path(id: &str) -> Result<OwnedObjectPath, DbusError> {
@@ -141,6 +157,7 @@ impl ManagerIface {
         tree: String,
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
+        bounded("tree", &tree)?;
         let tree = tree
             .parse()
             .map_err(|e: treediff::digest::DigestParseError| {
@@ -156,6 +173,7 @@ impl ManagerIface {
         #[zbus(object_server)] server: &ObjectServer,
         name: String,
     ) -> Result<OwnedObjectPath, DbusError> {
+        bounded("name", &name)?;
         self.objects.ensure(server).await;
         let caller = self.caller;
         let ws = self.shared.run(move |m| m.get(caller, &name)).await?;
