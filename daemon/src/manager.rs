@@ -171,8 +171,7 @@ impl Manager {
         self.workspace_by_id(&id)?.ok_or_else(not_found)
     }
 
-    /// A workspace by its id, whoever owns it (for the transport, which checks).
-    pub fn workspace_by_id(&self, id: &str) -> Result<Option<Workspace>, Error> {
+    fn workspace_by_id(&self, id: &str) -> Result<Option<Workspace>, Error> {
         match self.db.get(self.db.cf(cf::WORKSPACES), id.as_bytes())? {
             Some(bytes) => Ok(Some(self.decode_workspace(&bytes)?)),
             None => Ok(None),

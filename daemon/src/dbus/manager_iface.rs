@@ -66,11 +66,9 @@ impl ManagerIface {
         super::workspace_iface::add(server, &self.shared, caller, &ws)
             .await
             .map_err(DbusError::ZBus)?;
-        self.shared.notify(Event::Added {
-            id: ws.id.clone(),
-            owner: ws.owner,
-        });
-        path(&ws.id)
+        let path = path(&ws.id);
+        self.shared.notify(Event::Added { ws: Box::new(ws) });
+        path
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use zbus::object_server::ObjectServer;
 
 use crate::manager::{Caller, Manager};
+use crate::workspace::Workspace;
 
 pub use errors::{DbusError, chain as describe};
 
@@ -37,11 +38,14 @@ pub fn workspace_path(id: &str) -> String {
 
 /// What changed, for the connections that show it.
 #[derive(Clone, Debug)]
+///
+/// Events carry the outcome, so a connection shows it without reading anything
+/// again.
 pub(crate) enum Event {
     /// A workspace was opened.
-    Added { id: String, owner: u32 },
-    /// A workspace's record or view changed.
-    Changed { id: String, owner: u32 },
+    Added { ws: Box<Workspace> },
+    /// A workspace's record changed, and it has `dirty` changed paths.
+    Changed { ws: Box<Workspace>, dirty: u32 },
     /// A workspace was closed.
     Removed { id: String, owner: u32 },
 }
@@ -49,9 +53,8 @@ pub(crate) enum Event {
 impl Event {
     fn owner(&self) -> u32 {
         match self {
-            Event::Added { owner, .. }
-            | Event::Changed { owner, .. }
-            | Event::Removed { owner, .. } => *owner,
+            Event::Added { ws } | Event::Changed { ws, .. } => ws.owner,
+            Event::Removed { owner, .. } => *owner,
         }
     }
 }
@@ -171,7 +174,7 @@ pub(crate) struct Objects {
     shared: Arc<Shared>,
     caller: Caller,
     /// The caller's workspaces when the client connected.
-    listed: Vec<crate::workspace::Workspace>,
+    listed: Vec<Workspace>,
     done: tokio::sync::OnceCell<()>,
 }
 
@@ -207,13 +210,10 @@ async fn closed_signal(conn: &zbus::Connection) {
 async fn apply(server: &ObjectServer, shared: &Arc<Shared>, caller: Caller, event: Event) {
     tracing::debug!(?event, uid = caller.uid, "updating a client's objects");
     let result = match event {
-        Event::Added { id, .. } => match shared.manager.workspace_by_id(&id) {
-            Ok(Some(ws)) => workspace_iface::add(server, shared, caller, &ws)
-                .await
-                .map(|_| ()),
-            _ => Ok(()),
-        },
-        Event::Changed { id, .. } => workspace_iface::refresh(server, shared, &id).await,
+        Event::Added { ws } => workspace_iface::add(server, shared, caller, &ws)
+            .await
+            .map(|_| ()),
+        Event::Changed { ws, dirty } => workspace_iface::show(server, *ws, dirty).await,
         Event::Removed { id, .. } => server
             .remove::<workspace_iface::WorkspaceIface, _>(workspace_path(&id))
             .await

@@ -34,33 +34,17 @@ pub(super) async fn add(
     server.at(workspace_path(&ws.id), iface).await
 }
 
-/// Reads the workspace `id` again and announces what changed.
-pub(super) async fn refresh(
-    server: &ObjectServer,
-    shared: &Arc<Shared>,
-    id: &str,
-) -> zbus::Result<()> {
+/// Shows `ws` (with `dirty` changed paths) on its object, announcing what changed.
+pub(super) async fn show(server: &ObjectServer, ws: Workspace, dirty: u32) -> zbus::Result<()> {
     let Ok(iface) = server
-        .interface::<_, WorkspaceIface>(workspace_path(id))
+        .interface::<_, WorkspaceIface>(workspace_path(&ws.id))
         .await
     else {
         return Ok(());
     };
-    let (caller, name) = {
-        let current = iface.get().await;
-        (current.caller, current.ws.name.clone())
-    };
-    let status = match shared.run(move |m| m.status(caller, &name)).await {
-        Ok(status) => status,
-        Err(e) => {
-            tracing::debug!(error = ?e, workspace = id, "cannot read a workspace to refresh it");
-            return Ok(());
-        }
-    };
     let mut current = iface.get_mut().await;
     let emitter = iface.signal_emitter();
-    let old = std::mem::replace(&mut current.ws, status.workspace);
-    let dirty = status.changes.len() as u32;
+    let old = std::mem::replace(&mut current.ws, ws);
     if current.dirty != dirty {
         current.dirty = dirty;
         current.dirty_changed(emitter).await?;
@@ -184,8 +168,8 @@ impl WorkspaceIface {
                 .map_err(DbusError::ZBus)?;
             // The owner's other connections.
             self.shared.notify(Event::Changed {
-                id: self.ws.id.clone(),
-                owner: self.ws.owner,
+                ws: Box::new(self.ws.clone()),
+                dirty: 0,
             });
         }
         Ok(digest)
@@ -207,8 +191,8 @@ impl WorkspaceIface {
         }
         if !dropped.is_empty() {
             self.shared.notify(Event::Changed {
-                id: self.ws.id.clone(),
-                owner: self.ws.owner,
+                ws: Box::new(self.ws.clone()),
+                dirty: 0,
             });
         }
         Ok(dropped.len() as u32)
