@@ -218,30 +218,17 @@ impl LayeredSnapshotter {
                 ))?;
             }
         }
-        let store = &self.root.store;
-        let txn = store.begin().map_err(SnapshotError::store(key))?;
-        let empty = treediff::Dir::default()
-            .write(&txn)
-            .map_err(SnapshotError::store(key))?;
         let parent_tree = parent.and_then(|p| p.tree);
-        let (tree, stats) = read_layer(
-            &txn,
-            key,
-            &self.fs(info),
-            parent_tree,
-            self.format(),
-            info.content.capture_mode(),
-            options.ignore_patterns,
-        )?;
-        txn.commit().map_err(SnapshotError::store(key))?;
-        let parent_tree = parent_tree.unwrap_or(empty);
-        let changes = treediff::diff::changes(store, parent_tree, tree)
-            .map_err(SnapshotError::tree(key, "diff against the parent"))?;
-        Ok(ChangeSet {
-            parent_tree,
-            tree,
-            changes,
-            stats,
+        self.root.change_set(key, parent_tree, |txn| {
+            read_layer(
+                txn,
+                key,
+                &self.fs(info),
+                parent_tree,
+                self.format(),
+                info.content.capture_mode(),
+                options.ignore_patterns,
+            )
         })
     }
 }

@@ -234,40 +234,30 @@ impl MirrorSnapshotter {
 
     fn read(&self, info: &Info, options: &ChangeOptions<'_>) -> Result<ChangeSet, SnapshotError> {
         let key = &info.key;
-        let store = &self.root.store;
         let parent_tree = match &info.parent {
             Some(p) => self.root.get(p)?.tree,
             None => None,
         };
         let cache = FileStatCache::load(&self.stat_cache_path(info));
-        let txn = store.begin().map_err(SnapshotError::store(key))?;
-        let empty = Dir::default()
-            .write(&txn)
-            .map_err(SnapshotError::store(key))?;
         let capture = CaptureOptions {
             mode: info.content.capture_mode(),
             ignore_patterns: options.ignore_patterns,
             stat_cache: Some(&cache),
             ..CaptureOptions::default()
         };
-        let (tree, stats) = treediff::capture(&txn, &self.fs(info), &capture)
-            .map_err(SnapshotError::capture(key))?;
-        txn.commit().map_err(SnapshotError::store(key))?;
-        // A lost cache costs hashing next time, never a wrong digest.
-        let _ = cache.save();
-        let parent_tree = parent_tree.unwrap_or(empty);
-        let changes = treediff::diff::changes(store, parent_tree, tree)
-            .map_err(SnapshotError::tree(key, "diff against the parent"))?;
-        Ok(ChangeSet {
-            parent_tree,
-            tree,
-            changes,
-            stats: crate::layer::ReadStats {
+        let set = self.root.change_set(key, parent_tree, |txn| {
+            let (tree, stats) = treediff::capture(txn, &self.fs(info), &capture)
+                .map_err(SnapshotError::capture(key))?;
+            let stats = crate::layer::ReadStats {
                 entries: stats.files + stats.dirs + stats.symlinks,
                 hashed_files: stats.hashed_files,
                 parent_dirs_read: 0,
-            },
-        })
+            };
+            Ok((tree, stats))
+        })?;
+        // A lost cache costs hashing next time, never a wrong digest.
+        let _ = cache.save();
+        Ok(set)
     }
 }
 

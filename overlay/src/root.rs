@@ -12,7 +12,9 @@ use treediff::Store;
 
 use crate::error::SnapshotError;
 use crate::info::{Info, Kind, Owner, validate_key};
+use crate::layer::ReadStats;
 use crate::records::RecordStore;
+use crate::snapshotter::ChangeSet;
 use crate::trash::Trash;
 use crate::txn::Txn;
 
@@ -161,6 +163,33 @@ impl SnapshotRoot {
             visit(&info);
         }
         Ok(())
+    }
+
+    /// Reads a snapshot's content with `read` into a store transaction, makes it
+    /// durable, and diffs it against `parent_tree` (the empty tree when `None`).
+    pub fn change_set(
+        &self,
+        key: &str,
+        parent_tree: Option<treediff::Digest>,
+        read: impl FnOnce(
+            &treediff::StoreTxn<'_>,
+        ) -> Result<(treediff::Digest, ReadStats), SnapshotError>,
+    ) -> Result<ChangeSet, SnapshotError> {
+        let txn = self.store.begin().map_err(SnapshotError::store(key))?;
+        let empty = treediff::Dir::default()
+            .write(&txn)
+            .map_err(SnapshotError::store(key))?;
+        let (tree, stats) = read(&txn)?;
+        txn.commit().map_err(SnapshotError::store(key))?;
+        let parent_tree = parent_tree.unwrap_or(empty);
+        let changes = treediff::diff::changes(&self.store, parent_tree, tree)
+            .map_err(SnapshotError::tree(key, "diff against the parent"))?;
+        Ok(ChangeSet {
+            parent_tree,
+            tree,
+            changes,
+            stats,
+        })
     }
 
     /// Checks that `key` is valid and free in `txn`.
