@@ -49,6 +49,30 @@ fn open_layered(dir: &Path, store: &Arc<Store>, records: &Arc<FileRecords>) -> L
     LayeredSnapshotter::open(dir, records.clone(), store.clone(), kernel()).unwrap()
 }
 
+/// Commits BASE as the snapshot "base", prepares "ws" on it and mounts it at
+/// `dir/mnt`, which it returns.
+fn mount_workspace(
+    snap: &LayeredSnapshotter,
+    store: &Store,
+    records: &FileRecords,
+    dir: &Path,
+) -> PathBuf {
+    let src = tempfile::tempdir().unwrap();
+    Fixture::write(src.path(), BASE);
+    let (tree, _) = treediff::import(store, src.path(), &Default::default()).unwrap();
+    let mut txn = snap.begin();
+    snap.commit_tree(&mut txn, "base", tree, Content::Source)
+        .unwrap();
+    let plan = snap
+        .prepare(&mut txn, "ws", Some("base"), Content::Source)
+        .unwrap();
+    txn.commit_to(records).unwrap();
+    let target = dir.join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    overlay::mount(&plan, &target).unwrap();
+    target
+}
+
 fn snapshot_dirs(snapshots: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(snapshots)
         .unwrap()
@@ -106,19 +130,7 @@ fn full_disk_during_copy_up_fails_the_write_and_the_layer_stays_readable() {
     let records = Arc::new(FileRecords::open(&state.path().join("records.json")).unwrap());
     let small = Tmpfs::mount("2m");
     let snap = open_layered(small.path(), &store, &records);
-    let src = tempfile::tempdir().unwrap();
-    Fixture::write(src.path(), BASE);
-    let (tree, _) = treediff::import(&store, src.path(), &Default::default()).unwrap();
-    let mut txn = snap.begin();
-    snap.commit_tree(&mut txn, "base", tree, Content::Source)
-        .unwrap();
-    let plan = snap
-        .prepare(&mut txn, "ws", Some("base"), Content::Source)
-        .unwrap();
-    txn.commit_to(&records).unwrap();
-    let target = state.path().join("mnt");
-    std::fs::create_dir(&target).unwrap();
-    overlay::mount(&plan, &target).unwrap();
+    let target = mount_workspace(&snap, &store, &records, state.path());
     let result = std::fs::write(target.join("huge"), big());
     let err = result.expect_err("the upper is full");
     assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
@@ -144,19 +156,7 @@ fn full_store_while_reading_a_layer_names_the_snapshot_and_records_nothing() {
     let store = Arc::new(Store::open(&small.path().join("state")).unwrap());
     let records = Arc::new(FileRecords::open(&state.path().join("records.json")).unwrap());
     let snap = open_layered(&state.path().join("snap"), &store, &records);
-    let src = tempfile::tempdir().unwrap();
-    Fixture::write(src.path(), BASE);
-    let (tree, _) = treediff::import(&store, src.path(), &Default::default()).unwrap();
-    let mut txn = snap.begin();
-    snap.commit_tree(&mut txn, "base", tree, Content::Source)
-        .unwrap();
-    let plan = snap
-        .prepare(&mut txn, "ws", Some("base"), Content::Source)
-        .unwrap();
-    txn.commit_to(&records).unwrap();
-    let target = state.path().join("mnt");
-    std::fs::create_dir(&target).unwrap();
-    overlay::mount(&plan, &target).unwrap();
+    let target = mount_workspace(&snap, &store, &records, state.path());
     let content = big();
     std::fs::write(target.join("a"), &content).unwrap();
     std::fs::write(target.join("b"), content.replace('a', "b")).unwrap();

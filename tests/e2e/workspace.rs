@@ -100,18 +100,19 @@ fn a_workspace_is_opened_edited_committed_discarded_and_closed() {
 #[test]
 fn clients_starting_at_once_start_one_daemon() {
     let ws = Ws::new();
-    let children: Vec<_> = (0..4)
+    // One after the other: the first starts the daemon, the others find it.
+    let runs: Vec<_> = (0..4)
         .map(|_| ws.command().args(["list", "--json"]).output())
         .collect::<Vec<_>>();
-    for child in children {
-        let out = child.unwrap();
+    for run in runs {
+        let out = run.unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Truly concurrent starts, too.
+    // At once: several may spawn a daemon; the state dir's lock keeps one.
     let ws2 = Ws::new();
     let spawned: Vec<_> = (0..4)
         .map(|_| ws2.command().args(["list"]).spawn().unwrap())
