@@ -42,16 +42,6 @@ pub trait Manager1 {
 #[zbus::proxy(interface = "org.ws.Workspace1", default_service = "org.ws.Daemon")]
 pub trait Workspace1 {
     #[zbus(property)]
-    fn name(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn path(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn backend(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn base_source_digest(&self) -> zbus::Result<String>;
-    #[zbus(property)]
     fn source_digest(&self) -> zbus::Result<String>;
     fn status(&self) -> zbus::Result<Vec<(String, String)>>;
     fn diff(&self) -> zbus::Result<String>;

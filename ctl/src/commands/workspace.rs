@@ -220,18 +220,39 @@ pub fn daemon(state_dir: &Path) -> Result<ExitCode, CliError> {
     })
 }
 
+/// The workspace's properties, read in one `GetAll` round trip.
 async fn describe(
     client: &Client,
     ws: &Workspace1Proxy<'_>,
     dirty: usize,
 ) -> Result<WorkspaceJson, CliError> {
+    let properties = zbus::fdo::PropertiesProxy::builder(ws.inner().connection())
+        .destination("org.ws.Daemon")?
+        .path(ws.inner().path().to_owned())?
+        .build()
+        .await?;
+    let all = properties
+        .get_all(zbus::names::InterfaceName::from_static_str_unchecked(
+            "org.ws.Workspace1",
+        ))
+        .await
+        .map_err(zbus::Error::from)?;
+    let text = |name: &str| -> Result<String, CliError> {
+        let value = all.get(name).ok_or_else(|| {
+            CliError::Daemon(zbus::Error::Failure(format!(
+                "the daemon did not report the property {name}; is it an older wsd?"
+            )))
+        })?;
+        String::try_from(value.try_clone().map_err(zbus::Error::from)?)
+            .map_err(|e| CliError::Daemon(e.into()))
+    };
     Ok(WorkspaceJson {
-        name: ws.name().await?,
-        path: ws.path().await?,
-        state: ws.state().await?,
-        backend: ws.backend().await?,
-        base_source_digest: ws.base_source_digest().await?,
-        source_digest: ws.source_digest().await?,
+        name: text("Name")?,
+        path: text("Path")?,
+        state: text("State")?,
+        backend: text("Backend")?,
+        base_source_digest: text("BaseSourceDigest")?,
+        source_digest: text("SourceDigest")?,
         dirty,
         socket: client.socket().display().to_string(),
     })
