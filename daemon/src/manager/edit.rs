@@ -1,0 +1,106 @@
+//! Commit and discard: move the source tree to the view, or the view back to it.
+
+use overlay::ChangeOptions;
+use rocksdb::WriteBatch;
+use treediff::Change;
+
+use super::{Caller, Manager, Status, now_secs};
+use crate::crash::crash_point;
+use crate::error::Error;
+use crate::workspace::{OpEntry, OpKind};
+
+impl Manager {
+    /// Records the view's current tree as the workspace's source tree. Returns the
+    /// status as committed (no changes left), or the unchanged status when there
+    /// was nothing to commit.
+    ///
+    /// # Crash safety
+    ///
+    /// Reading the layer makes the new tree durable in the store; one batch then
+    /// moves the workspace's source digest and appends the op log entry. The layer
+    /// keeps the edits (an editor may hold them open): the view does not change.
+    pub fn commit(
+        &self,
+        caller: Caller,
+        name: &str,
+        message: Option<String>,
+    ) -> Result<Status, Error> {
+        let ws = self.get(caller, name)?;
+        let lock = self.lock(&ws)?;
+        let _held = lock.try_lock().map_err(|_| Error::Busy {
+            name: name.to_owned(),
+        })?;
+        let ws = self.reread(ws)?;
+        let status = self.status_of(ws)?;
+        if status.changes.is_empty() {
+            return Ok(status);
+        }
+        let mut ws = status.workspace;
+        let entry = OpEntry {
+            seq: ws.next_op,
+            op: OpKind::Commit,
+            before: Some(ws.source_digest),
+            after: Some(status.current),
+            changes: status.changes.len() as u64,
+            message,
+            time: now_secs(),
+        };
+        ws.source_digest = status.current;
+        let mut batch = WriteBatch::default();
+        self.put_workspace(&mut batch, &mut ws, Some(entry));
+        crash_point!("commit-before-batch");
+        self.db.write(batch)?;
+        crash_point!("commit-after-batch");
+        tracing::info!(workspace = name, source = %status.current, changes = status.changes.len(), "committed");
+        Ok(Status {
+            workspace: ws,
+            current: status.current,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Makes the view equal to the workspace's source tree again, writing the
+    /// reversal through it (files open in an editor stay valid). Returns what was
+    /// dropped; the dropped edits stay in the store, named in the op log.
+    pub fn discard(&self, caller: Caller, name: &str) -> Result<Vec<Change>, Error> {
+        let ws = self.get(caller, name)?;
+        let lock = self.lock(&ws)?;
+        let _held = lock.try_lock().map_err(|_| Error::Busy {
+            name: name.to_owned(),
+        })?;
+        let mut ws = self.reread(ws)?;
+        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+        let reverted = snapper
+            .snap
+            .revert(
+                &ws.snapshot,
+                &ws.path,
+                Some(ws.source_digest),
+                &ChangeOptions::default(),
+            )
+            .map_err(Error::snapshot(name))?;
+        if reverted.changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entry = OpEntry {
+            seq: ws.next_op,
+            op: OpKind::Discard,
+            before: Some(reverted.tree),
+            after: Some(ws.source_digest),
+            changes: reverted.changes.len() as u64,
+            message: None,
+            time: now_secs(),
+        };
+        let mut batch = WriteBatch::default();
+        self.put_workspace(&mut batch, &mut ws, Some(entry));
+        crash_point!("discard-before-batch");
+        self.db.write(batch)?;
+        crash_point!("discard-after-batch");
+        tracing::info!(
+            workspace = name,
+            changes = reverted.changes.len(),
+            "discarded"
+        );
+        Ok(reverted.changes)
+    }
+}

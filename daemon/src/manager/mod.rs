@@ -1,0 +1,366 @@
+//! `Manager`: the workspaces and their transactions.
+//!
+//! # Locking
+//!
+//! Operations on one workspace are serialized by its lock, taken with `try_lock`:
+//! a second operation while one runs fails with [`Error::Busy`] at once (a commit
+//! racing a discard: one wins, the other is told). Opening and closing also take
+//! the names lock, so a name is given out once. Operations on different workspaces
+//! run in parallel; the snapshotters serialize only their own record changes.
+//!
+//! # Crash safety
+//!
+//! Every mutation follows DESIGN.md section 6: the data first (blobs and trees in
+//! the store, made durable by its transaction; layer directories, synced by the
+//! snapshot transaction), then one RocksDB batch with `sync = true` that moves the
+//! workspace record, its op log entry and the snapshot records together, then the
+//! reply. A crash before the batch leaves orphans that [`Manager::recover`]
+//! collects; a crash after it leaves the new state. Mounts are not state: recovery
+//! mounts every open workspace again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use overlay::{BackendKind, ChangeOptions, Owner, Probe, Snapshotter};
+use rocksdb::WriteBatch;
+use treediff::{Change, Digest, Store};
+
+use crate::db::{Db, RocksRecords, cf};
+use crate::error::Error;
+use crate::state_dir::StateDir;
+use crate::workspace::{OpEntry, Workspace};
+
+/// Who is asking, as the transport vouched for it (SO_PEERCRED or the bus).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// What a workspace is opened over.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory, imported into the store first.
+    Dir(PathBuf),
+    /// A tree already in the store.
+    Tree(Digest),
+}
+
+/// A request to open a workspace.
+#[derive(Clone, Debug)]
+pub struct OpenRequest {
+    /// Its name, unique among the caller's workspaces.
+    pub name: String,
+    /// What it starts from.
+    pub source: Source,
+    /// Where its files should appear: an empty directory owned by the caller;
+    /// `None` for `<state>/workspaces/<uid>/<name>`.
+    pub path: Option<PathBuf>,
+    /// The backend; `None` for the probe's choice.
+    pub backend: Option<BackendKind>,
+}
+
+/// A workspace and what changed in it since its last commit.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The record.
+    pub workspace: Workspace,
+    /// The tree its view holds now.
+    pub current: Digest,
+    /// From its source tree to `current`, in tree order.
+    pub changes: Vec<Change>,
+}
+
+/// A snapshotter's backend, and the uid its files are given to if not the daemon's.
+type SnapperKey = (BackendKind, Option<u32>);
+
+/// A snapshotter and its records.
+#[derive(Debug)]
+struct Snapper {
+    snap: Box<dyn Snapshotter>,
+    records: RocksRecords,
+}
+
+/// The workspaces of one state directory.
+#[derive(Debug)]
+pub struct Manager {
+    dirs: StateDir,
+    db: Arc<Db>,
+    store: Arc<Store>,
+    probe: Probe,
+    euid: u32,
+    /// By backend and, for a root daemon serving another user, that user's uid.
+    snappers: Mutex<HashMap<SnapperKey, Arc<Snapper>>>,
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    names: Mutex<()>,
+}
+
+impl Manager {
+    /// Opens the state in `dirs` (creating it), probes the machine, and recovers
+    /// from whatever a crash left (see [`Manager::recover`]).
+    pub fn open(dirs: StateDir) -> Result<Manager, Error> {
+        dirs.create().map_err(|source| Error::Io {
+            op: "create the state directory",
+            path: dirs.root().to_owned(),
+            source,
+        })?;
+        let db = Arc::new(Db::open(&dirs.db())?);
+        let store = Arc::new(Store::open(dirs.root()).map_err(Error::store(""))?);
+        let probe = overlay::probe::probe(&dirs.snapshots()).map_err(|source| Error::Io {
+            op: "probe the snapshot backends in",
+            path: dirs.snapshots(),
+            source,
+        })?;
+        let manager = Manager {
+            dirs,
+            db,
+            store,
+            probe,
+            euid: nix::unistd::geteuid().as_raw(),
+            snappers: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            names: Mutex::new(()),
+        };
+        manager.recover()?;
+        Ok(manager)
+    }
+
+    /// What the probe found.
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    /// The caller's workspaces (every workspace, for root).
+    pub fn list(&self, caller: Caller) -> Result<Vec<Workspace>, Error> {
+        let mut out = Vec::new();
+        for (_, bytes) in self.db.scan(self.db.cf(cf::WORKSPACES), b"")? {
+            let ws = self.decode_workspace(&bytes)?;
+            if caller.uid == 0 || ws.owner == caller.uid {
+                out.push(ws);
+            }
+        }
+        out.sort_by(|a, b| (a.owner, &a.name).cmp(&(b.owner, &b.name)));
+        Ok(out)
+    }
+
+    /// The caller's workspace `name`. Another user's workspace is "not found":
+    /// its existence is not revealed.
+    pub fn get(&self, caller: Caller, name: &str) -> Result<Workspace, Error> {
+        let not_found = || Error::NoSuchWorkspace {
+            name: name.to_owned(),
+        };
+        let Some(id) = self
+            .db
+            .get(self.db.cf(cf::NAMES), &name_key(caller.uid, name))?
+        else {
+            return Err(not_found());
+        };
+        let id =
+            String::from_utf8(id).map_err(|_| self.db.corrupt("name", "the id is not UTF-8"))?;
+        self.workspace_by_id(&id)?.ok_or_else(not_found)
+    }
+
+    fn workspace_by_id(&self, id: &str) -> Result<Option<Workspace>, Error> {
+        match self.db.get(self.db.cf(cf::WORKSPACES), id.as_bytes())? {
+            Some(bytes) => Ok(Some(self.decode_workspace(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_workspace(&self, bytes: &[u8]) -> Result<Workspace, Error> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| self.db.corrupt("workspace", e.to_string()).into())
+    }
+
+    /// The workspace and what changed in it since its last commit.
+    pub fn status(&self, caller: Caller, name: &str) -> Result<Status, Error> {
+        let ws = self.get(caller, name)?;
+        self.status_of(ws)
+    }
+
+    fn status_of(&self, ws: Workspace) -> Result<Status, Error> {
+        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+        let set = snapper
+            .snap
+            .changes(&ws.snapshot, &ChangeOptions::default())
+            .map_err(Error::snapshot(&ws.name))?;
+        let changes = if set.parent_tree == ws.source_digest {
+            set.changes
+        } else {
+            treediff::diff::changes(&self.store, ws.source_digest, set.tree)
+                .map_err(Error::store(&ws.name))?
+        };
+        Ok(Status {
+            workspace: ws,
+            current: set.tree,
+            changes,
+        })
+    }
+
+    /// The changes since the last commit as a unified patch (git style).
+    pub fn patch(&self, caller: Caller, name: &str) -> Result<String, Error> {
+        let status = self.status(caller, name)?;
+        let mut out = String::new();
+        for change in &status.changes {
+            let mut leaves = Vec::new();
+            treediff::diff::expand(&self.store, change, &mut |leaf| {
+                leaves.push(leaf);
+                Ok(())
+            })
+            .map_err(Error::store(name))?;
+            for leaf in leaves {
+                out.push_str(
+                    &treediff::unified_diff(&self.store, &leaf, 3).map_err(Error::store(name))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The workspace's op log, oldest first.
+    pub fn log(&self, caller: Caller, name: &str) -> Result<Vec<OpEntry>, Error> {
+        let ws = self.get(caller, name)?;
+        self.db
+            .scan(self.db.cf(cf::OPLOG), ws.id.as_bytes())?
+            .into_iter()
+            .map(|(_, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| self.db.corrupt("op log", e.to_string()).into())
+            })
+            .collect()
+    }
+
+    // -------------------------------------------------------------- helpers
+
+    fn lock(&self, ws: &Workspace) -> Result<Arc<Mutex<()>>, Error> {
+        Ok(self
+            .locks
+            .lock()
+            .unwrap()
+            .entry(ws.id.clone())
+            .or_default()
+            .clone())
+    }
+
+    /// The record again, now that the workspace's lock is held.
+    fn reread(&self, ws: Workspace) -> Result<Workspace, Error> {
+        self.workspace_by_id(&ws.id)?
+            .ok_or(Error::NoSuchWorkspace { name: ws.name })
+    }
+
+    /// Puts `ws` (and `entry`, advancing its op counter) into `batch`.
+    fn put_workspace(&self, batch: &mut WriteBatch, ws: &mut Workspace, entry: Option<OpEntry>) {
+        ws.updated = now_secs();
+        if let Some(entry) = entry {
+            batch.put_cf(
+                self.db.cf(cf::OPLOG),
+                op_key(&ws.id, entry.seq),
+                serde_json::to_vec(&entry).expect("op log entries serialize"),
+            );
+            ws.next_op = entry.seq + 1;
+        }
+        batch.put_cf(
+            self.db.cf(cf::WORKSPACES),
+            ws.id.as_bytes(),
+            serde_json::to_vec(ws).expect("workspace records serialize"),
+        );
+    }
+
+    /// The snapshotter of `backend` for files owned by `uid`.
+    fn snapper(&self, backend: BackendKind, uid: u32, gid: u32) -> Result<Arc<Snapper>, Error> {
+        let foreign = (uid != self.euid).then_some(uid);
+        let mut snappers = self.snappers.lock().unwrap();
+        if let Some(s) = snappers.get(&(backend, foreign)) {
+            return Ok(s.clone());
+        }
+        let label = match foreign {
+            Some(uid) => format!("{backend}-{uid}"),
+            None => backend.to_string(),
+        };
+        let records = RocksRecords::new(self.db.clone(), &label);
+        let owner = foreign.map(|uid| Owner { uid, gid });
+        let snap = overlay::open(
+            backend,
+            &self.probe,
+            &self.dirs.snapshots().join(&label),
+            Arc::new(records.clone()),
+            self.store.clone(),
+            owner,
+        )
+        .map_err(Error::snapshot(""))?;
+        let snapper = Arc::new(Snapper { snap, records });
+        snappers.insert((backend, foreign), snapper.clone());
+        Ok(snapper)
+    }
+}
+
+mod close;
+mod edit;
+mod open;
+mod recover;
+
+/// The stable name of a change kind, as clients see it.
+pub fn change_name(kind: treediff::ChangeKind) -> &'static str {
+    match kind {
+        treediff::ChangeKind::Added => "added",
+        treediff::ChangeKind::Deleted => "deleted",
+        treediff::ChangeKind::Modified => "modified",
+        treediff::ChangeKind::ModeChanged => "mode-changed",
+        treediff::ChangeKind::TypeChanged => "type-changed",
+    }
+}
+
+/// Whether something is mounted exactly at `path`.
+fn is_mounted(path: &Path) -> bool {
+    overlay::mount_table().is_ok_and(|table| table.iter().any(|m| m.target == path))
+}
+
+/// `<backend>` or `<backend>-<uid>` → (backend, foreign owner).
+fn parse_snapper_dir(name: &str) -> Option<(BackendKind, Option<u32>)> {
+    if let Ok(kind) = name.parse::<BackendKind>() {
+        return Some((kind, None));
+    }
+    let (backend, uid) = name.rsplit_once('-')?;
+    Some((backend.parse().ok()?, Some(uid.parse().ok()?)))
+}
+
+fn name_key(uid: u32, name: &str) -> Vec<u8> {
+    [&uid.to_be_bytes()[..], name.as_bytes()].concat()
+}
+
+fn op_key(id: &str, seq: u64) -> Vec<u8> {
+    [id.as_bytes(), &seq.to_be_bytes()[..]].concat()
+}
+
+/// 16 hex digits, never reused: time, process and a counter, hashed.
+fn new_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let seed = format!(
+        "{nanos}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    blake3::hash(seed.as_bytes()).to_hex()[..16].to_owned()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
