@@ -106,10 +106,10 @@ pub enum Error {
         source: overlay::SnapshotError,
     },
     /// The store failed.
-    #[error("workspace {}: the store failed", crate::workspace::shown(name))]
+    #[error("{subject}: the store failed")]
     Store {
-        /// The workspace.
-        name: String,
+        /// What it failed on: "workspace NAME", "source directory DIR", ...
+        subject: String,
         /// Why.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -155,13 +155,20 @@ impl Error {
         move |source| Error::Snapshot { name, source }
     }
 
-    /// A closure for `map_err` wrapping a store error.
+    /// A closure for `map_err` wrapping a store error in an operation on the
+    /// workspace `name`.
     pub(crate) fn store<E: std::error::Error + Send + Sync + 'static>(
         name: &str,
     ) -> impl FnOnce(E) -> Error {
-        let name = name.to_owned();
+        Error::store_on(format!("workspace {}", crate::workspace::shown(name)))
+    }
+
+    /// A closure for `map_err` wrapping a store error in an operation on `subject`.
+    pub(crate) fn store_on<E: std::error::Error + Send + Sync + 'static>(
+        subject: String,
+    ) -> impl FnOnce(E) -> Error {
         move |source| Error::Store {
-            name,
+            subject,
             source: Box::new(source),
         }
     }

@@ -306,8 +306,11 @@ impl Manager {
 
 mod close;
 mod edit;
+mod import;
 mod open;
 mod recover;
+
+pub use import::ImportOptions;
 
 /// The stable name of a change kind, as clients see it.
 pub fn change_name(kind: treediff::ChangeKind) -> &'static str {

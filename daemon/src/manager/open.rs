@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use overlay::{Content, MountPlan};
 use rocksdb::WriteBatch;
-use treediff::{CaptureOptions, Digest};
+use treediff::Digest;
 
+use super::import::ImportOptions;
 use super::{Caller, Manager, OpenRequest, Snapper, Source, name_key, new_id, now_secs};
 use crate::crash::crash_point;
-use crate::db::{RocksStatCache, cf};
+use crate::db::cf;
 use crate::error::Error;
 use crate::workspace::{OpEntry, OpKind, State, Workspace, validate_name};
 
@@ -50,7 +51,10 @@ impl Manager {
             })?;
         let snapper = self.snapper(backend, caller.uid, caller.gid)?;
         let (tree, source) = match &request.source {
-            Source::Dir(dir) => (self.import(name, dir)?, Some(dir.clone())),
+            Source::Dir(dir) => {
+                let (tree, _) = self.import_source(caller, dir, &ImportOptions::default())?;
+                (tree, Some(dir.clone()))
+            }
             Source::Tree(tree) => {
                 treediff::Dir::read(&self.store, *tree, "").map_err(|e| Error::Invalid {
                     what: "source tree",
@@ -131,23 +135,6 @@ impl Manager {
         crash_point!("open-after-batch");
         tracing::info!(workspace = name, owner = caller.uid, %backend, path = %path.display(), source = %tree, "opened");
         Ok(ws)
-    }
-
-    /// Imports the directory `dir` into the store, with its stat cache.
-    fn import(&self, name: &str, dir: &Path) -> Result<Digest, Error> {
-        let dir = dir.canonicalize().map_err(|e| Error::Invalid {
-            what: "source directory",
-            problem: format!("{}: {e}", dir.display()),
-        })?;
-        let cache = RocksStatCache::new(self.db.clone(), dir.as_os_str().as_encoded_bytes());
-        let options = CaptureOptions {
-            stat_cache: Some(&cache),
-            ..CaptureOptions::default()
-        };
-        let (tree, stats) =
-            treediff::import(&self.store, &dir, &options).map_err(Error::store(name))?;
-        tracing::debug!(workspace = name, source = %dir.display(), files = stats.files, hashed = stats.hashed_files, "imported");
-        Ok(tree)
     }
 
     /// The committed snapshot holding `tree`, shared by the workspaces opened over
