@@ -145,6 +145,10 @@ impl Error {
             }
             Error::Snapshot { source, .. } => snapshot_kind(source),
             _ if is_no_space(self) => ErrorKind::NoSpace,
+            // The caller's own permissions refused a read (see `crate::access`).
+            Error::Store { .. } if has_os_error(self, &[nix::libc::EACCES]) => {
+                ErrorKind::AccessDenied
+            }
             _ => ErrorKind::Io,
         }
     }
@@ -191,20 +195,22 @@ fn snapshot_kind(e: &overlay::SnapshotError) -> ErrorKind {
 /// Whether some cause in the chain is ENOSPC or EDQUOT (the store words its own
 /// full-disk error without keeping the code).
 fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.raw_os_error(),
-                Some(nix::libc::ENOSPC | nix::libc::EDQUOT)
-            )
-        {
-            return true;
-        }
-        if e.to_string().contains("no space left") {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    has_os_error(e, &[nix::libc::ENOSPC, nix::libc::EDQUOT])
+        || chain(e).any(|e| e.to_string().contains("no space left"))
+}
+
+/// Whether some cause in the chain is an I/O error with one of `codes`.
+fn has_os_error(e: &(dyn std::error::Error + 'static), codes: &[i32]) -> bool {
+    chain(e).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| codes.contains(&code))
+    })
+}
+
+/// `e` and its causes.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }

@@ -2,6 +2,7 @@
 //! transactions ([`manager`]), and the records they keep ([`workspace`]). The
 //! D-Bus service and the `wsd` binary sit on top.
 
+pub mod access;
 mod crash;
 pub mod db;
 pub mod dbus;

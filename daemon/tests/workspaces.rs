@@ -262,6 +262,56 @@ fn names_are_per_owner_and_others_workspaces_are_invisible() {
 }
 
 #[test]
+fn a_caller_imports_only_what_it_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    if !privileged("a_caller_imports_only_what_it_may_read") {
+        return;
+    }
+    let s = Setup::new();
+    let nobody = Caller {
+        uid: 65534,
+        gid: 65534,
+    };
+    let mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // The caller may reach the source; root owns everything in it.
+    mode(s.dir.path(), 0o755);
+    let open = |name: &str| {
+        s.m().open_workspace(
+            nobody,
+            OpenRequest {
+                name: name.into(),
+                source: Source::Dir(s.src()),
+                path: None,
+                backend: Some(BackendKind::Overlayfs),
+            },
+        )
+    };
+    let ws = open("readable").unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(ws.owner, 65534);
+
+    // A subdirectory only root may list.
+    std::fs::create_dir(s.src().join("secret")).unwrap();
+    std::fs::write(s.src().join("secret/key"), "root only\n").unwrap();
+    mode(&s.src().join("secret"), 0o700);
+    let err = open("secret-dir").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied, "{}", chain(&err));
+    assert!(chain(&err).contains("secret"), "{}", chain(&err));
+
+    // A file only root may read, in a directory the caller may list.
+    mode(&s.src().join("secret"), 0o755);
+    mode(&s.src().join("secret/key"), 0o600);
+    let err = open("secret-file").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AccessDenied, "{}", chain(&err));
+    assert!(chain(&err).contains("secret/key"), "{}", chain(&err));
+
+    // Root reads it all, and the daemon's own threads are root again.
+    s.open("as-root", BackendKind::Overlayfs);
+    assert!(s.m().list(nobody).unwrap().iter().all(|w| w.owner == 65534));
+}
+
+#[test]
 fn mount_points_must_be_empty_directories_of_the_caller() {
     if !privileged("mount_points_must_be_empty_directories_of_the_caller") {
         return;

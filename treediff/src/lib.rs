@@ -24,7 +24,9 @@ pub mod textdiff;
 pub mod tree;
 
 pub use apply::{ApplyError, Edit, apply};
-pub use capture::{CaptureError, CaptureMode, CaptureOptions, CaptureStats, capture, import};
+pub use capture::{
+    CaptureError, CaptureMode, CaptureOptions, CaptureStats, SourceAccess, capture, import,
+};
 pub use checkout::{CheckoutError, CheckoutMode, CheckoutOptions, CheckoutStats, checkout};
 pub use diff::{Change, ChangeKind, DiffError, DiffStats, diff, expand};
 pub use fsck::{FsckReport, Problem, fsck};

@@ -37,6 +37,7 @@ fn import(store: &Store, state_dir: &Path, args: ImportArgs) -> Result<ExitCode,
         stat_cache: Some(&cache),
         progress: Some(&progress),
         threads: args.threads,
+        access: None,
     };
     let status = || {
         let entries = progress.entries.load(Ordering::Relaxed);

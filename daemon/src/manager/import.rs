@@ -2,9 +2,10 @@
 
 use std::path::Path;
 
-use treediff::{CaptureMode, CaptureOptions, CaptureStats, Digest};
+use treediff::{CaptureMode, CaptureOptions, CaptureStats, Digest, SourceAccess};
 
 use super::{Caller, Manager};
+use crate::access::CallerAccess;
 use crate::db::RocksStatCache;
 use crate::error::Error;
 
@@ -22,37 +23,53 @@ pub struct ImportOptions {
 
 impl Manager {
     /// Imports the directory `dir` (a path the caller's descriptor names) for
-    /// `caller`; returns its tree, durable in the store.
+    /// `caller`, reading with the caller's permissions (see [`CallerAccess`]);
+    /// returns its tree, durable in the store.
     pub fn import_source(
         &self,
         caller: Caller,
         dir: &Path,
         options: &ImportOptions,
     ) -> Result<(Digest, CaptureStats), Error> {
-        let _ = caller;
-        let subject = format!("source directory {}", dir.display());
-        let dir = dir.canonicalize().map_err(|e| Error::Invalid {
+        if self.euid != 0 && caller.uid != self.euid {
+            return Err(Error::Denied {
+                problem: format!(
+                    "this daemon runs as uid {} and imports only its own user's files",
+                    self.euid
+                ),
+            });
+        }
+        let access = CallerAccess::for_caller(caller).map_err(|source| Error::Io {
+            op: "read the groups of the caller, to import",
+            path: dir.to_owned(),
+            source,
+        })?;
+        // The stat cache is keyed by where the directory really is; the walk reads
+        // through `dir` itself (the caller's descriptor), never by that name.
+        let real = dir.canonicalize().map_err(|e| Error::Invalid {
             what: "source directory",
             problem: format!("{}: {e}", dir.display()),
         })?;
-        let cache = RocksStatCache::new(self.db.clone(), dir.as_os_str().as_encoded_bytes());
+        let cache = RocksStatCache::new(self.db.clone(), real.as_os_str().as_encoded_bytes());
         let capture = CaptureOptions {
             mode: options.mode,
             ignore_patterns: &options.ignore,
             stat_cache: Some(&cache),
+            access: access.as_ref().map(|a| a as &dyn SourceAccess),
             ..CaptureOptions::default()
         };
+        let subject = format!("source directory {}", real.display());
         let txn = self
             .store
             .begin()
             .map_err(Error::store_on(subject.clone()))?;
         let (tree, stats) =
-            treediff::capture(&txn, &dir, &capture).map_err(Error::store_on(subject.clone()))?;
+            treediff::capture(&txn, dir, &capture).map_err(Error::store_on(subject.clone()))?;
         if options.record {
             txn.record_tree(tree);
         }
-        txn.commit().map_err(Error::store_on(subject.clone()))?;
-        tracing::debug!(source = %dir.display(), files = stats.files, hashed = stats.hashed_files, %tree, "imported");
+        txn.commit().map_err(Error::store_on(subject))?;
+        tracing::debug!(source = %real.display(), files = stats.files, hashed = stats.hashed_files, %tree, "imported");
         Ok((tree, stats))
     }
 }

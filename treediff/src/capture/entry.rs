@@ -36,7 +36,7 @@ pub fn capture_entry_at(
     let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
     let (node, props) = match kind {
         rustix::fs::FileType::RegularFile => {
-            let (digest, stat) = hash_file(txn, dir, name, stat, &mut Vec::new())
+            let (digest, stat) = hash_file(txn, dir, name, stat, &mut Vec::new(), None)
                 .map_err(|e| e.at(path.to_owned()))?;
             let node = Node::File {
                 digest,

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::sys::stat::FileStat as Stat;
 
 use super::walk::Local;
-use super::{CaptureError, CaptureOptions, MAX_ATTEMPTS, count};
+use super::{CaptureError, CaptureOptions, MAX_ATTEMPTS, SourceAccess, as_writer, count};
 use crate::digest::Digest;
 use crate::statcache::{FileStat, StatRecord};
 use crate::store::StoreTxn;
@@ -35,8 +35,8 @@ pub(super) fn file_digest(
         local.walked.stats.cache_hits += 1;
         return Ok((record.digest, stat));
     }
-    let (digest, stat) =
-        hash_file(txn, dir, name, stat, &mut local.buf).map_err(|e| e.at(local.path(name)))?;
+    let (digest, stat) = hash_file(txn, dir, name, stat, &mut local.buf, options.access)
+        .map_err(|e| e.at(local.path(name)))?;
     let size = stat.st_size as u64;
     local.walked.stats.hashed_files += 1;
     local.walked.stats.hashed_bytes += size;
@@ -62,6 +62,18 @@ pub(super) enum HashError {
     Store(crate::store::StoreError),
 }
 
+impl From<crate::store::StoreError> for HashError {
+    fn from(e: crate::store::StoreError) -> Self {
+        HashError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for HashError {
+    fn from(e: std::io::Error) -> Self {
+        HashError::Io("switch credentials for", e)
+    }
+}
+
 impl HashError {
     pub(super) fn at(self, path: std::path::PathBuf) -> CaptureError {
         match self {
@@ -83,6 +95,7 @@ pub(super) fn hash_file(
     name: &str,
     mut baseline: Stat,
     buf: &mut Vec<u8>,
+    access: Option<&dyn SourceAccess>,
 ) -> Result<(Digest, Stat), HashError> {
     for _ in 0..MAX_ATTEMPTS {
         if !sys::is_regular(&baseline) {
@@ -97,12 +110,18 @@ pub(super) fn hash_file(
             buf.truncate(read);
             (Digest::of(buf), true)
         } else {
-            (txn.put_stream(&mut file).map_err(HashError::Store)?, false)
+            // The file is open: reading it needs no permission, staging does.
+            let digest = as_writer(access, || {
+                txn.put_stream(&mut file).map_err(HashError::from)
+            })?;
+            (digest, false)
         };
         let after = sys::fstat(file.as_fd()).map_err(|e| HashError::Io("stat", e))?;
         if FileStat::from_stat(&baseline) == FileStat::from_stat(&after) && digest.size() == size {
             if small {
-                txn.put_hashed(digest, buf).map_err(HashError::Store)?;
+                as_writer(access, || {
+                    txn.put_hashed(digest, buf).map_err(HashError::from)
+                })?;
             }
             return Ok((digest, after));
         }

@@ -76,6 +76,36 @@ pub struct CaptureOptions<'a> {
     pub threads: usize,
     /// Counters that another thread may read to draw progress.
     pub progress: Option<&'a CaptureProgress>,
+    /// Whose permissions the source is read with; `None` for the process's own.
+    pub access: Option<&'a dyn SourceAccess>,
+}
+
+/// Reading a source with someone else's permissions: a root daemon imports a
+/// user's directory as that user, so it reads nothing the user could not.
+///
+/// Each walking thread is switched to the reader before it touches the source and
+/// back to the writer around every write to the store (which the reader may not
+/// write). On Linux credentials are per thread, so the switch affects the walking
+/// thread alone. The directory handed to the capture is opened as the reader too.
+pub trait SourceAccess: Sync {
+    /// Makes the current thread read with the reader's permissions.
+    fn as_reader(&self) -> std::io::Result<()>;
+    /// Makes the current thread act with the process's own permissions again.
+    fn as_writer(&self) -> std::io::Result<()>;
+}
+
+/// Runs `f` as the writer, then goes back to reading as the reader.
+pub(crate) fn as_writer<T, E: From<std::io::Error>>(
+    access: Option<&dyn SourceAccess>,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let Some(access) = access else {
+        return f();
+    };
+    access.as_writer()?;
+    let result = f();
+    access.as_reader()?;
+    result
 }
 
 impl Default for CaptureOptions<'_> {
@@ -86,7 +116,14 @@ impl Default for CaptureOptions<'_> {
             stat_cache: None,
             threads: DEFAULT_THREADS,
             progress: None,
+            access: None,
         }
+    }
+}
+
+impl std::fmt::Debug for dyn SourceAccess + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceAccess")
     }
 }
 

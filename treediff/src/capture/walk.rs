@@ -151,11 +151,22 @@ pub(super) fn walk(
     options: &CaptureOptions<'_>,
 ) -> Result<Walked, CaptureError> {
     let patterns = Rules::patterns(options.ignore_patterns)?;
-    let fd = sys::open_dir(root).map_err(|source| CaptureError::Io {
+    let io = |source| CaptureError::Io {
         op: "open",
         path: root.to_owned(),
         source,
-    })?;
+    };
+    // The root is opened as the reader too, and the calling thread goes back to
+    // being the writer whatever the open did.
+    let fd = match options.access {
+        None => sys::open_dir(root).map_err(io)?,
+        Some(access) => {
+            access.as_reader().map_err(io)?;
+            let fd = sys::open_dir(root);
+            access.as_writer().map_err(io)?;
+            fd.map_err(io)?
+        }
+    };
     let queue = Queue {
         jobs: Mutex::new(Vec::new()),
         ready: Condvar::new(),
@@ -184,6 +195,16 @@ pub(super) fn walk(
                     recorded_ns,
                     rel: String::new(),
                 };
+                if let Some(access) = options.access
+                    && let Err(source) = access.as_reader()
+                {
+                    queue.fail(CaptureError::Io {
+                        op: "take on the reader's permissions for",
+                        path: root.to_owned(),
+                        source,
+                    });
+                    return;
+                }
                 while let Some(job) = queue.next() {
                     if let Err(err) = list_dir(txn, job, &queue, &patterns, options, &mut local) {
                         queue.fail(err);
