@@ -13,6 +13,6 @@ pub mod state_dir;
 pub mod workspace;
 
 pub use error::{Error, ErrorKind};
-pub use manager::{Caller, Manager, OpenRequest, Source, Status};
+pub use manager::{Caller, Manager, MountPoint, OpenRequest, Source, Status};
 pub use state_dir::StateDir;
 pub use workspace::{OpEntry, OpKind, State, Workspace};

@@ -38,5 +38,5 @@ pub use probe::{BackendKind, Probe};
 pub use records::{FileBatch, FileRecords, RecordBatch, RecordOp, RecordStore};
 pub use root::{Cleaned, Usage};
 pub use snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
-pub use sys::{FUSE_OVERLAYFS, MountEntry, mount, mount_table, unmount};
+pub use sys::{FUSE_OVERLAYFS, MountEntry, mount, mount_on, mount_table, unmount};
 pub use txn::{CommitError, Txn};

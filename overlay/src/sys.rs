@@ -9,7 +9,7 @@
 //! mounts and unmounting use nix. The mount table is read with procfs.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,6 +32,77 @@ pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
         MountPlan::Overlay(overlay) => mount_overlay(overlay, target),
         MountPlan::Fuse(overlay) => mount_fuse(overlay, target),
         MountPlan::Bind { source, read_only } => mount_bind(source, *read_only, target),
+        MountPlan::Direct { .. } => Ok(()),
+    }
+}
+
+/// Mounts `plan` on the directory `target` names, which the caller opened:
+/// the mount lands on that very directory even if its path is swapped for a
+/// symlink meanwhile (a root daemon mounting on a user's directory must not be
+/// redirected onto `/etc`). The kernel overlay is attached to the descriptor
+/// directly; a bind mount is made on `staging` (an empty directory of the
+/// caller's own, that no one else can touch) and moved onto the descriptor.
+/// fuse-overlayfs mounts by path (it is another process, and finds its mount by
+/// the path on its command line): `path`, checked against the descriptor first,
+/// so only a swap in the moment between the check and the mount can mislead it.
+pub fn mount_on(
+    plan: &MountPlan,
+    target: BorrowedFd<'_>,
+    path: &Path,
+    staging: &Path,
+) -> Result<(), SnapshotError> {
+    let attach =
+        |op: &'static str, from: BorrowedFd<'_>, from_path: &Path, flags: MoveMountFlags| {
+            move_mount(
+                from,
+                from_path,
+                target,
+                "",
+                flags | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+            )
+            .map_err(|e| mount_error(op, path, e.into(), String::new()))
+        };
+    match plan {
+        MountPlan::Overlay(overlay) => {
+            let mnt = overlay_mount_fd(overlay, path)?;
+            attach(
+                "mount overlay on",
+                mnt.as_fd(),
+                Path::new(""),
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        }
+        MountPlan::Bind { source, read_only } => {
+            mount_bind(source, *read_only, staging)?;
+            let moved = attach(
+                "bind-mount on",
+                rustix::fs::CWD,
+                staging,
+                MoveMountFlags::empty(),
+            );
+            if moved.is_err() {
+                let _ = nix::mount::umount2(staging, MntFlags::MNT_DETACH);
+            }
+            moved
+        }
+        MountPlan::Fuse(overlay) => {
+            let same = |a: &rustix::fs::Stat, b: &rustix::fs::Stat| {
+                (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            };
+            let by_fd = rustix::fs::fstat(target)
+                .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
+            let by_path = rustix::fs::lstat(path)
+                .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
+            if !same(&by_fd, &by_path) {
+                return Err(mount_error(
+                    "mount fuse-overlayfs on",
+                    path,
+                    std::io::Error::other("the directory was moved or replaced"),
+                    "it is not the directory that was checked".to_owned(),
+                ));
+            }
+            mount_fuse(overlay, path)
+        }
         MountPlan::Direct { .. } => Ok(()),
     }
 }
@@ -99,6 +170,20 @@ fn mount_error(
 }
 
 fn mount_overlay(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError> {
+    let mnt = overlay_mount_fd(plan, target)?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| mount_error("mount overlay on", target, e.into(), String::new()))
+}
+
+/// The overlay of `plan` as a detached mount, to attach at `target` (named in
+/// errors).
+fn overlay_mount_fd(plan: &OverlayPlan, target: &Path) -> Result<OwnedFd, SnapshotError> {
     let op = "mount overlay on";
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| {
         let hint = match e {
@@ -128,15 +213,7 @@ fn mount_overlay(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError>
     if plan.upper.is_none() {
         attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
     }
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(fail)?;
-    move_mount(
-        &mnt,
-        "",
-        rustix::fs::CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(fail)
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(fail)
 }
 
 /// What the kernel logged about a failing mount context, as "kernel: ..." (its

@@ -9,7 +9,7 @@ use zbus::object_server::ObjectServer;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::{DbusError, Event, Objects, Shared, workspace_path};
-use crate::manager::{Caller, OpenRequest, Source};
+use crate::manager::{Caller, MountPoint, OpenRequest, Source};
 
 /// The manager interface of one connection.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl ManagerIface {
         name: String,
         source: Source,
         keep: Vec<OwnedFd>,
-        mount_point: Option<PathBuf>,
+        mount_point: Option<MountPoint>,
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
         bounded("name", &name)?;
@@ -95,12 +95,6 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-/// Where an open directory is, for recording and for mounting on it.
-fn resolve(fd: &OwnedFd, what: &str) -> Result<PathBuf, DbusError> {
-    std::fs::read_link(fd_path(fd))
-        .map_err(|e| DbusError::InvalidArgument(format!("the {what} descriptor: {e}")))
-}
-
 #[zbus::interface(name = "org.ws.Manager1")]
 impl ManagerIface {
     /// Opens the workspace `name` over the directory `source` (a descriptor the
@@ -122,7 +116,7 @@ impl ManagerIface {
     }
 
     /// As `Open`, mounted on `mount_point`: a descriptor of an empty directory the
-    /// caller owns.
+    /// caller owns (checked and mounted on through the descriptor itself).
     async fn open_at(
         &self,
         #[zbus(object_server)] server: &ObjectServer,
@@ -132,18 +126,10 @@ impl ManagerIface {
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
         let source: OwnedFd = source.into();
-        let mount_point: OwnedFd = mount_point.into();
-        let at = resolve(&mount_point, "mount point")?;
+        let at = MountPoint::from_fd(mount_point.into());
         let dir = Source::Dir(fd_path(&source));
-        self.open_with(
-            server,
-            name,
-            dir,
-            vec![source, mount_point],
-            Some(at),
-            backend,
-        )
-        .await
+        self.open_with(server, name, dir, vec![source], Some(at), backend)
+            .await
     }
 
     /// Opens the workspace `name` over a tree already in the store

@@ -58,7 +58,7 @@ pub struct OpenRequest {
     pub source: Source,
     /// Where its files should appear: an empty directory owned by the caller;
     /// `None` for `<state>/workspaces/<uid>/<name>`.
-    pub path: Option<PathBuf>,
+    pub path: Option<MountPoint>,
     /// The backend; `None` for the probe's choice.
     pub backend: Option<BackendKind>,
 }
@@ -307,10 +307,14 @@ impl Manager {
 mod close;
 mod edit;
 mod import;
+mod mount_point;
 mod open;
 mod recover;
+mod undo;
 
 pub use import::ImportOptions;
+pub use mount_point::MountPoint;
+pub use undo::Undone;
 
 /// The stable name of a change kind, as clients see it.
 pub fn change_name(kind: treediff::ChangeKind) -> &'static str {

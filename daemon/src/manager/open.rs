@@ -1,8 +1,6 @@
 //! Opening a workspace: import the source, share a base snapshot, mount a view.
 
-use std::path::{Path, PathBuf};
-
-use overlay::{Content, MountPlan};
+use overlay::Content;
 use rocksdb::WriteBatch;
 use treediff::Digest;
 
@@ -65,7 +63,7 @@ impl Manager {
         };
         crash_point!("open-after-import");
         let base = self.base_snapshot(&snapper, name, tree)?;
-        let path = self.mount_point(caller, name, request.path.as_deref())?;
+        let target = self.mount_target(caller, name, request.path.as_ref())?;
 
         let id = new_id();
         let key = format!("ws-{id}");
@@ -76,7 +74,7 @@ impl Manager {
             .map_err(Error::snapshot(name))?;
         crash_point!("open-before-mount");
         let (path, mounted_by_daemon) =
-            self.mount_view(name, &plan, &path, request.path.is_some())?;
+            self.mount_view(name, &plan, &target, request.path.is_some())?;
         crash_point!("open-before-batch");
         let now = now_secs();
         let mut ws = Workspace {
@@ -108,6 +106,7 @@ impl Manager {
             changes: 0,
             message: None,
             time: now,
+            undoes: None,
         };
         let result = txn.commit(|ops| {
             let mut batch = WriteBatch::default();
@@ -164,93 +163,5 @@ impl Manager {
             overlay::CommitError::Write(e) => e.into(),
         })?;
         Ok(base)
-    }
-
-    /// The directory a new workspace is mounted on: `requested` (an existing empty
-    /// directory owned by the caller) or a fresh one under the state directory.
-    fn mount_point(
-        &self,
-        caller: Caller,
-        name: &str,
-        requested: Option<&Path>,
-    ) -> Result<PathBuf, Error> {
-        use std::os::unix::fs::MetadataExt;
-        let Some(path) = requested else {
-            let path = self
-                .dirs
-                .workspaces()
-                .join(caller.uid.to_string())
-                .join(name);
-            std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-                op: "create the mount point",
-                path: path.clone(),
-                source,
-            })?;
-            let owner = (caller.uid != self.euid).then_some(caller.uid);
-            if let Some(uid) = owner {
-                let _ = nix::unistd::chown(&path, Some(uid.into()), Some(caller.gid.into()));
-            }
-            return Ok(path);
-        };
-        let invalid = |problem: String| Error::Invalid {
-            what: "mount point",
-            problem: format!("{}: {problem}", path.display()),
-        };
-        let meta = std::fs::symlink_metadata(path).map_err(|e| invalid(e.to_string()))?;
-        if !meta.is_dir() {
-            return Err(invalid("it is not a directory".to_owned()));
-        }
-        if meta.uid() != caller.uid {
-            return Err(Error::Denied {
-                problem: format!(
-                    "{} does not belong to you; workspaces are mounted only on your own empty directories",
-                    path.display()
-                ),
-            });
-        }
-        let mut entries = std::fs::read_dir(path).map_err(|e| invalid(e.to_string()))?;
-        if entries.next().is_some() {
-            return Err(invalid("it is not empty".to_owned()));
-        }
-        Ok(path.to_owned())
-    }
-
-    /// Mounts `plan` on `path`; returns where the files are and whether the daemon
-    /// mounted something there. A mirror's directory is bind-mounted when the
-    /// daemon may mount; otherwise its files stay where they are, and a requested
-    /// path cannot be honoured.
-    pub(super) fn mount_view(
-        &self,
-        name: &str,
-        plan: &MountPlan,
-        path: &Path,
-        requested: bool,
-    ) -> Result<(PathBuf, bool), Error> {
-        let plan = match plan {
-            MountPlan::Direct {
-                path: dir,
-                read_only,
-            } => {
-                if !self.probe.kernel_overlay.available {
-                    if requested {
-                        return Err(Error::Invalid {
-                            what: "mount point",
-                            problem: format!(
-                                "the mirror backend cannot mount without privileges; its files are in {}: omit --path",
-                                dir.display()
-                            ),
-                        });
-                    }
-                    return Ok((dir.clone(), false));
-                }
-                MountPlan::Bind {
-                    source: dir.clone(),
-                    read_only: *read_only,
-                }
-            }
-            other => other.clone(),
-        };
-        overlay::mount(&plan, path).map_err(Error::snapshot(name))?;
-        Ok((path.to_owned(), true))
     }
 }

@@ -52,7 +52,10 @@ impl Manager {
                 .snap
                 .mounts(&ws.snapshot)
                 .map_err(Error::snapshot(&ws.name))
-                .and_then(|plan| self.mount_view(&ws.name, &plan, &ws.path, true));
+                .and_then(|plan| {
+                    let target = self.reopen_target(&ws.path, ws.owner)?;
+                    self.mount_view(&ws.name, &plan, &target, true)
+                });
             let state = match &mounted {
                 Ok(_) => State::Open,
                 Err(e) => {

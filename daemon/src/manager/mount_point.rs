@@ -1,0 +1,201 @@
+//! Where a workspace's files appear, and mounting its view there.
+//!
+//! A root daemon mounts on directories users name, so every mount goes through a
+//! descriptor, never a path the user could swap for a symlink between the check and
+//! the mount: the client passes the directory it opened, the daemon checks it
+//! through that descriptor (a directory, the caller's, empty) and mounts onto it
+//! (`overlay::mount_on`). Directories the daemon opens again later (at a restart)
+//! are opened without following any symlink on the way.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use overlay::MountPlan;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use super::{Caller, Manager};
+use crate::error::Error;
+
+/// A directory to mount a workspace on, open.
+#[derive(Clone, Debug)]
+pub struct MountPoint(Arc<OwnedFd>);
+
+impl MountPoint {
+    /// The directory a client opened and passed.
+    pub fn from_fd(fd: OwnedFd) -> MountPoint {
+        MountPoint(Arc::new(fd))
+    }
+
+    /// Opens the directory `path` without following a symlink in any component.
+    pub fn open(path: &Path) -> std::io::Result<MountPoint> {
+        let fd = rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        )?;
+        Ok(MountPoint::from_fd(fd))
+    }
+
+    /// Where the directory is now, as the kernel names it.
+    fn path(&self) -> std::io::Result<PathBuf> {
+        let path = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&*self.0)
+        ))?;
+        if !path.is_absolute() || path.to_string_lossy().ends_with(" (deleted)") {
+            return Err(std::io::Error::other("it has been deleted"));
+        }
+        Ok(path)
+    }
+}
+
+/// A checked mount point: its descriptor and where it is.
+#[derive(Debug)]
+pub(super) struct Target {
+    dir: MountPoint,
+    pub path: PathBuf,
+}
+
+impl Manager {
+    /// The directory a new workspace is mounted on: `requested` (an empty directory
+    /// owned by the caller) or a fresh one under the state directory.
+    pub(super) fn mount_target(
+        &self,
+        caller: Caller,
+        name: &str,
+        requested: Option<&MountPoint>,
+    ) -> Result<Target, Error> {
+        let Some(dir) = requested else {
+            let path = self
+                .dirs
+                .workspaces()
+                .join(caller.uid.to_string())
+                .join(name);
+            let io = |op| {
+                let path = path.clone();
+                move |source| Error::Io { op, path, source }
+            };
+            std::fs::create_dir_all(&path).map_err(io("create the mount point"))?;
+            if caller.uid != self.euid {
+                let _ = nix::unistd::chown(&path, Some(caller.uid.into()), Some(caller.gid.into()));
+            }
+            let dir = MountPoint::open(&path).map_err(io("open the mount point"))?;
+            return Ok(Target { dir, path });
+        };
+        let path = dir.path().map_err(|e| Error::Invalid {
+            what: "mount point",
+            problem: format!("the directory passed: {e}"),
+        })?;
+        check_mount_point(dir, &path, caller.uid)?;
+        Ok(Target {
+            dir: dir.clone(),
+            path,
+        })
+    }
+
+    /// The mount point of a workspace recorded at `path`, opened again (at a
+    /// restart) and checked to still be `owner`'s.
+    pub(super) fn reopen_target(&self, path: &Path, owner: u32) -> Result<Target, Error> {
+        let dir = MountPoint::open(path).map_err(|e| Error::Invalid {
+            what: "mount point",
+            problem: format!("{}: {e}", path.display()),
+        })?;
+        let meta = rustix::fs::fstat(dir.0.as_fd()).map_err(|e| Error::Io {
+            op: "stat",
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        if meta.st_uid != owner && !path.starts_with(self.dirs.workspaces()) {
+            return Err(Error::Denied {
+                problem: format!(
+                    "{} no longer belongs to the workspace's owner",
+                    path.display()
+                ),
+            });
+        }
+        Ok(Target {
+            dir,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Mounts `plan` on `target`; returns where the files are and whether the
+    /// daemon mounted something there. A mirror's directory is bind-mounted when
+    /// the daemon may mount; otherwise its files stay where they are, and a
+    /// requested path cannot be honoured.
+    pub(super) fn mount_view(
+        &self,
+        name: &str,
+        plan: &MountPlan,
+        target: &Target,
+        requested: bool,
+    ) -> Result<(PathBuf, bool), Error> {
+        let plan = match plan {
+            MountPlan::Direct {
+                path: dir,
+                read_only,
+            } => {
+                if !self.probe.kernel_overlay.available {
+                    if requested {
+                        return Err(Error::Invalid {
+                            what: "mount point",
+                            problem: format!(
+                                "the mirror backend cannot mount without privileges; its files are in {}: omit --path",
+                                dir.display()
+                            ),
+                        });
+                    }
+                    return Ok((dir.clone(), false));
+                }
+                MountPlan::Bind {
+                    source: dir.clone(),
+                    read_only: *read_only,
+                }
+            }
+            other => other.clone(),
+        };
+        // A bind mount is made here first, where no one else can reach, then moved.
+        let staging = self.dirs.root().join("mounting").join(super::new_id());
+        std::fs::create_dir_all(&staging).map_err(|source| Error::Io {
+            op: "create a staging mount point",
+            path: staging.clone(),
+            source,
+        })?;
+        let mounted = overlay::mount_on(&plan, target.dir.0.as_fd(), &target.path, &staging);
+        let _ = std::fs::remove_dir(&staging);
+        mounted.map_err(Error::snapshot(name))?;
+        Ok((target.path.clone(), true))
+    }
+}
+
+/// Refuses a mount point that is not an empty directory owned by `uid`, checked
+/// through its descriptor.
+fn check_mount_point(dir: &MountPoint, path: &Path, uid: u32) -> Result<(), Error> {
+    let invalid = |problem: String| Error::Invalid {
+        what: "mount point",
+        problem: format!("{}: {problem}", path.display()),
+    };
+    let meta = rustix::fs::fstat(dir.0.as_fd()).map_err(|e| invalid(e.to_string()))?;
+    if rustix::fs::FileType::from_raw_mode(meta.st_mode) != rustix::fs::FileType::Directory {
+        return Err(invalid("it is not a directory".to_owned()));
+    }
+    if meta.st_uid != uid {
+        return Err(Error::Denied {
+            problem: format!(
+                "{} does not belong to you; workspaces are mounted only on your own empty directories",
+                path.display()
+            ),
+        });
+    }
+    let entries = rustix::fs::Dir::read_from(dir.0.as_fd()).map_err(|e| invalid(e.to_string()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| invalid(e.to_string()))?;
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            return Err(invalid("it is not empty".to_owned()));
+        }
+    }
+    Ok(())
+}
