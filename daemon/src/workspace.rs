@@ -87,6 +87,8 @@ pub enum OpKind {
     Discard,
     /// It was closed.
     Close,
+    /// An earlier commit or discard was undone (`OpEntry::undoes` says which).
+    Undo,
 }
 
 impl OpKind {
@@ -97,6 +99,7 @@ impl OpKind {
             OpKind::Commit => "commit",
             OpKind::Discard => "discard",
             OpKind::Close => "close",
+            OpKind::Undo => "undo",
         }
     }
 }
@@ -122,6 +125,9 @@ pub struct OpEntry {
     pub message: Option<String>,
     /// Seconds since the epoch.
     pub time: u64,
+    /// For an undo: the sequence number of the entry it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<u64>,
 }
 
 mod digest_text {

@@ -312,6 +312,71 @@ fn a_caller_imports_only_what_it_may_read() {
 }
 
 #[test]
+fn undo_walks_back_through_commits_and_discards() {
+    if !privileged("undo_walks_back_through_commits_and_discards") {
+        return;
+    }
+    let s = Setup::new();
+    let ws = s.open("hello", BackendKind::Overlayfs);
+    let view = ws.path.clone();
+    let read = |path: &str| std::fs::read_to_string(view.join(path)).unwrap();
+    let err = s.m().undo(ROOT, "hello").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "nothing to undo: {err}");
+
+    std::fs::write(view.join("README"), "committed\n").unwrap();
+    let first = s.m().commit(ROOT, "hello", None).unwrap().workspace;
+    std::fs::write(view.join("README"), "dropped\n").unwrap();
+    std::fs::write(view.join("scratch"), "scratch\n").unwrap();
+    s.m().discard(ROOT, "hello").unwrap();
+    assert_eq!(read("README"), "committed\n");
+
+    // Undoing the discard writes the dropped edits back, uncommitted.
+    let undone = s.m().undo(ROOT, "hello").unwrap();
+    assert_eq!(undone.entry.op, OpKind::Discard);
+    assert_eq!(read("README"), "dropped\n");
+    assert_eq!(read("scratch"), "scratch\n");
+    let status = s.m().status(ROOT, "hello").unwrap();
+    assert_eq!(status.workspace.source_digest, first.source_digest);
+    assert_eq!(paths(&status), ["Modified README", "Added scratch"]);
+
+    // The next undo takes back the commit: its edit is uncommitted again.
+    let undone = s.m().undo(ROOT, "hello").unwrap();
+    assert_eq!(undone.entry.op, OpKind::Commit);
+    let status = s.m().status(ROOT, "hello").unwrap();
+    assert_eq!(status.workspace.source_digest, ws.base_source_digest);
+    assert_eq!(paths(&status), ["Modified README", "Added scratch"]);
+    let err = s.m().undo(ROOT, "hello").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "the open stays: {err}");
+
+    // A discard is not undone over newer edits, which it would overwrite.
+    s.m().discard(ROOT, "hello").unwrap();
+    std::fs::write(view.join("newer"), "newer\n").unwrap();
+    let err = s.m().undo(ROOT, "hello").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert_eq!(read("newer"), "newer\n");
+    assert_eq!(read("README"), "readme\n");
+
+    let log: Vec<(OpKind, Option<u64>)> = s
+        .m()
+        .log(ROOT, "hello")
+        .unwrap()
+        .iter()
+        .map(|e| (e.op, e.undoes))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            (OpKind::Open, None),
+            (OpKind::Commit, None),
+            (OpKind::Discard, None),
+            (OpKind::Undo, Some(2)),
+            (OpKind::Undo, Some(1)),
+            (OpKind::Discard, None),
+        ]
+    );
+}
+
+#[test]
 fn mount_points_must_be_empty_directories_of_the_caller() {
     if !privileged("mount_points_must_be_empty_directories_of_the_caller") {
         return;
@@ -320,7 +385,7 @@ fn mount_points_must_be_empty_directories_of_the_caller() {
     let request = |name: &str, path: &Path| OpenRequest {
         name: name.into(),
         source: Source::Dir(s.src()),
-        path: Some(path.to_owned()),
+        path: Some(daemon::MountPoint::open(path).unwrap()),
         backend: Some(BackendKind::Overlayfs),
     };
     let full = s.dir.path().join("full");
@@ -338,6 +403,11 @@ fn mount_points_must_be_empty_directories_of_the_caller() {
     assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
     let mine = s.dir.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
+    // A path through a symlink is not opened: it could be swapped for one to /etc.
+    let link = s.dir.path().join("link");
+    std::os::unix::fs::symlink(&mine, &link).unwrap();
+    assert!(daemon::MountPoint::open(&link).is_err());
+    assert!(daemon::MountPoint::open(&link.join(".")).is_err());
     let ws = s.m().open_workspace(ROOT, request("c", &mine)).unwrap();
     assert_eq!(ws.path, mine);
     assert_eq!(

@@ -49,6 +49,7 @@ impl Manager {
             changes: 0,
             message: None,
             time: now_secs(),
+            undoes: None,
         };
         txn.commit(|ops| {
             let mut batch = WriteBatch::default();

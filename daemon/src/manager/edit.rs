@@ -44,6 +44,7 @@ impl Manager {
             changes: status.changes.len() as u64,
             message,
             time: now_secs(),
+            undoes: None,
         };
         ws.source_digest = status.current;
         let mut batch = WriteBatch::default();
@@ -90,6 +91,7 @@ impl Manager {
             changes: reverted.changes.len() as u64,
             message: None,
             time: now_secs(),
+            undoes: None,
         };
         let mut batch = WriteBatch::default();
         self.put_workspace(&mut batch, &mut ws, Some(entry));
