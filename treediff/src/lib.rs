@@ -12,6 +12,7 @@ pub mod checkout;
 pub mod diff;
 pub mod digest;
 pub mod fsck;
+pub mod gc;
 pub mod store;
 pub(crate) mod sys;
 

@@ -225,6 +225,27 @@ impl Store {
         }
     }
 
+    /// A new empty directory in the trash, to move objects into (gc).
+    pub(crate) fn new_trash_dir(&self) -> Result<PathBuf, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "gc-{}-{}-{}",
+            self.boot_id,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = self.root.join("trash").join(name);
+        std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// Empties the trash on a background thread.
+    pub(crate) fn empty_trash_in_background(&self) {
+        let trash = self.root.join("trash");
+        std::thread::spawn(move || empty_trash(&trash));
+    }
+
     /// A staging dir is live if it belongs to a running process of this boot.
     fn staging_is_live(&self, name: &OsStr) -> bool {
         let Some(name) = name.to_str() else {
