@@ -130,7 +130,7 @@ pub struct OpEntry {
     pub undoes: Option<u64>,
 }
 
-mod digest_text {
+pub(crate) mod digest_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use treediff::Digest;
 

@@ -31,8 +31,10 @@ pub(crate) mod cf {
     pub const SNAPSHOTS: &str = "snapshots";
     /// source id (u64 BE) + dev + ino → stat-cache entry.
     pub const STATCACHE: &str = "statcache";
+    /// ref name (`artifact/<key>`, `buildtree/<key>`, ...) → ref record (JSON).
+    pub const REFS: &str = "refs";
     /// All of them, in the order they are created.
-    pub const ALL: [&str; 6] = [META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE];
+    pub const ALL: [&str; 7] = [META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS];
 }
 
 /// Opening or using the database failed.

@@ -12,6 +12,7 @@ impl Manager {
     /// Unmounts and forgets the workspace. Refused while it has uncommitted changes,
     /// unless `force`; refused while files are open in it.
     pub fn close(&self, caller: Caller, name: &str, force: bool) -> Result<(), Error> {
+        let _store = self.store_guard();
         let _names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         let ws = self.get(caller, name)?;
         let lock = self.lock(&ws)?;

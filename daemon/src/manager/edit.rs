@@ -25,6 +25,7 @@ impl Manager {
         name: &str,
         message: Option<String>,
     ) -> Result<Status, Error> {
+        let _store = self.store_guard();
         let ws = self.get(caller, name)?;
         let lock = self.lock(&ws)?;
         let _held = lock.try_lock().map_err(|_| Error::Busy {
@@ -64,6 +65,7 @@ impl Manager {
     /// reversal through it (files open in an editor stay valid). Returns what was
     /// dropped; the dropped edits stay in the store, named in the op log.
     pub fn discard(&self, caller: Caller, name: &str) -> Result<Vec<Change>, Error> {
+        let _store = self.store_guard();
         let ws = self.get(caller, name)?;
         let lock = self.lock(&ws)?;
         let _held = lock.try_lock().map_err(|_| Error::Busy {

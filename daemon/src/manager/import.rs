@@ -31,6 +31,7 @@ impl Manager {
         dir: &Path,
         options: &ImportOptions,
     ) -> Result<(Digest, CaptureStats), Error> {
+        let _store = self.store_guard();
         if self.euid != 0 && caller.uid != self.euid {
             return Err(Error::Denied {
                 problem: format!(

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use overlay::{BackendKind, ChangeOptions, Owner, Probe, Snapshotter};
 use rocksdb::WriteBatch;
@@ -96,6 +96,27 @@ pub struct Manager {
     snappers: Mutex<HashMap<SnapperKey, Arc<Snapper>>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     names: Mutex<()>,
+    /// Taken shared by every operation that writes to the store or reads trees
+    /// from it, exclusively by gc (see gc.rs).
+    gc_lock: RwLock<()>,
+}
+
+thread_local! {
+    /// How many [`StoreGuard`]s this thread holds: nested operations (an open
+    /// imports, a commit reads the status) take the shared lock once, so a gc
+    /// waiting for it cannot deadlock them.
+    static STORE_GUARDS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// The gc lock held shared by this thread; see [`Manager::store_guard`].
+pub(super) struct StoreGuard<'a> {
+    _held: Option<std::sync::RwLockReadGuard<'a, ()>>,
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        STORE_GUARDS.with(|n| n.set(n.get() - 1));
+    }
 }
 
 impl Manager {
@@ -123,6 +144,7 @@ impl Manager {
             snappers: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             names: Mutex::new(()),
+            gc_lock: RwLock::new(()),
         };
         manager.recover()?;
         Ok(manager)
@@ -184,6 +206,7 @@ impl Manager {
 
     /// The workspace and what changed in it since its last commit.
     pub fn status(&self, caller: Caller, name: &str) -> Result<Status, Error> {
+        let _store = self.store_guard();
         let ws = self.get(caller, name)?;
         self.status_of(ws)
     }
@@ -209,6 +232,7 @@ impl Manager {
 
     /// The changes since the last commit as a unified patch (git style).
     pub fn patch(&self, caller: Caller, name: &str) -> Result<String, Error> {
+        let _store = self.store_guard();
         let status = self.status(caller, name)?;
         let mut out = String::new();
         for change in &status.changes {
@@ -230,8 +254,12 @@ impl Manager {
     /// The workspace's op log, oldest first.
     pub fn log(&self, caller: Caller, name: &str) -> Result<Vec<OpEntry>, Error> {
         let ws = self.get(caller, name)?;
+        self.log_of(&ws.id)
+    }
+
+    fn log_of(&self, id: &str) -> Result<Vec<OpEntry>, Error> {
         self.db
-            .scan(self.db.cf(cf::OPLOG), ws.id.as_bytes())?
+            .scan(self.db.cf(cf::OPLOG), id.as_bytes())?
             .into_iter()
             .map(|(_, bytes)| {
                 serde_json::from_slice(&bytes)
@@ -241,6 +269,18 @@ impl Manager {
     }
 
     // -------------------------------------------------------------- helpers
+
+    /// Keeps gc out while the store is written or trees are read from it: held
+    /// by every operation on the store, from its first write until the batch that
+    /// references what it wrote.
+    pub(super) fn store_guard(&self) -> StoreGuard<'_> {
+        let depth = STORE_GUARDS.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        let held = (depth == 1).then(|| self.gc_lock.read().unwrap_or_else(|e| e.into_inner()));
+        StoreGuard { _held: held }
+    }
 
     fn lock(&self, ws: &Workspace) -> Result<Arc<Mutex<()>>, Error> {
         Ok(self
@@ -276,6 +316,30 @@ impl Manager {
         );
     }
 
+    /// Every snapshotter that has a directory, by that directory's name.
+    /// `workspaces` (all of them) give the group of a foreign owner's files.
+    fn all_snappers(&self, workspaces: &[Workspace]) -> Result<Vec<(String, Arc<Snapper>)>, Error> {
+        let io = |source| Error::Io {
+            op: "list",
+            path: self.dirs.snapshots(),
+            source,
+        };
+        let mut snappers = Vec::new();
+        for dir in std::fs::read_dir(self.dirs.snapshots()).map_err(io)? {
+            let name = dir.map_err(io)?.file_name().to_string_lossy().into_owned();
+            let Some((backend, owner)) = parse_snapper_dir(&name) else {
+                continue;
+            };
+            let group = workspaces
+                .iter()
+                .find(|w| Some(w.owner) == owner)
+                .map_or(0, |w| w.group);
+            let snapper = self.snapper(backend, owner.unwrap_or(self.euid), group)?;
+            snappers.push((name, snapper));
+        }
+        Ok(snappers)
+    }
+
     /// The snapshotter of `backend` for files owned by `uid`.
     fn snapper(&self, backend: BackendKind, uid: u32, gid: u32) -> Result<Arc<Snapper>, Error> {
         let foreign = (uid != self.euid).then_some(uid);
@@ -306,14 +370,20 @@ impl Manager {
 
 mod close;
 mod edit;
+mod fsck;
+mod gc;
 mod import;
 mod mount_point;
 mod open;
 mod recover;
+mod refs;
 mod undo;
 
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::{GcOptions, GcReport};
 pub use import::ImportOptions;
 pub use mount_point::MountPoint;
+pub use refs::{Ref, RefKind};
 pub use undo::Undone;
 
 /// The stable name of a change kind, as clients see it.

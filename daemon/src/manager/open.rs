@@ -22,6 +22,7 @@ impl Manager {
     /// its name and its op log entry. A failure before that batch unmounts and drops
     /// the snapshot; a crash leaves an orphan that recovery collects.
     pub fn open_workspace(&self, caller: Caller, request: OpenRequest) -> Result<Workspace, Error> {
+        let _store = self.store_guard();
         let name = request.name.as_str();
         validate_name(name).map_err(|problem| Error::Invalid {
             what: "workspace name",

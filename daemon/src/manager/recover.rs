@@ -2,7 +2,7 @@
 
 use rocksdb::WriteBatch;
 
-use super::{Caller, Manager, is_mounted, parse_snapper_dir};
+use super::{Caller, Manager, is_mounted};
 use crate::error::Error;
 use crate::workspace::State;
 
@@ -14,25 +14,7 @@ impl Manager {
     /// be mounted is marked unmounted (and tried again at the next start).
     pub fn recover(&self) -> Result<(), Error> {
         let workspaces = self.list(Caller { uid: 0, gid: 0 })?;
-        for dir in std::fs::read_dir(self.dirs.snapshots()).map_err(|source| Error::Io {
-            op: "list",
-            path: self.dirs.snapshots(),
-            source,
-        })? {
-            let dir = dir.map_err(|source| Error::Io {
-                op: "list",
-                path: self.dirs.snapshots(),
-                source,
-            })?;
-            let name = dir.file_name().to_string_lossy().into_owned();
-            let Some((backend, owner)) = parse_snapper_dir(&name) else {
-                continue;
-            };
-            let group = workspaces
-                .iter()
-                .find(|w| Some(w.owner) == owner)
-                .map_or(0, |w| w.group);
-            let snapper = self.snapper(backend, owner.unwrap_or(self.euid), group)?;
+        for (name, snapper) in self.all_snappers(&workspaces)? {
             let cleaned = snapper.snap.cleanup().map_err(Error::snapshot(""))?;
             if !cleaned.orphans.is_empty() {
                 tracing::info!(

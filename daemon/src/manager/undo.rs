@@ -33,6 +33,7 @@ pub struct Undone {
 impl Manager {
     /// Undoes the workspace's last commit or discard not undone yet.
     pub fn undo(&self, caller: Caller, name: &str) -> Result<Undone, Error> {
+        let _store = self.store_guard();
         let ws = self.get(caller, name)?;
         let lock = self.lock(&ws)?;
         let _held = lock.try_lock().map_err(|_| Error::Busy {
