@@ -35,6 +35,12 @@ pub enum Command {
     List(JsonArgs),
     /// Show a workspace's history of operations
     Log(NameArgs),
+    /// Undo a workspace's last commit or discard (repeat to go further back)
+    Undo(NameArgs),
+    /// Check the store and the daemon's database (root)
+    Fsck(JsonArgs),
+    /// Remove what no workspace, ref or running operation reaches (root)
+    Gc(GcArgs),
     /// Run the daemon in the foreground (it is started automatically otherwise)
     Daemon,
     /// Work on the content-addressed store directly (no daemon needed)
@@ -221,4 +227,39 @@ pub struct FsckArgs {
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also evict cached artifacts and buildtrees nothing references, least
+    /// recently used first, until the store takes at most SIZE (bytes, or with a
+    /// K, M, G or T suffix: powers of 1024)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub quota: Option<u64>,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// "10G" → 10 GiB; a plain number is bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix {c:?}; use K, M, G or T")),
+            };
+            (&text[..i], shift)
+        }
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 500M or 10G)"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("{text} is too large"))
 }

@@ -5,6 +5,7 @@
 //! state directory lets one of them serve and the other exit, and both clients wait
 //! for the socket.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ pub trait Manager1 {
     ) -> zbus::Result<OwnedObjectPath>;
     fn get(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn list(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
+    fn fsck(&self) -> zbus::Result<(bool, Vec<String>, HashMap<String, u64>)>;
+    fn gc(&self, quota: u64) -> zbus::Result<(HashMap<String, u64>, Vec<String>, bool)>;
 }
 
 #[zbus::proxy(interface = "org.ws.Workspace1", default_service = "org.ws.Daemon")]
@@ -49,6 +52,7 @@ pub trait Workspace1 {
     fn discard(&self) -> zbus::Result<u32>;
     fn close(&self, force: bool) -> zbus::Result<()>;
     fn log(&self) -> zbus::Result<Vec<(u64, String, String, String, u64, String, u64)>>;
+    fn undo(&self) -> zbus::Result<(u64, String)>;
 }
 
 /// A connection to the daemon of one state directory.

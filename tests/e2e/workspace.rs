@@ -155,3 +155,43 @@ fn mistakes_get_clear_errors_and_exit_codes() {
     assert_eq!(twice.code, 2, "{}", twice.stderr);
     assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
 }
+
+#[test]
+fn undo_fsck_and_gc_from_the_command_line() {
+    let ws = Ws::new();
+    let opened = json(&ws.ok(&[
+        "open",
+        "hello",
+        "--source",
+        examples().join("hello").to_str().unwrap(),
+        "--json",
+    ]));
+    let view = std::path::PathBuf::from(opened["path"].as_str().unwrap());
+    write(&view, "NEWS", "news\n");
+    ws.ok(&["commit", "hello", "-m", "news"]);
+    let undone = json(&ws.ok(&["undo", "hello", "--json"]));
+    assert_eq!(undone["undone"]["op"], "commit", "{undone}");
+    let status = json(&ws.ok(&["status", "hello", "--json"]));
+    assert_eq!(status["source_digest"], opened["source_digest"]);
+    assert_eq!(
+        status["dirty"], 1,
+        "the undone commit's edit is uncommitted again"
+    );
+    let nothing = ws.run(&["undo", "hello"]);
+    assert_eq!(nothing.code, 1, "{}", nothing.stderr);
+    assert!(
+        nothing.stderr.contains("no commit or discard left to undo"),
+        "{}",
+        nothing.stderr
+    );
+
+    let gc = json(&ws.ok(&["gc", "--json"]));
+    assert_eq!(gc["within_quota"], true, "{gc}");
+    assert!(gc["kept_objects"].as_u64().unwrap() > 0, "{gc}");
+    let fsck = ws.run(&["fsck", "--json"]);
+    assert_eq!(fsck.code, 0, "{}", fsck.stderr);
+    assert_eq!(json(&fsck.stdout)["clean"], true);
+    let bad = ws.run(&["gc", "--quota", "12Q"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("suffix"), "{}", bad.stderr);
+}

@@ -9,6 +9,7 @@ use super::{print, print_json};
 use crate::cli::{Backend, Command};
 use crate::client::{Client, Workspace1Proxy};
 use crate::error::CliError;
+use crate::progress::{Spinner, bytes};
 
 /// A workspace as `--json` shows it (fields documented in docs/cli.md).
 #[derive(Debug, Serialize)]
@@ -198,6 +199,76 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
                         })
                         .collect();
                     print(&text)?;
+                }
+            }
+            Command::Undo(args) => {
+                let ws = client.workspace_named(&args.name).await?;
+                let (seq, op) = ws.undo().await?;
+                if args.json {
+                    print_json(&serde_json::json!({ "name": args.name, "undone": { "seq": seq, "op": op } }))?;
+                } else {
+                    print(&format!("{}: undid the {op} (op {seq})\n", args.name))?;
+                }
+            }
+            Command::Fsck(args) => {
+                let manager = client.manager().await?;
+                let (clean, problems, counts) = {
+                    let _spinner = Spinner::start("checking the store and the database");
+                    manager.fsck().await?
+                };
+                if args.json {
+                    print_json(&serde_json::json!({ "clean": clean, "problems": problems, "checked": counts }))?;
+                } else {
+                    for problem in &problems {
+                        print(&format!("{problem}\n"))?;
+                    }
+                    let count = |k: &str| counts.get(k).copied().unwrap_or(0);
+                    eprintln!(
+                        "checked {} objects ({}), {} trees, {} workspaces, {} snapshots: {} problem(s)",
+                        count("objects"),
+                        bytes(count("bytes")),
+                        count("trees"),
+                        count("workspaces"),
+                        count("snapshots"),
+                        problems.len()
+                    );
+                }
+                if !clean {
+                    return Err(CliError::Damaged(problems.len()));
+                }
+            }
+            Command::Gc(args) => {
+                let manager = client.manager().await?;
+                let (counts, evicted, within) = {
+                    let _spinner = Spinner::start("collecting garbage");
+                    manager.gc(args.quota.unwrap_or(0)).await?
+                };
+                let count = |k: &str| counts.get(k).copied().unwrap_or(0);
+                if args.json {
+                    print_json(&serde_json::json!({
+                        "removed_objects": count("removed_objects"),
+                        "removed_bytes": count("removed_bytes"),
+                        "kept_objects": count("kept_objects"),
+                        "kept_bytes": count("kept_bytes"),
+                        "removed_snapshots": count("removed_snapshots"),
+                        "evicted_refs": evicted,
+                        "within_quota": within,
+                    }))?;
+                } else {
+                    print(&format!(
+                        "removed {} objects ({}) and {} snapshot(s); {} objects ({}) kept\n",
+                        count("removed_objects"),
+                        bytes(count("removed_bytes")),
+                        count("removed_snapshots"),
+                        count("kept_objects"),
+                        bytes(count("kept_bytes")),
+                    ))?;
+                    for name in &evicted {
+                        print(&format!("evicted {name}\n"))?;
+                    }
+                    if !within {
+                        eprintln!("ws: the store is still over the quota: what is left is in use or pinned");
+                    }
                 }
             }
             Command::Store(_) | Command::Daemon => unreachable!("handled by the caller"),

@@ -1,5 +1,6 @@
 //! `org.ws.Manager1` at `/org/ws`: open workspaces and find them.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use zbus::object_server::ObjectServer;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::{DbusError, Event, Objects, Shared, workspace_path};
-use crate::manager::{Caller, MountPoint, OpenRequest, Source};
+use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, Source};
 
 /// The manager interface of one connection.
 #[derive(Debug)]
@@ -176,6 +177,50 @@ impl ManagerIface {
             .filter(|ws| ws.owner == caller.uid)
             .map(|ws| Ok((ws.name.clone(), path(&ws.id)?)))
             .collect()
+    }
+
+    /// Checks the store and the daemon's database (root only): whether all is
+    /// well, each problem as a sentence, and counts ("objects", "bytes", "trees",
+    /// "directories", "workspaces", "snapshots").
+    async fn fsck(&self) -> Result<(bool, Vec<String>, HashMap<String, u64>), DbusError> {
+        let caller = self.caller;
+        let report = self.shared.run(move |m| m.fsck(caller)).await?;
+        let problems = report
+            .store
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .chain(report.problems.iter().map(|p| p.to_string()))
+            .collect();
+        let counts = HashMap::from([
+            ("objects".to_owned(), report.store.objects_checked),
+            ("bytes".to_owned(), report.store.bytes_checked),
+            ("trees".to_owned(), report.store.trees_checked),
+            ("directories".to_owned(), report.store.dirs_checked),
+            ("workspaces".to_owned(), report.workspaces_checked),
+            ("snapshots".to_owned(), report.snapshots_checked),
+        ]);
+        Ok((report.is_clean(), problems, counts))
+    }
+
+    /// Collects garbage (root only); with `quota` > 0, evicts cached refs until
+    /// the store's objects take at most `quota` bytes. Returns counts
+    /// ("removed_objects", "removed_bytes", "kept_objects", "kept_bytes",
+    /// "removed_snapshots"), the evicted refs, and whether the quota holds.
+    async fn gc(&self, quota: u64) -> Result<(HashMap<String, u64>, Vec<String>, bool), DbusError> {
+        let caller = self.caller;
+        let options = GcOptions {
+            quota: (quota > 0).then_some(quota),
+        };
+        let report = self.shared.run(move |m| m.gc(caller, options)).await?;
+        let counts = HashMap::from([
+            ("removed_objects".to_owned(), report.sweep.removed_objects),
+            ("removed_bytes".to_owned(), report.sweep.removed_bytes),
+            ("kept_objects".to_owned(), report.sweep.kept_objects),
+            ("kept_bytes".to_owned(), report.sweep.kept_bytes),
+            ("removed_snapshots".to_owned(), report.removed_snapshots),
+        ]);
+        Ok((counts, report.evicted_refs, report.within_quota))
     }
 
     /// The interface's version.

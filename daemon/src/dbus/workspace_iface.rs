@@ -198,6 +198,43 @@ impl WorkspaceIface {
         Ok(dropped.len() as u32)
     }
 
+    /// Undoes the last commit or discard not undone yet (see `ws undo`); returns
+    /// the op log entry it undid: (seq, op).
+    async fn undo(
+        &mut self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<(u64, String), DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        let undone = self
+            .shared
+            .run(move |m| {
+                let undone = m.undo(caller, &name)?;
+                let status = m.status(caller, &name)?;
+                Ok((undone, status))
+            })
+            .await?;
+        let (undone, status) = undone;
+        let dirty = status.changes.len() as u32;
+        let source_changed = status.workspace.source_digest != self.ws.source_digest;
+        self.ws = status.workspace;
+        if source_changed {
+            self.source_digest_changed(&emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+        }
+        if dirty != self.dirty {
+            self.dirty = dirty;
+            self.dirty_changed(&emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+        }
+        self.shared.notify(Event::Changed {
+            ws: Box::new(self.ws.clone()),
+            dirty,
+        });
+        Ok((undone.entry.seq, undone.entry.op.name().to_owned()))
+    }
+
     /// Unmounts and forgets the workspace; refused while it has uncommitted
     /// changes unless `force`.
     async fn close(&self, force: bool) -> Result<(), DbusError> {
