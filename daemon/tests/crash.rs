@@ -1,5 +1,5 @@
 //! Crash safety: a child process (this test binary, re-run) is killed by a named
-//! crash point at each step of open, commit, discard and close; the parent then
+//! crash point at each step of open, commit, discard, close and undo; the parent then
 //! opens the state again, as a restarted daemon would, and checks that the
 //! workspace is exactly in its old or its new state, that nothing is left mounted
 //! or stored half-way, and that the store is sound.
@@ -63,6 +63,9 @@ fn crash_child() {
             m.discard(ROOT, "w").unwrap();
         }
         "close" => m.close(ROOT, "w", true).unwrap(),
+        "undo" => {
+            m.undo(ROOT, "w").unwrap();
+        }
         other => panic!("unknown action {other}"),
     }
     panic!("crash point {point} was not reached");
@@ -89,14 +92,8 @@ fn crash(state: &Path, action: &str, point: &str) {
 /// What every restart must give: a sound store and no mount left behind by a
 /// workspace the database does not know.
 fn check_consistent(m: &Manager, state: &Path) {
-    let roots: Vec<treediff::Digest> = m
-        .list(ROOT)
-        .unwrap()
-        .iter()
-        .map(|w| w.source_digest)
-        .collect();
-    let report = treediff::fsck(m.store(), &roots).unwrap();
-    assert!(report.problems.is_empty(), "fsck: {:?}", report.problems);
+    let report = m.fsck(ROOT).unwrap();
+    assert!(report.is_clean(), "fsck: {report:?}");
     let known: Vec<PathBuf> = m.list(ROOT).unwrap().into_iter().map(|w| w.path).collect();
     for mount in overlay::mount_table().unwrap() {
         if mount.target.starts_with(state) {
@@ -235,5 +232,36 @@ fn a_crash_while_discarding_or_closing_gives_the_old_or_the_new_state() {
         } else {
             assert_eq!(status.changes.len(), 1, "{point}: the edit survives");
         }
+    }
+}
+
+#[test]
+fn a_crash_while_undoing_gives_the_old_or_the_new_state_with_the_edits() {
+    if !privileged("a_crash_while_undoing") {
+        return;
+    }
+    for (point, undone) in [("undo-before-batch", false), ("undo-after-batch", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        let (base, committed) = {
+            let m = manager(&state);
+            let ws = open(&m, &source(dir.path()));
+            std::fs::write(ws.path.join("README"), "edited\n").unwrap();
+            let committed = m.commit(ROOT, "w", None).unwrap().workspace.source_digest;
+            (ws.source_digest, committed)
+        };
+        crash(&state, "undo", point);
+        let m = manager(&state);
+        check_consistent(&m, &state);
+        let status = m.status(ROOT, "w").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(status.workspace.path.join("README")).unwrap(),
+            "edited\n",
+            "{point}: the view keeps its files"
+        );
+        let expected = if undone { base } else { committed };
+        assert_eq!(status.workspace.source_digest, expected, "{point}");
+        assert_eq!(status.changes.len(), usize::from(undone), "{point}");
     }
 }

@@ -102,6 +102,7 @@ impl Manager {
         self.put_workspace(&mut batch, &mut ws, Some(undo.clone()));
         crash_point!("undo-before-batch");
         self.db.write(batch)?;
+        crash_point!("undo-after-batch");
         tracing::info!(
             workspace = name,
             undone = target.seq,
