@@ -105,7 +105,7 @@ fn the_quota_evicts_least_recently_used_refs_and_never_pinned_ones() {
     }
     let dir = tempfile::tempdir().unwrap();
     let m = Manager::open(StateDir::new(dir.path().join("state"))).unwrap();
-    let mut import = |name: &str, byte: u8| {
+    let import = |name: &str, byte: u8| {
         let src = tree(&dir.path().join(name), &[]);
         std::fs::write(src.join("blob"), vec![byte; 100_000]).unwrap();
         m.import_source(ROOT, &src, &ImportOptions::default())

@@ -1,7 +1,5 @@
 //! Closing a workspace: unmount, drop its snapshot, forget its name.
 
-use rocksdb::WriteBatch;
-
 use super::{Caller, Manager, is_mounted, name_key, now_secs, op_key};
 use crate::crash::crash_point;
 use crate::db::cf;
@@ -14,69 +12,61 @@ impl Manager {
     pub fn close(&self, caller: Caller, name: &str, force: bool) -> Result<(), Error> {
         let _store = self.store_guard();
         let _names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        let ws = self.get(caller, name)?;
-        let lock = self.lock(&ws)?;
-        let _held = lock.try_lock().map_err(|_| Error::Busy {
-            name: name.to_owned(),
-        })?;
-        let ws = self.reread(ws)?;
-        if !force && ws.state == State::Open {
-            let status = self.status_of(ws.clone())?;
-            if !status.changes.is_empty() {
-                return Err(Error::Conflict {
-                    name: name.to_owned(),
-                    problem: format!(
-                        "it has {} uncommitted change(s); commit or discard them, or close with --force",
-                        status.changes.len()
-                    ),
-                });
+        self.with_workspace(caller, name, |ws| {
+            if !force && ws.state == State::Open {
+                let status = self.status_of(ws.clone())?;
+                if !status.changes.is_empty() {
+                    return Err(Error::Conflict {
+                        name: name.to_owned(),
+                        problem: format!(
+                            "it has {} uncommitted change(s); commit or discard them, or close with --force",
+                            status.changes.len()
+                        ),
+                    });
+                }
             }
-        }
-        if ws.mounted_by_daemon && is_mounted(&ws.path) {
-            overlay::unmount(&ws.path).map_err(Error::snapshot(name))?;
-        }
-        crash_point!("close-after-unmount");
-        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
-        let mut txn = snapper.snap.begin();
-        snapper
-            .snap
-            .remove(&mut txn, &ws.snapshot)
-            .map_err(Error::snapshot(name))?;
-        let entry = OpEntry {
-            seq: ws.next_op,
-            op: OpKind::Close,
-            before: Some(ws.source_digest),
-            after: None,
-            changes: 0,
-            message: None,
-            time: now_secs(),
-            undoes: None,
-        };
-        txn.commit(|ops| {
-            let mut batch = WriteBatch::default();
-            let mut records = snapper.records.batch(&mut batch);
-            for op in ops {
-                op.write_into(&mut records);
+            if ws.mounted_by_daemon && is_mounted(&ws.path) {
+                overlay::unmount(&ws.path).map_err(Error::snapshot(name))?;
             }
-            batch.put_cf(
-                self.db.cf(cf::OPLOG),
-                op_key(&ws.id, entry.seq),
-                serde_json::to_vec(&entry).expect("op log entries serialize"),
-            );
-            batch.delete_cf(self.db.cf(cf::WORKSPACES), ws.id.as_bytes());
-            batch.delete_cf(self.db.cf(cf::NAMES), name_key(ws.owner, &ws.name));
-            crash_point!("close-before-batch");
-            let written = self.db.write(batch);
-            // Before the snapshot's directory goes to the trash.
-            crash_point!("close-after-batch");
-            written
+            crash_point!("close-after-unmount");
+            let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+            let mut txn = snapper.snap.begin();
+            snapper
+                .snap
+                .remove(&mut txn, &ws.snapshot)
+                .map_err(Error::snapshot(name))?;
+            let entry = OpEntry {
+                seq: ws.next_op,
+                op: OpKind::Close,
+                before: Some(ws.source_digest),
+                after: None,
+                changes: 0,
+                message: None,
+                time: now_secs(),
+                undoes: None,
+            };
+            self.commit_snapshots(
+                &snapper,
+                txn,
+                name,
+                |batch| {
+                    batch.put_cf(
+                        self.db.cf(cf::OPLOG),
+                        op_key(&ws.id, entry.seq),
+                        serde_json::to_vec(&entry).expect("op log entries serialize"),
+                    );
+                    batch.delete_cf(self.db.cf(cf::WORKSPACES), ws.id.as_bytes());
+                    batch.delete_cf(self.db.cf(cf::NAMES), name_key(ws.owner, &ws.name));
+                    crash_point!("close-before-batch");
+                },
+                // Before the snapshot's directory goes to the trash.
+                || {
+                    crash_point!("close-after-batch");
+                },
+            )?;
+            self.locks.lock().unwrap().remove(&ws.id);
+            tracing::info!(workspace = name, "closed");
+            Ok(())
         })
-        .map_err(|e| match e {
-            overlay::CommitError::Sync(e) => Error::snapshot(name)(e),
-            overlay::CommitError::Write(e) => e.into(),
-        })?;
-        self.locks.lock().unwrap().remove(&ws.id);
-        tracing::info!(workspace = name, "closed");
-        Ok(())
     }
 }

@@ -26,38 +26,34 @@ impl Manager {
         message: Option<String>,
     ) -> Result<Status, Error> {
         let _store = self.store_guard();
-        let ws = self.get(caller, name)?;
-        let lock = self.lock(&ws)?;
-        let _held = lock.try_lock().map_err(|_| Error::Busy {
-            name: name.to_owned(),
-        })?;
-        let ws = self.reread(ws)?;
-        let status = self.status_of(ws)?;
-        if status.changes.is_empty() {
-            return Ok(status);
-        }
-        let mut ws = status.workspace;
-        let entry = OpEntry {
-            seq: ws.next_op,
-            op: OpKind::Commit,
-            before: Some(ws.source_digest),
-            after: Some(status.current),
-            changes: status.changes.len() as u64,
-            message,
-            time: now_secs(),
-            undoes: None,
-        };
-        ws.source_digest = status.current;
-        let mut batch = WriteBatch::default();
-        self.put_workspace(&mut batch, &mut ws, Some(entry));
-        crash_point!("commit-before-batch");
-        self.db.write(batch)?;
-        crash_point!("commit-after-batch");
-        tracing::info!(workspace = name, source = %status.current, changes = status.changes.len(), "committed");
-        Ok(Status {
-            workspace: ws,
-            current: status.current,
-            changes: Vec::new(),
+        self.with_workspace(caller, name, |ws| {
+            let status = self.status_of(ws)?;
+            if status.changes.is_empty() {
+                return Ok(status);
+            }
+            let mut ws = status.workspace;
+            let entry = OpEntry {
+                seq: ws.next_op,
+                op: OpKind::Commit,
+                before: Some(ws.source_digest),
+                after: Some(status.current),
+                changes: status.changes.len() as u64,
+                message,
+                time: now_secs(),
+                undoes: None,
+            };
+            ws.source_digest = status.current;
+            let mut batch = WriteBatch::default();
+            self.put_workspace(&mut batch, &mut ws, Some(entry));
+            crash_point!("commit-before-batch");
+            self.db.write(batch)?;
+            crash_point!("commit-after-batch");
+            tracing::info!(workspace = name, source = %status.current, changes = status.changes.len(), "committed");
+            Ok(Status {
+                workspace: ws,
+                current: status.current,
+                changes: Vec::new(),
+            })
         })
     }
 
@@ -66,45 +62,41 @@ impl Manager {
     /// dropped; the dropped edits stay in the store, named in the op log.
     pub fn discard(&self, caller: Caller, name: &str) -> Result<Vec<Change>, Error> {
         let _store = self.store_guard();
-        let ws = self.get(caller, name)?;
-        let lock = self.lock(&ws)?;
-        let _held = lock.try_lock().map_err(|_| Error::Busy {
-            name: name.to_owned(),
-        })?;
-        let mut ws = self.reread(ws)?;
-        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
-        let reverted = snapper
-            .snap
-            .revert(
-                &ws.snapshot,
-                &ws.path,
-                Some(ws.source_digest),
-                &ChangeOptions::default(),
-            )
-            .map_err(Error::snapshot(name))?;
-        if reverted.changes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entry = OpEntry {
-            seq: ws.next_op,
-            op: OpKind::Discard,
-            before: Some(reverted.tree),
-            after: Some(ws.source_digest),
-            changes: reverted.changes.len() as u64,
-            message: None,
-            time: now_secs(),
-            undoes: None,
-        };
-        let mut batch = WriteBatch::default();
-        self.put_workspace(&mut batch, &mut ws, Some(entry));
-        crash_point!("discard-before-batch");
-        self.db.write(batch)?;
-        crash_point!("discard-after-batch");
-        tracing::info!(
-            workspace = name,
-            changes = reverted.changes.len(),
-            "discarded"
-        );
-        Ok(reverted.changes)
+        self.with_workspace(caller, name, |mut ws| {
+            let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+            let reverted = snapper
+                .snap
+                .revert(
+                    &ws.snapshot,
+                    &ws.path,
+                    Some(ws.source_digest),
+                    &ChangeOptions::default(),
+                )
+                .map_err(Error::snapshot(name))?;
+            if reverted.changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let entry = OpEntry {
+                seq: ws.next_op,
+                op: OpKind::Discard,
+                before: Some(reverted.tree),
+                after: Some(ws.source_digest),
+                changes: reverted.changes.len() as u64,
+                message: None,
+                time: now_secs(),
+                undoes: None,
+            };
+            let mut batch = WriteBatch::default();
+            self.put_workspace(&mut batch, &mut ws, Some(entry));
+            crash_point!("discard-before-batch");
+            self.db.write(batch)?;
+            crash_point!("discard-after-batch");
+            tracing::info!(
+                workspace = name,
+                changes = reverted.changes.len(),
+                "discarded"
+            );
+            Ok(reverted.changes)
+        })
     }
 }

@@ -17,7 +17,6 @@
 
 use std::collections::HashSet;
 
-use rocksdb::WriteBatch;
 use serde::Serialize;
 use treediff::Digest;
 use treediff::gc::SweepStats;
@@ -156,18 +155,7 @@ impl Manager {
                     tracing::debug!(snapshot = key, error = %e, "kept");
                     continue;
                 }
-                txn.commit(|ops| {
-                    let mut batch = WriteBatch::default();
-                    let mut records = snapper.records.batch(&mut batch);
-                    for op in ops {
-                        op.write_into(&mut records);
-                    }
-                    self.db.write(batch)
-                })
-                .map_err(|e| match e {
-                    overlay::CommitError::Sync(e) => Error::snapshot("")(e),
-                    overlay::CommitError::Write(e) => e.into(),
-                })?;
+                self.commit_snapshots(&snapper, txn, "", |_| {}, || {})?;
                 removed += 1;
             }
         }

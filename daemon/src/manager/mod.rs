@@ -292,6 +292,51 @@ impl Manager {
             .clone())
     }
 
+    /// Runs `f` on the caller's workspace `name` with its lock held (a second
+    /// operation meanwhile fails with [`Error::Busy`]) and its record read again
+    /// under the lock.
+    fn with_workspace<T>(
+        &self,
+        caller: Caller,
+        name: &str,
+        f: impl FnOnce(Workspace) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let ws = self.get(caller, name)?;
+        let lock = self.lock(&ws)?;
+        let _held = lock.try_lock().map_err(|_| Error::Busy {
+            name: name.to_owned(),
+        })?;
+        f(self.reread(ws)?)
+    }
+
+    /// Commits a snapshot transaction of `snapper`: once its directories are synced,
+    /// its record changes and what `more` adds go in one synced batch; `written`
+    /// runs after the batch, before removed directories go to the trash.
+    fn commit_snapshots(
+        &self,
+        snapper: &Snapper,
+        txn: overlay::Txn<'_>,
+        name: &str,
+        more: impl FnOnce(&mut WriteBatch),
+        written: impl FnOnce(),
+    ) -> Result<(), Error> {
+        txn.commit(|ops| {
+            let mut batch = WriteBatch::default();
+            let mut records = snapper.records.batch(&mut batch);
+            for op in ops {
+                op.write_into(&mut records);
+            }
+            more(&mut batch);
+            self.db.write(batch)?;
+            written();
+            Ok::<(), crate::db::DbError>(())
+        })
+        .map_err(|e| match e {
+            overlay::CommitError::Sync(e) => Error::snapshot(name)(e),
+            overlay::CommitError::Write(e) => e.into(),
+        })
+    }
+
     /// The record again, now that the workspace's lock is held.
     fn reread(&self, ws: Workspace) -> Result<Workspace, Error> {
         self.workspace_by_id(&ws.id)?

@@ -1,7 +1,6 @@
 //! Opening a workspace: import the source, share a base snapshot, mount a view.
 
 use overlay::Content;
-use rocksdb::WriteBatch;
 use treediff::Digest;
 
 use super::import::ImportOptions;
@@ -109,28 +108,25 @@ impl Manager {
             time: now,
             undoes: None,
         };
-        let result = txn.commit(|ops| {
-            let mut batch = WriteBatch::default();
-            let mut records = snapper.records.batch(&mut batch);
-            for op in ops {
-                op.write_into(&mut records);
-            }
-            self.put_workspace(&mut batch, &mut ws, Some(entry));
-            batch.put_cf(
-                self.db.cf(cf::NAMES),
-                name_key(caller.uid, name),
-                id.as_bytes(),
-            );
-            self.db.write(batch)
-        });
+        let result = self.commit_snapshots(
+            &snapper,
+            txn,
+            name,
+            |batch| {
+                self.put_workspace(batch, &mut ws, Some(entry));
+                batch.put_cf(
+                    self.db.cf(cf::NAMES),
+                    name_key(caller.uid, name),
+                    id.as_bytes(),
+                );
+            },
+            || {},
+        );
         if let Err(e) = result {
             if mounted_by_daemon {
                 let _ = overlay::unmount(&path);
             }
-            return Err(match e {
-                overlay::CommitError::Sync(e) => Error::snapshot(name)(e),
-                overlay::CommitError::Write(e) => e.into(),
-            });
+            return Err(e);
         }
         crash_point!("open-after-batch");
         tracing::info!(workspace = name, owner = caller.uid, %backend, path = %path.display(), source = %tree, "opened");
@@ -151,18 +147,7 @@ impl Manager {
             .snap
             .commit_tree(&mut txn, &base, tree, Content::Source)
             .map_err(Error::snapshot(name))?;
-        txn.commit(|ops| {
-            let mut batch = WriteBatch::default();
-            let mut records = snapper.records.batch(&mut batch);
-            for op in ops {
-                op.write_into(&mut records);
-            }
-            self.db.write(batch)
-        })
-        .map_err(|e| match e {
-            overlay::CommitError::Sync(e) => Error::snapshot(name)(e),
-            overlay::CommitError::Write(e) => e.into(),
-        })?;
+        self.commit_snapshots(snapper, txn, name, |_| {}, || {})?;
         Ok(base)
     }
 }

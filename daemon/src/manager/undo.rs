@@ -34,84 +34,80 @@ impl Manager {
     /// Undoes the workspace's last commit or discard not undone yet.
     pub fn undo(&self, caller: Caller, name: &str) -> Result<Undone, Error> {
         let _store = self.store_guard();
-        let ws = self.get(caller, name)?;
-        let lock = self.lock(&ws)?;
-        let _held = lock.try_lock().map_err(|_| Error::Busy {
-            name: name.to_owned(),
-        })?;
-        let mut ws = self.reread(ws)?;
-        let log = self.log(caller, name)?;
-        let target = last_undoable(&log).ok_or_else(|| Error::Conflict {
-            name: name.to_owned(),
-            problem: "there is no commit or discard left to undo (opening, closing and undos cannot be undone)".to_owned(),
-        })?;
-        let conflict = |problem: String| Error::Conflict {
-            name: name.to_owned(),
-            problem,
-        };
-        if target.after != Some(ws.source_digest) {
-            return Err(conflict(format!(
-                "its source tree is no longer the one entry {} left; nothing was changed",
-                target.seq
-            )));
-        }
-        let before = target.before.ok_or_else(|| {
-            self.db
-                .corrupt("op log", "a commit or discard without its tree")
-        })?;
-        let mut changes = 0;
-        match target.op {
-            OpKind::Commit => ws.source_digest = before,
-            OpKind::Discard => {
-                let status = self.status_of(ws.clone())?;
-                if !status.changes.is_empty() {
-                    return Err(conflict(format!(
-                        "it has {} uncommitted change(s) made since the discard, which undoing it would overwrite; commit or discard them first",
-                        status.changes.len()
-                    )));
-                }
-                let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
-                let reverted = snapper
-                    .snap
-                    .revert(
-                        &ws.snapshot,
-                        &ws.path,
-                        Some(before),
-                        &ChangeOptions::default(),
-                    )
-                    .map_err(Error::snapshot(name))?;
-                changes = reverted.changes.len() as u64;
+        self.with_workspace(caller, name, |mut ws| {
+            let log = self.log(caller, name)?;
+            let target = last_undoable(&log).ok_or_else(|| Error::Conflict {
+                name: name.to_owned(),
+                problem: "there is no commit or discard left to undo (opening, closing and undos cannot be undone)".to_owned(),
+            })?;
+            let conflict = |problem: String| Error::Conflict {
+                name: name.to_owned(),
+                problem,
+            };
+            if target.after != Some(ws.source_digest) {
+                return Err(conflict(format!(
+                    "its source tree is no longer the one entry {} left; nothing was changed",
+                    target.seq
+                )));
             }
-            _ => unreachable!("last_undoable returns commits and discards"),
-        }
-        let undo = OpEntry {
-            seq: ws.next_op,
-            op: OpKind::Undo,
-            before: target.after,
-            after: Some(ws.source_digest),
-            changes: if target.op == OpKind::Commit {
-                target.changes
-            } else {
-                changes
-            },
-            message: None,
-            time: now_secs(),
-            undoes: Some(target.seq),
-        };
-        let mut batch = WriteBatch::default();
-        self.put_workspace(&mut batch, &mut ws, Some(undo.clone()));
-        crash_point!("undo-before-batch");
-        self.db.write(batch)?;
-        crash_point!("undo-after-batch");
-        tracing::info!(
-            workspace = name,
-            undone = target.seq,
-            op = target.op.name(),
-            "undone"
-        );
-        Ok(Undone {
-            entry: target.clone(),
-            undo,
+            let before = target.before.ok_or_else(|| {
+                self.db
+                    .corrupt("op log", "a commit or discard without its tree")
+            })?;
+            let mut changes = 0;
+            match target.op {
+                OpKind::Commit => ws.source_digest = before,
+                OpKind::Discard => {
+                    let status = self.status_of(ws.clone())?;
+                    if !status.changes.is_empty() {
+                        return Err(conflict(format!(
+                            "it has {} uncommitted change(s) made since the discard, which undoing it would overwrite; commit or discard them first",
+                            status.changes.len()
+                        )));
+                    }
+                    let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+                    let reverted = snapper
+                        .snap
+                        .revert(
+                            &ws.snapshot,
+                            &ws.path,
+                            Some(before),
+                            &ChangeOptions::default(),
+                        )
+                        .map_err(Error::snapshot(name))?;
+                    changes = reverted.changes.len() as u64;
+                }
+                _ => unreachable!("last_undoable returns commits and discards"),
+            }
+            let undo = OpEntry {
+                seq: ws.next_op,
+                op: OpKind::Undo,
+                before: target.after,
+                after: Some(ws.source_digest),
+                changes: if target.op == OpKind::Commit {
+                    target.changes
+                } else {
+                    changes
+                },
+                message: None,
+                time: now_secs(),
+                undoes: Some(target.seq),
+            };
+            let mut batch = WriteBatch::default();
+            self.put_workspace(&mut batch, &mut ws, Some(undo.clone()));
+            crash_point!("undo-before-batch");
+            self.db.write(batch)?;
+            crash_point!("undo-after-batch");
+            tracing::info!(
+                workspace = name,
+                undone = target.seq,
+                op = target.op.name(),
+                "undone"
+            );
+            Ok(Undone {
+                entry: target.clone(),
+                undo,
+            })
         })
     }
 }
