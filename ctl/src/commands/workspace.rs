@@ -44,6 +44,11 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
                 let source = open_dir(&args.source)?;
                 let backend = args.backend.map(backend_name).unwrap_or("");
                 let manager = client.manager().await?;
+                let spinner = Spinner::start(&format!(
+                    "opening {}: importing {}",
+                    args.name,
+                    args.source.display()
+                ));
                 let path = match &args.path {
                     Some(at) => {
                         let at = open_dir(at)?;
@@ -53,6 +58,7 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
                     }
                     None => manager.open(&args.name, (&source).into(), backend).await?,
                 };
+                drop(spinner);
                 let ws = client.workspace(path).await?;
                 let shown = describe(&client, &ws, 0).await?;
                 if args.json {
@@ -132,7 +138,10 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
             Command::Commit(args) => {
                 let ws = client.workspace_named(&args.name).await?;
                 let before = ws.source_digest().await?;
-                let after = ws.commit(args.message.as_deref().unwrap_or("")).await?;
+                let after = {
+                    let _spinner = Spinner::start(&format!("committing {}", args.name));
+                    ws.commit(args.message.as_deref().unwrap_or("")).await?
+                };
                 if args.json {
                     print_json(&describe(&client, &ws, 0).await?)?;
                 } else if before == after {
@@ -143,7 +152,10 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
             }
             Command::Discard(args) => {
                 let ws = client.workspace_named(&args.name).await?;
-                let dropped = ws.discard().await?;
+                let dropped = {
+                    let _spinner = Spinner::start(&format!("discarding {}", args.name));
+                    ws.discard().await?
+                };
                 if args.json {
                     print_json(&serde_json::json!({ "name": args.name, "discarded": dropped }))?;
                 } else {
