@@ -1,12 +1,13 @@
-//! The `wsd` process: arguments, logging, the one-daemon-per-state-dir lock, and
-//! the D-Bus service on its socket.
+//! The `wsd` process: arguments, logging (journald-friendly under systemd), the
+//! one-daemon-per-state-dir lock, and the D-Bus service on its socket and bus.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
+use crate::dbus::{Bus, BusChoice};
 use crate::manager::Manager;
 use crate::state_dir::StateDir;
 
@@ -20,18 +21,43 @@ struct Args {
     /// The socket to serve D-Bus on (default: <state-dir>/wsd.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// The bus to serve on as org.ws.Daemon, besides the socket. auto: the system
+    /// bus when root and it answers, else the session bus when
+    /// DBUS_SESSION_BUS_ADDRESS is set, else none (failures are only logged); a
+    /// bus named explicitly must work.
+    #[arg(long, value_enum, default_value_t = BusArg::Auto)]
+    bus: BusArg,
+    /// The address of the bus to serve on instead (e.g. a private bus for tests);
+    /// it must work. Ignored with --bus none.
+    #[arg(long, env = "WSD_BUS_ADDRESS", value_name = "ADDRESS")]
+    bus_address: Option<String>,
+}
+
+/// `--bus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BusArg {
+    Auto,
+    System,
+    Session,
+    None,
+}
+
+impl Args {
+    fn bus(&self) -> BusChoice {
+        match (self.bus, &self.bus_address) {
+            (BusArg::None, _) => BusChoice::None,
+            (_, Some(address)) => BusChoice::Address(address.clone()),
+            (BusArg::Auto, None) => BusChoice::Auto,
+            (BusArg::System, None) => BusChoice::System,
+            (BusArg::Session, None) => BusChoice::Session,
+        }
+    }
 }
 
 /// Runs the daemon; returns when it stops.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WSD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logging();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -67,15 +93,18 @@ fn run(args: Args) -> Result<(), String> {
             )
         })?;
     let manager = Manager::open(dirs.clone()).map_err(|e| crate::dbus::describe(&e))?;
-    let socket = args.socket.unwrap_or_else(|| dirs.socket());
+    let socket = args.socket.clone().unwrap_or_else(|| dirs.socket());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
-        let serve = crate::dbus::serve(Arc::new(manager), &socket);
+        let bus = Bus::connect(args.bus())
+            .await
+            .map_err(|e| crate::dbus::describe(&e))?;
+        let serve = crate::dbus::serve(Arc::new(manager), &socket, bus);
         tokio::select! {
-            result = serve => result.map_err(|e| format!("cannot serve on {}: {e}", socket.display())),
+            result = serve => result.map_err(|e| crate::dbus::describe(&e)),
             _ = shutdown() => {
                 tracing::info!("stopping");
                 let _ = std::fs::remove_file(&socket);
@@ -83,6 +112,71 @@ fn run(args: Args) -> Result<(), String> {
             }
         }
     })
+}
+
+/// Logs to stderr, filtered by `WSD_LOG` (default `info`), in colour only on a
+/// terminal (`ws` sends it to a log file). When stderr is the journal (systemd
+/// sets `JOURNAL_STREAM` to its device and inode), lines carry their priority as
+/// a `<N>` prefix and no timestamps: journald adds its own.
+fn logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if stderr_is_journal() {
+        builder
+            .with_ansi(false)
+            .event_format(Journald(
+                tracing_subscriber::fmt::format()
+                    .with_ansi(false)
+                    .without_time(),
+            ))
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+/// Whether stderr is the stream `JOURNAL_STREAM` names (`<device>:<inode>`), not
+/// merely inherited from a process that had it.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", stat.st_dev, stat.st_ino))
+}
+
+/// The default format behind a syslog priority prefix (`<3>` error ... `<7>`
+/// debug), which journald reads as the line's priority.
+#[derive(Debug)]
+struct Journald<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journald<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

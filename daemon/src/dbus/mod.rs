@@ -8,10 +8,18 @@
 //! one changes a workspace, every connection of its owner learns it through an
 //! event channel and emits `PropertiesChanged` (or `InterfacesAdded/Removed`
 //! through the object manager). See `docs/dbus.md` for the interfaces.
+//!
+//! On a bus (`bus`), a gateway forwards each call into an in-process connection
+//! of the caller's uid, served by the same code as a socket's connections, so
+//! who sees what is decided in one place.
 
+mod bus;
+mod credentials;
 mod errors;
 mod hello;
+mod links;
 mod manager_iface;
+mod relay;
 mod workspace_iface;
 
 use std::path::Path;
@@ -24,6 +32,7 @@ use zbus::object_server::ObjectServer;
 use crate::manager::{Caller, Manager};
 use crate::workspace::Workspace;
 
+pub use bus::{Bus, BusChoice, BusError};
 pub use errors::{DbusError, chain as describe};
 
 /// The object path of the manager and of the object manager.
@@ -85,28 +94,72 @@ impl Shared {
     }
 }
 
-/// Serves `manager` on the Unix socket `socket` until the process ends.
-pub async fn serve(manager: Arc<Manager>, socket: &Path) -> std::io::Result<()> {
+/// Why serving stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket could not be made or accepted on.
+    #[error("cannot serve on {}", path.display())]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The bus the daemon was told to serve on failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Serves `manager` on the Unix socket `socket` and, when given, on `bus`, until
+/// the process ends. A bus that was not asked for explicitly (`--bus auto`) may
+/// fail without stopping the socket.
+pub async fn serve(
+    manager: Arc<Manager>,
+    socket: &Path,
+    bus: Option<Bus>,
+) -> Result<(), ServeError> {
+    let socket_error = |source| ServeError::Socket {
+        path: socket.to_owned(),
+        source,
+    };
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)?;
+    let listener = UnixListener::bind(socket).map_err(socket_error)?;
     // Anyone may connect; what they may do is decided per call by their uid.
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .map_err(socket_error)?;
     let (events, _) = broadcast::channel(256);
     let shared = Arc::new(Shared { manager, events });
     tracing::info!(socket = %socket.display(), "serving");
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(shared, stream).await {
-                tracing::warn!(error = %e, "a client connection failed");
+    let on_bus = async {
+        let Some(bus) = bus else {
+            return std::future::pending().await;
+        };
+        let required = bus.required();
+        match bus::serve(shared.clone(), bus).await {
+            Err(e) if !required => {
+                tracing::warn!(error = %describe(&e), "serving on the socket only");
+                std::future::pending().await
             }
-        });
+            result => result.map_err(ServeError::from),
+        }
+    };
+    let on_socket = async {
+        loop {
+            let (stream, _) = listener.accept().await.map_err(socket_error)?;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = accept(shared, stream).await {
+                    tracing::warn!(error = %e, "a client connection failed");
+                }
+            });
+        }
+    };
+    tokio::select! {
+        result = on_socket => result,
+        result = on_bus => result,
     }
 }
 
-/// One client: its credentials, its object server, and its share of the events.
-async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus::Result<()> {
+/// One client on the socket: the kernel says who it is, before the handshake.
+async fn accept(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus::Result<()> {
     let cred = stream.peer_cred().map_err(|e| {
         zbus::Error::Failure(format!(
             "cannot read the peer's credentials, so the connection is refused: {e}"
@@ -116,6 +169,28 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus
         uid: cred.uid(),
         gid: cred.gid(),
     };
+    serve_client(shared, stream, caller, Client::Socket).await
+}
+
+/// Who is at the other end of a connection that `serve_client` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// A client on the socket: it may be a bus-style client that says Hello.
+    Socket,
+    /// The bus gateway, on behalf of the bus clients of one uid: it says no
+    /// Hello, and the bus's own `org.freedesktop.DBus` must not be shadowed.
+    Gateway,
+}
+
+/// Serves one D-Bus connection over `stream` for `caller`, whom the transport
+/// vouched for: its object server, with the caller's workspaces only, and its
+/// share of the events, until the peer goes.
+async fn serve_client(
+    shared: Arc<Shared>,
+    stream: tokio::net::UnixStream,
+    caller: Caller,
+    client: Client,
+) -> zbus::Result<()> {
     // Subscribed first: what happens while the connection is set up is not missed
     // (an object added twice is added once).
     let mut events = shared.events.subscribe();
@@ -134,10 +209,13 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus
         done: tokio::sync::OnceCell::new(),
     });
     let guid = zbus::Guid::generate();
-    let conn = zbus::connection::Builder::unix_stream(stream)
+    let mut builder = zbus::connection::Builder::unix_stream(stream)
         .server(guid)?
-        .p2p()
-        .serve_at("/org/freedesktop/DBus", hello::Hello::new(objects.clone()))?
+        .p2p();
+    if client == Client::Socket {
+        builder = builder.serve_at("/org/freedesktop/DBus", hello::Hello::new(objects.clone()))?;
+    }
+    let conn = builder
         .serve_at(
             ROOT_PATH,
             manager_iface::ManagerIface::new(shared.clone(), caller, objects.clone()),
