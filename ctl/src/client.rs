@@ -164,9 +164,18 @@ fn start_daemon(state_dir: &Path) -> Result<std::process::Child, CliError> {
         .open(state_dir.join("wsd.log"))
         .map_err(io)?;
     let binary = wsd_binary();
+    // Only the daemon of the default state directory takes the well-known name
+    // on a bus: one started for another directory (a test's, a project's) must
+    // not take it from the user's own daemon.
+    let is_default = crate::state_dir::default_state_dir().is_ok_and(|d| d == state_dir);
     std::process::Command::new(&binary)
         .arg("--state-dir")
         .arg(state_dir)
+        .args(if is_default {
+            ["--bus", "auto"]
+        } else {
+            ["--bus", "none"]
+        })
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(io)?)
         .stderr(log)

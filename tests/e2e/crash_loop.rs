@@ -67,7 +67,7 @@ fn acknowledged_commits_survive_sigkill_at_any_moment() {
     for round in 0..rounds {
         let file = format!("f{round}");
         write(&view, &file, &format!("round {round}\n"));
-        let mut commit = ws
+        let commit = ws
             .command()
             .args(["commit", "loop", "-m", &file])
             .stdout(std::process::Stdio::piped())
