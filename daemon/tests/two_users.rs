@@ -2,7 +2,8 @@
 //! root `wsd` that serves a private system-style bus and its socket. The first
 //! user opens, commits and closes a workspace; the second can neither act on it
 //! nor learn that it exists, nor hear its signals, over the bus, over the socket
-//! and across the two. The first user's side of every check is run too, so a
+//! and across the two; and neither imports what they cannot read or mounts on
+//! what is not theirs. The first user's side of every check is run too, so a
 //! check that cannot see the workspace fails rather than passing.
 //!
 //! The users' sides run in child processes: this test binary re-executed with
@@ -431,6 +432,78 @@ fn another_user_sees_nothing(first: Transport, second: Transport) {
     monitor1.finish();
 }
 
+/// What one user may import and where they may mount, through `transport`: not a
+/// subdirectory they cannot read (the daemon reads as them), not on another
+/// user's directory; their own directories work.
+fn a_user_imports_and_mounts_only_what_is_theirs(transport: Transport) {
+    use std::os::unix::fs::PermissionsExt;
+    let [one, two] = users();
+    let bus = PrivateBus::start();
+    let daemon = Daemon::start(&bus);
+    let at = transport.at(&bus, &daemon);
+    let dir = daemon.dir.path();
+    let owned = |path: &Path, user: User, mode: u32| {
+        std::fs::create_dir_all(path).unwrap();
+        nix::unistd::chown(path, Some(user.uid.into()), Some(user.gid.into())).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // The first user's tree, readable by all but for one subdirectory.
+    let src = dir.join("theirs");
+    owned(&src, one, 0o755);
+    std::fs::write(src.join("README"), "public\n").unwrap();
+    owned(&src.join("private"), one, 0o700);
+    std::fs::write(src.join("private/key"), "secret\n").unwrap();
+    let open = |user: User, name: &str, source: &Path, mount: Option<&Path>| {
+        let mut env = vec![("WS_NAME", name), ("WS_SOURCE", source.to_str().unwrap())];
+        if let Some(mount) = mount {
+            env.push(("WS_MOUNT", mount.to_str().unwrap()));
+        }
+        value(&report(as_user(user, "try-open", &at, &env)), "open").to_owned()
+    };
+    let refused = open(two, "snoop", &src, None);
+    assert!(
+        refused.starts_with("error org.ws.Error.AccessDenied") && refused.contains("private"),
+        "{refused}"
+    );
+    let allowed = open(one, "mine", &src, None);
+    assert!(allowed.starts_with("ok"), "the owner imports it: {allowed}");
+
+    // Mount points: another user's empty directory is refused, one's own works.
+    let readable = dir.join("readable");
+    owned(&readable, two, 0o755);
+    std::fs::write(readable.join("README"), "readable\n").unwrap();
+    let foreign = dir.join("foreign");
+    owned(&foreign, one, 0o777);
+    let refused = open(two, "elsewhere", &readable, Some(&foreign));
+    assert!(
+        refused.starts_with("error org.ws.Error.AccessDenied")
+            && refused.contains("does not belong to you"),
+        "{refused}"
+    );
+    let own = dir.join("own");
+    owned(&own, two, 0o755);
+    let allowed = open(two, "here", &readable, Some(&own));
+    assert!(allowed.starts_with("ok"), "{allowed}");
+    assert_eq!(
+        std::fs::read_to_string(own.join("README")).unwrap(),
+        "readable\n"
+    );
+}
+
+#[test]
+fn over_the_socket_a_user_imports_and_mounts_only_what_is_theirs() {
+    if privileged("over_the_socket_a_user_imports_and_mounts_only_what_is_theirs") {
+        a_user_imports_and_mounts_only_what_is_theirs(Transport::Socket);
+    }
+}
+
+#[test]
+fn over_the_bus_a_user_imports_and_mounts_only_what_is_theirs() {
+    if privileged("over_the_bus_a_user_imports_and_mounts_only_what_is_theirs") {
+        a_user_imports_and_mounts_only_what_is_theirs(Transport::Bus);
+    }
+}
+
 #[test]
 fn over_the_bus_another_user_sees_nothing() {
     if privileged("over_the_bus_another_user_sees_nothing") {
@@ -724,6 +797,24 @@ mod client {
                 .unwrap();
                 let path: zbus::zvariant::OwnedObjectPath = reply.body().deserialize().unwrap();
                 println!("@@path {}", path.as_str());
+            }
+            "try-open" => {
+                let source = std::fs::File::open(env("WS_SOURCE")).unwrap();
+                let source = zbus::zvariant::Fd::from(std::os::fd::AsFd::as_fd(&source));
+                let name = env("WS_NAME");
+                let result = match std::env::var("WS_MOUNT") {
+                    Ok(mount) => {
+                        let mount = std::fs::File::open(mount).unwrap();
+                        let mount = zbus::zvariant::Fd::from(std::os::fd::AsFd::as_fd(&mount));
+                        let args = (name, source, mount, "");
+                        call(&conn, "/org/ws", "org.ws.Manager1", "OpenAt", &args).await
+                    }
+                    Err(_) => {
+                        let args = (name, source, "");
+                        call(&conn, "/org/ws", "org.ws.Manager1", "Open", &args).await
+                    }
+                };
+                println!("@@open {}", answer(result));
             }
             "probe" => probe(&conn).await,
             "list" => println!("@@list {}", list(&conn).await),
