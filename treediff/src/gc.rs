@@ -88,8 +88,19 @@ pub struct SweepStats {
 /// something a sweep removes.
 pub fn sweep(store: &Store, reachable: &Reachable) -> Result<SweepStats, StoreError> {
     let mut stats = SweepStats::default();
-    let trash = store.new_trash_dir()?;
-    let mut moved = 0u64;
+    let swept = store.new_sweep_dir()?;
+    let result = sweep_into(store, reachable, &swept, &mut stats);
+    // What was moved goes to the trash even if the sweep stopped half-way.
+    store.trash(&swept);
+    result.map(|()| stats)
+}
+
+fn sweep_into(
+    store: &Store,
+    reachable: &Reachable,
+    swept: &Path,
+    stats: &mut SweepStats,
+) -> Result<(), StoreError> {
     for kind in ["blobs", "exec"] {
         let top = store.root().join(kind);
         for shard in read_dir(&top)? {
@@ -109,16 +120,15 @@ pub fn sweep(store: &Store, reachable: &Reachable) -> Result<SweepStats, StoreEr
                     stats.kept_bytes += size;
                     continue;
                 }
-                std::fs::rename(&object, trash.join(moved.to_string()))
+                let to = swept.join(stats.removed_objects.to_string());
+                std::fs::rename(&object, to)
                     .map_err(StoreError::io("move to the trash", &object))?;
-                moved += 1;
                 stats.removed_objects += 1;
                 stats.removed_bytes += size;
             }
         }
     }
-    store.empty_trash_in_background();
-    Ok(stats)
+    Ok(())
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<std::path::PathBuf>, StoreError> {

@@ -7,7 +7,7 @@
 //! exec/<2 hex>/<64 hex>    a 0555 twin of a blob, made on demand for hardlink checkouts
 //! trees/<hex>-<size>       the root trees that were imported (what fsck walks)
 //! staging/<boot>-<pid>-<n>/<shard>/<n>  a transaction's new objects before publishing
-//! trash/                   staging dirs of aborted transactions, deleted in the background
+//! trash/                   staging dirs of finished transactions and gc sweeps, deleted in the background
 //! ```
 //!
 //! Every object file carries the fixed mtime [`OBJECT_MTIME`], so a checkout that
@@ -76,6 +76,8 @@ pub struct Store {
     /// The process umask, read once: objects need an `fchmod` only where it would
     /// strip their mode bits.
     umask: u32,
+    /// Whether a thread is emptying the trash.
+    emptying: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -96,6 +98,7 @@ impl Store {
             cas,
             boot_id,
             umask: process_umask(),
+            emptying: Default::default(),
         };
         store.collect_leftovers();
         Ok(store)
@@ -221,29 +224,61 @@ impl Store {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         if has_trash {
-            std::thread::spawn(move || empty_trash(&trash));
+            self.empty_trash_in_background();
         }
     }
 
-    /// A new empty directory in the trash, to move objects into (gc).
-    pub(crate) fn new_trash_dir(&self) -> Result<PathBuf, StoreError> {
+    /// A new empty directory to move objects into (gc), among the staging dirs:
+    /// not in the trash, whose emptier would remove it while it fills. Hand it to
+    /// [`Store::trash`] when done.
+    pub(crate) fn new_sweep_dir(&self) -> Result<PathBuf, StoreError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        // Named like a transaction's (`<boot>-<pid>-<n>`), so a crash leaves it to
+        // the next open's collection.
         let name = format!(
-            "gc-{}-{}-{}",
+            "{}-{}-gc{}",
             self.boot_id,
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = self.root.join("trash").join(name);
+        let dir = self.root.join("staging").join(name);
         std::fs::create_dir(&dir).map_err(StoreError::io("create", &dir))?;
         Ok(dir)
     }
 
-    /// Empties the trash on a background thread.
+    /// Moves the directory `dir` (under the store) into the trash, emptied in the
+    /// background.
+    pub(crate) fn trash(&self, dir: &Path) {
+        if let Some(name) = dir.file_name() {
+            let _ = std::fs::rename(dir, self.root.join("trash").join(name));
+        }
+        self.empty_trash_in_background();
+    }
+
+    /// Empties the trash on a background thread: one at a time, which keeps
+    /// going while more arrives, so a burst of transactions starts one thread.
     pub(crate) fn empty_trash_in_background(&self) {
+        if self
+            .emptying
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         let trash = self.root.join("trash");
-        std::thread::spawn(move || empty_trash(&trash));
+        let emptying = self.emptying.clone();
+        std::thread::spawn(move || {
+            loop {
+                empty_trash(&trash);
+                emptying.store(false, std::sync::atomic::Ordering::Release);
+                let more = std::fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some());
+                // Whatever arrived after the last pass is this thread's again,
+                // unless another thread has taken it on.
+                if !more || emptying.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    break;
+                }
+            }
+        });
     }
 
     /// A staging dir is live if it belongs to a running process of this boot.

@@ -17,8 +17,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use super::{OBJECT_MTIME, ObjectKind, Store, StoreError, relative_path};
 use crate::blob::VerifiedBlob;
@@ -43,7 +43,11 @@ const PUBLISH_THREADS: usize = 4;
 pub struct StoreTxn<'s> {
     store: &'s Store,
     name: String,
-    dir: OwnedFd,
+    /// The staging directory, made when the first object is staged: a
+    /// transaction that adds nothing (a status of an unchanged view, a re-import)
+    /// touches no directory at all.
+    dir: OnceLock<OwnedFd>,
+    making_dir: Mutex<()>,
     next_file: AtomicU64,
     /// Objects staged so far: (digest, kind) → staging file name.
     staged: Mutex<HashMap<(Digest, ObjectKind), OsString>>,
@@ -55,26 +59,39 @@ impl<'s> StoreTxn<'s> {
     pub(super) fn begin(store: &'s Store) -> Result<StoreTxn<'s>, StoreError> {
         let seq = NEXT_TXN.fetch_add(1, Ordering::Relaxed);
         let name = format!("{}-{}-{seq}", store.boot_id(), std::process::id());
-        let rel = PathBuf::from("staging").join(&name);
-        let path = store.root().join(&rel);
-        sys::mkdir_at(store.cas_fd(), rel.as_os_str(), 0o700)
+        Ok(StoreTxn {
+            store,
+            name,
+            dir: OnceLock::new(),
+            making_dir: Mutex::new(()),
+            next_file: AtomicU64::new(0),
+            staged: Mutex::new(HashMap::new()),
+            trees: Mutex::new(Vec::new()),
+            finished: false,
+        })
+    }
+
+    /// The staging directory with its shards, made on first use.
+    fn dir(&self) -> Result<&OwnedFd, StoreError> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let _making = self.making_dir.lock().unwrap();
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let rel = PathBuf::from("staging").join(&self.name);
+        let path = self.store.root().join(&rel);
+        sys::mkdir_at(self.store.cas_fd(), rel.as_os_str(), 0o700)
             .map_err(StoreError::io("create staging directory", &path))?;
-        let dir = sys::open_dir_at(store.cas_fd(), rel.as_os_str())
+        let dir = sys::open_dir_at(self.store.cas_fd(), rel.as_os_str())
             .map_err(StoreError::io("open staging directory", &path))?;
         for shard in 0..STAGING_SHARDS {
             let name = std::ffi::OsString::from(format!("{shard:x}"));
             sys::mkdir_at(dir.as_fd(), &name, 0o700)
                 .map_err(StoreError::io("create staging directory", path.join(&name)))?;
         }
-        Ok(StoreTxn {
-            store,
-            name,
-            dir,
-            next_file: AtomicU64::new(0),
-            staged: Mutex::new(HashMap::new()),
-            trees: Mutex::new(Vec::new()),
-            finished: false,
-        })
+        Ok(self.dir.get_or_init(|| dir))
     }
 
     /// The store this transaction writes to.
@@ -122,7 +139,7 @@ impl<'s> StoreTxn<'s> {
 
     /// Creates a staging file with the object mode; the caller fills it.
     fn create(&self, file: &OsString, kind: ObjectKind) -> Result<File, StoreError> {
-        sys::create_file_at(self.dir.as_fd(), file, kind.mode()).map_err(StoreError::io(
+        sys::create_file_at(self.dir()?.as_fd(), file, kind.mode()).map_err(StoreError::io(
             "create staging file",
             self.staging_path(file),
         ))
@@ -226,7 +243,9 @@ impl<'s> StoreTxn<'s> {
     }
 
     fn discard(&self, file: &OsString) {
-        let _ = sys::unlink_at(self.dir.as_fd(), file);
+        if let Some(dir) = self.dir.get() {
+            let _ = sys::unlink_at(dir.as_fd(), file);
+        }
     }
 
     /// Records `tree` as an imported root tree, published with the transaction.
@@ -248,7 +267,7 @@ impl<'s> StoreTxn<'s> {
         let mut changed = !staged.is_empty();
         if changed {
             let staging = self.store.root().join("staging").join(&self.name);
-            sys::syncfs(self.dir.as_fd())
+            sys::syncfs(self.dir()?.as_fd())
                 .map_err(StoreError::io("sync staged objects in", &staging))?;
             self.publish(&staged)?;
         }
@@ -272,7 +291,7 @@ impl<'s> StoreTxn<'s> {
             ))?;
         }
         self.finished = true;
-        self.remove_staging_dirs();
+        self.trash_staging_dir();
         Ok(())
     }
 
@@ -281,6 +300,7 @@ impl<'s> StoreTxn<'s> {
     fn publish(&self, staged: &[((Digest, ObjectKind), OsString)]) -> Result<(), StoreError> {
         let chunk = staged.len().div_ceil(PUBLISH_THREADS).max(1);
         let cas = self.store.cas_fd();
+        let dir = self.dir()?;
         std::thread::scope(|scope| {
             let workers: Vec<_> = staged
                 .chunks(chunk)
@@ -288,16 +308,12 @@ impl<'s> StoreTxn<'s> {
                     scope.spawn(move || -> Result<(), StoreError> {
                         for ((digest, kind), file) in part {
                             let target = relative_path(*kind, digest);
-                            let placed = sys::rename_noreplace(
-                                self.dir.as_fd(),
-                                file,
-                                cas,
-                                target.as_os_str(),
-                            )
-                            .map_err(StoreError::io(
-                                "publish object",
-                                self.store.root().join(&target),
-                            ))?;
+                            let placed =
+                                sys::rename_noreplace(dir.as_fd(), file, cas, target.as_os_str())
+                                    .map_err(StoreError::io(
+                                    "publish object",
+                                    self.store.root().join(&target),
+                                ))?;
                             if !placed {
                                 self.discard(file);
                             }
@@ -312,27 +328,25 @@ impl<'s> StoreTxn<'s> {
         })
     }
 
-    fn remove_staging_dirs(&self) {
-        for shard in 0..STAGING_SHARDS {
-            let _ = sys::rmdir_at(
-                self.dir.as_fd(),
-                std::ffi::OsStr::new(&format!("{shard:x}")),
-            );
-        }
-        let rel = PathBuf::from("staging").join(&self.name);
-        let _ = sys::rmdir_at(self.store.cas_fd(), rel.as_os_str());
-    }
-}
-
-impl Drop for StoreTxn<'_> {
-    /// An aborted transaction's staging dir goes to the trash, emptied in the
-    /// background by the next `Store::open`; nothing is deleted on this path.
-    fn drop(&mut self) {
-        if self.finished {
+    /// Moves the staging directory (empty after a commit, or holding an aborted
+    /// transaction's objects) into the trash, emptied in the background: removing
+    /// its 17 directories here would cost milliseconds on the caller's path.
+    fn trash_staging_dir(&self) {
+        if self.dir.get().is_none() {
             return;
         }
         let from = PathBuf::from("staging").join(&self.name);
         let to = PathBuf::from("trash").join(&self.name);
         let _ = nix::fcntl::renameat(self.store.cas_fd(), &from, self.store.cas_fd(), &to);
+        self.store.empty_trash_in_background();
+    }
+}
+
+impl Drop for StoreTxn<'_> {
+    /// An aborted transaction publishes nothing; its staging dir goes to the trash.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.trash_staging_dir();
+        }
     }
 }
