@@ -369,8 +369,8 @@ fn letter(change: &str) -> char {
         "added" => 'A',
         "deleted" => 'D',
         "modified" => 'M',
-        "mode-changed" => 'X',
-        "type-changed" => 'T',
+        "mode_changed" => 'X',
+        "type_changed" => 'T',
         _ => '?',
     }
 }

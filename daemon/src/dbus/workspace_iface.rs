@@ -110,7 +110,7 @@ impl WorkspaceIface {
     }
 
     /// Reads the view: the paths changed since the last commit, with the change
-    /// ("added", "deleted", "modified", "mode-changed", "type-changed"). Updates
+    /// ("added", "deleted", "modified", "mode_changed", "type_changed"). Updates
     /// `Dirty`.
     async fn status(
         &mut self,

@@ -437,8 +437,8 @@ pub fn change_name(kind: treediff::ChangeKind) -> &'static str {
         treediff::ChangeKind::Added => "added",
         treediff::ChangeKind::Deleted => "deleted",
         treediff::ChangeKind::Modified => "modified",
-        treediff::ChangeKind::ModeChanged => "mode-changed",
-        treediff::ChangeKind::TypeChanged => "type-changed",
+        treediff::ChangeKind::ModeChanged => "mode_changed",
+        treediff::ChangeKind::TypeChanged => "type_changed",
     }
 }
 
