@@ -55,6 +55,40 @@ pub trait Workspace1 {
     fn undo(&self) -> zbus::Result<(u64, String)>;
 }
 
+#[zbus::proxy(
+    interface = "org.ws.Store1",
+    default_service = "org.ws.Daemon",
+    default_path = "/org/ws"
+)]
+pub trait Store1 {
+    fn import(
+        &self,
+        dir: zbus::zvariant::Fd<'_>,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<(String, HashMap<String, u64>)>;
+    fn checkout(
+        &self,
+        tree: &str,
+        dest: zbus::zvariant::Fd<'_>,
+        mode: &str,
+    ) -> zbus::Result<HashMap<String, u64>>;
+    fn diff(
+        &self,
+        old: &str,
+        new: &str,
+        patches: bool,
+        context: u32,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
+    fn fsck(
+        &self,
+        trees: Vec<String>,
+    ) -> zbus::Result<(
+        bool,
+        Vec<(String, HashMap<String, String>)>,
+        HashMap<String, u64>,
+    )>;
+}
+
 /// A connection to the daemon of one state directory.
 #[derive(Debug)]
 pub struct Client {
@@ -108,6 +142,11 @@ impl Client {
     /// The manager.
     pub async fn manager(&self) -> Result<Manager1Proxy<'static>, CliError> {
         Ok(Manager1Proxy::new(&self.conn).await?)
+    }
+
+    /// The store.
+    pub async fn store(&self) -> Result<Store1Proxy<'static>, CliError> {
+        Ok(Store1Proxy::new(&self.conn).await?)
     }
 
     /// The workspace object at `path`, read afresh at every property get.

@@ -10,7 +10,6 @@
 use std::process::ExitCode;
 
 use treediff::digest::DigestParseError;
-use treediff::{CaptureError, StoreError, TreeError};
 
 /// Anything `ws` can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -21,24 +20,6 @@ pub enum CliError {
     /// A digest argument that does not parse.
     #[error(transparent)]
     BadDigest(#[from] DigestParseError),
-    /// Opening or using the store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Importing a directory failed.
-    #[error(transparent)]
-    Capture(#[from] CaptureError),
-    /// Reading a tree failed.
-    #[error(transparent)]
-    Tree(#[from] TreeError),
-    /// Writing a tree out failed.
-    #[error(transparent)]
-    Checkout(#[from] treediff::checkout::CheckoutError),
-    /// Comparing trees failed.
-    #[error(transparent)]
-    Diff(#[from] treediff::diff::DiffError),
-    /// Rendering a text diff failed.
-    #[error(transparent)]
-    TextDiff(#[from] treediff::TextDiffError),
     /// fsck found damage (the problems were printed).
     #[error("fsck found {0} problem(s) in the store")]
     Damaged(usize),
@@ -94,40 +75,16 @@ enum Kind {
 impl CliError {
     fn kind(&self) -> Kind {
         match self {
-            CliError::BadDigest(_) => return Kind::BadInput,
-            CliError::Damaged(_) => return Kind::Damaged,
-            CliError::Capture(CaptureError::NotADirectory { .. }) => return Kind::BadInput,
-            CliError::BadPath { .. } => return Kind::BadInput,
-            _ => {}
+            CliError::BadDigest(_) | CliError::BadPath { .. } => Kind::BadInput,
+            CliError::Damaged(_) => Kind::Damaged,
+            _ => match daemon_error_name(self) {
+                Some("NotFound" | "AlreadyExists" | "InvalidArgument" | "AccessDenied") => {
+                    Kind::BadInput
+                }
+                Some("Corrupt") => Kind::Damaged,
+                _ => Kind::Failed,
+            },
         }
-        match daemon_error_name(self) {
-            Some("NotFound" | "AlreadyExists" | "InvalidArgument" | "AccessDenied") => {
-                return Kind::BadInput;
-            }
-            Some("Corrupt") => return Kind::Damaged,
-            Some(_) => return Kind::Failed,
-            None => {}
-        }
-        // Damage anywhere down the chain (a missing or corrupt object, an invalid
-        // node) makes it a damaged-store error, whichever operation met it. Large
-        // errors travel boxed, so look through boxes too.
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(err) = cause {
-            let store = err
-                .downcast_ref::<StoreError>()
-                .or_else(|| err.downcast_ref::<Box<StoreError>>().map(|b| &**b));
-            if let Some(StoreError::Missing { .. } | StoreError::Corrupt { .. }) = store {
-                return Kind::Damaged;
-            }
-            let tree = err
-                .downcast_ref::<TreeError>()
-                .or_else(|| err.downcast_ref::<Box<TreeError>>().map(|b| &**b));
-            if let Some(TreeError::Invalid { .. }) = tree {
-                return Kind::Damaged;
-            }
-            cause = err.source();
-        }
-        Kind::Failed
     }
 
     fn hint(&self) -> Option<String> {
@@ -137,9 +94,6 @@ impl CliError {
                 "the objects named above are damaged; re-import their sources to restore them"
                     .into(),
             ),
-            CliError::Capture(CaptureError::Ignore { .. }) => {
-                Some("fix the pattern or the .wsignore file it names".into())
-            }
             CliError::DaemonStart { state_dir, .. } => Some(format!(
                 "see {} for the daemon's log, or run it in the foreground with `ws daemon`",
                 state_dir.join("wsd.log").display()
@@ -157,7 +111,12 @@ impl CliError {
             return ExitCode::SUCCESS;
         }
         let mut message = self.to_string();
-        let mut source = std::error::Error::source(self);
+        // The daemon's message is whole (its causes included); its zbus error
+        // would only repeat it after the error name.
+        let mut source = match self {
+            CliError::Daemon(zbus::Error::MethodError(_, Some(_), _)) => None,
+            _ => std::error::Error::source(self),
+        };
         while let Some(cause) = source {
             message.push_str(": ");
             message.push_str(&cause.to_string());

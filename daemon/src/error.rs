@@ -145,6 +145,7 @@ impl Error {
             }
             Error::Snapshot { source, .. } => snapshot_kind(source),
             _ if is_no_space(self) => ErrorKind::NoSpace,
+            Error::Store { .. } if is_damage(self) => ErrorKind::Corrupt,
             // The caller's own permissions refused a read (see `crate::access`).
             Error::Store { .. } if has_os_error(self, &[nix::libc::EACCES]) => {
                 ErrorKind::AccessDenied
@@ -197,6 +198,24 @@ fn snapshot_kind(e: &overlay::SnapshotError) -> ErrorKind {
 fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
     has_os_error(e, &[nix::libc::ENOSPC, nix::libc::EDQUOT])
         || chain(e).any(|e| e.to_string().contains("no space left"))
+}
+
+/// Whether some cause in the chain is a missing or damaged store object or tree
+/// node (errors travel boxed, so boxes are looked through too).
+fn is_damage(e: &(dyn std::error::Error + 'static)) -> bool {
+    use treediff::{StoreError, TreeError};
+    chain(e).any(|e| {
+        let store = e
+            .downcast_ref::<StoreError>()
+            .or_else(|| e.downcast_ref::<Box<StoreError>>().map(|b| &**b));
+        let tree = e
+            .downcast_ref::<TreeError>()
+            .or_else(|| e.downcast_ref::<Box<TreeError>>().map(|b| &**b));
+        matches!(
+            store,
+            Some(StoreError::Missing { .. } | StoreError::Corrupt { .. })
+        ) || matches!(tree, Some(TreeError::Invalid { .. }))
+    })
 }
 
 /// Whether some cause in the chain is an I/O error with one of `codes`.

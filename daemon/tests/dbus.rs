@@ -408,6 +408,7 @@ async fn the_committed_introspection_xml_matches_the_service() {
     let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dbus");
     for (object, name) in [
         ("/org/ws", "org.ws.Manager1"),
+        ("/org/ws", "org.ws.Store1"),
         (path.as_str(), "org.ws.Workspace1"),
     ] {
         let live = run(Command::new("busctl").args([

@@ -1,4 +1,5 @@
-//! `ws store`: import, diff, checkout and fsck, as a user scripts them.
+//! `ws store`: import, diff, checkout and fsck through the daemon, as a user
+//! scripts them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -191,10 +192,77 @@ fn bad_input_gets_a_clear_error() {
     );
 
     let run = ws.run(&["store", "import", "/nonexistent/dir"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("/nonexistent/dir") && run.stderr.contains("No such file"),
         "{}",
         run.stderr
+    );
+}
+
+/// Another user, through a daemon root started: checks out only into their own
+/// directories, and not as hard links to the store's files.
+#[test]
+fn another_user_checks_out_only_into_their_own_directories() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to act as another user");
+        assert!(
+            std::env::var_os("WS_TEST_REQUIRE_PRIVILEGED").is_none(),
+            "WS_TEST_REQUIRE_PRIVILEGED is set but this test cannot run"
+        );
+        return;
+    }
+    let ws = Ws::new();
+    std::fs::set_permissions(ws.state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = ws.import(&examples().join("hello"));
+    let nobody = |args: &[&str]| -> ws_tests::Run {
+        ws.command()
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Root's empty directory.
+    let roots = scratch.path().join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = nobody(&["store", "checkout", &tree, roots.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("does not belong to you"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read_dir(&roots).unwrap().count(), 0);
+
+    let mine = scratch.path().join("mine");
+    let run = nobody(&[
+        "store",
+        "checkout",
+        &tree,
+        mine.to_str().unwrap(),
+        "--mode",
+        "hardlink",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("hardlink"), "{}", run.stderr);
+    assert!(!mine.exists(), "the directory ws made for it is gone again");
+
+    let run = nobody(&["store", "checkout", &tree, mine.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let file = mine.join("src/greeting.c");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (65534, 65534),
+        "the files are the caller's"
     );
 }

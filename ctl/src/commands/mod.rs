@@ -3,6 +3,7 @@
 mod store;
 mod workspace;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
@@ -36,4 +37,43 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let mut text = serde_json::to_string_pretty(value).expect("our JSON values always serialize");
     text.push('\n');
     print(&text)
+}
+
+/// Runs `work` (D-Bus calls to the daemon) to completion on this thread.
+pub fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Output)?
+        .block_on(work)
+}
+
+/// Opens the directory `path` for passing to the daemon, which never opens a
+/// path a client names.
+pub fn open_dir(path: &Path) -> Result<std::fs::File, CliError> {
+    let file = std::fs::File::open(path).map_err(|source| CliError::BadPath {
+        path: path.to_owned(),
+        source,
+    })?;
+    match file.metadata() {
+        Ok(meta) if meta.is_dir() => Ok(file),
+        _ => Err(CliError::BadPath {
+            path: path.to_owned(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOTDIR),
+        }),
+    }
+}
+
+/// The one-letter form of a change, as `ws store diff --name-status` shows it.
+pub fn letter(change: &str) -> char {
+    match change {
+        "added" => 'A',
+        "deleted" => 'D',
+        "modified" => 'M',
+        "mode_changed" => 'X',
+        "type_changed" => 'T',
+        _ => '?',
+    }
 }

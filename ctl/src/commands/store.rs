@@ -1,185 +1,139 @@
-//! `ws store …`: import, checkout, diff and fsck on the store, without the daemon.
+//! `ws store …`: import, checkout, diff and fsck on the daemon's store.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
-use treediff::capture::CaptureProgress;
-use treediff::checkout::{CheckoutMode, CheckoutOptions};
-use treediff::diff::DiffError;
-use treediff::{CaptureMode, CaptureOptions, Change, ChangeKind, Digest, FileStatCache, Store};
+use treediff::Digest;
+use zbus::zvariant::Value;
 
-use super::{print, print_json};
+use super::{block_on, letter, open_dir, print, print_json};
 use crate::cli::{CheckoutArgs, DiffArgs, FsckArgs, ImportArgs, Mode, StoreCommand};
+use crate::client::{Client, Store1Proxy};
 use crate::error::CliError;
-use crate::progress::{bytes, with_spinner};
+use crate::progress::{Spinner, bytes};
 
 pub fn run(state_dir: &Path, command: StoreCommand) -> Result<ExitCode, CliError> {
-    let store = Store::open(state_dir)?;
-    match command {
-        StoreCommand::Import(args) => import(&store, state_dir, args),
-        StoreCommand::Checkout(args) => checkout(&store, args),
-        StoreCommand::Diff(args) => diff(&store, args),
-        StoreCommand::Fsck(args) => fsck(&store, args),
-    }
+    block_on(async {
+        let client = Client::connect(state_dir).await?;
+        let store = client.store().await?;
+        match command {
+            StoreCommand::Import(args) => import(&store, args).await,
+            StoreCommand::Checkout(args) => checkout(&store, args).await,
+            StoreCommand::Diff(args) => diff(&store, args).await,
+            StoreCommand::Fsck(args) => fsck(&store, args).await,
+        }
+    })
 }
 
-fn import(store: &Store, state_dir: &Path, args: ImportArgs) -> Result<ExitCode, CliError> {
-    let cache = FileStatCache::load(&stat_cache_path(state_dir, &args.dir));
-    let progress = CaptureProgress::default();
-    let options = CaptureOptions {
-        mode: if args.buildtree {
-            CaptureMode::Buildtree
-        } else {
-            CaptureMode::Source
-        },
-        ignore_patterns: &args.ignore,
-        stat_cache: Some(&cache),
-        progress: Some(&progress),
-        threads: args.threads,
-        access: None,
+/// Counts in a stable order, for JSON.
+fn sorted(counts: HashMap<String, u64>) -> BTreeMap<String, u64> {
+    counts.into_iter().collect()
+}
+
+async fn import(store: &Store1Proxy<'_>, args: ImportArgs) -> Result<ExitCode, CliError> {
+    let dir = open_dir(&args.dir)?;
+    let mode = if args.buildtree {
+        "buildtree"
+    } else {
+        "source"
     };
-    let status = || {
-        let entries = progress.entries.load(Ordering::Relaxed);
-        let hashed = progress.hashed_bytes.load(Ordering::Relaxed);
-        format!(
-            "importing {}: {entries} entries, {} hashed",
-            args.dir.display(),
-            bytes(hashed)
-        )
+    let options = HashMap::from([
+        ("mode", Value::from(mode)),
+        ("ignore", Value::from(args.ignore.clone())),
+        (
+            "threads",
+            Value::from(args.threads.min(u32::MAX as usize) as u32),
+        ),
+    ]);
+    let (digest, stats) = {
+        let _spinner = Spinner::start(&format!("importing {}", args.dir.display()));
+        store.import((&dir).into(), options).await?
     };
-    let (digest, stats) = with_spinner("importing", status, || {
-        treediff::import(store, &args.dir, &options)
-    })?;
-    // The cache only saves work: failing to write it is not worth failing the import.
-    if let Err(e) = cache.save() {
-        eprintln!("ws: warning: cannot save the stat cache: {e}");
-    }
     if args.json {
-        print_json(&serde_json::json!({ "digest": digest.to_string(), "stats": stats }))?;
+        print_json(&serde_json::json!({ "digest": digest, "stats": sorted(stats) }))?;
     } else {
         print(&format!("{digest}\n"))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One stat-cache file per imported directory, named by a hash of its real path.
-fn stat_cache_path(state_dir: &Path, dir: &Path) -> std::path::PathBuf {
-    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-    let key = blake3::hash(real.as_os_str().as_encoded_bytes()).to_hex();
-    state_dir.join("statcache").join(&key[..32])
-}
-
-fn checkout(store: &Store, args: CheckoutArgs) -> Result<ExitCode, CliError> {
+async fn checkout(store: &Store1Proxy<'_>, args: CheckoutArgs) -> Result<ExitCode, CliError> {
     let digest: Digest = args.digest.parse()?;
     let mode = match args.mode {
-        Mode::Hardlink => CheckoutMode::Hardlink,
-        Mode::Reflink => CheckoutMode::Reflink,
-        Mode::Copy => CheckoutMode::Copy,
+        Mode::Hardlink => "hardlink",
+        Mode::Reflink => "reflink",
+        Mode::Copy => "copy",
     };
-    let message = format!("checking out {digest} into {}", args.dir.display());
-    let stats = with_spinner(
-        &message,
-        || message.clone(),
-        || treediff::checkout::checkout(store, digest, &args.dir, &CheckoutOptions { mode }),
-    )?;
+    // The daemon writes into a directory the caller passes; a new path is made
+    // here, as the caller, and removed again if the checkout fails.
+    let created = match std::fs::create_dir(&args.dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(source) => {
+            return Err(CliError::BadPath {
+                path: args.dir.clone(),
+                source,
+            });
+        }
+    };
+    let dest = open_dir(&args.dir)?;
+    let result = {
+        let _spinner = Spinner::start(&format!(
+            "checking out {digest} into {}",
+            args.dir.display()
+        ));
+        store
+            .checkout(&digest.to_string(), (&dest).into(), mode)
+            .await
+    };
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_dir(&args.dir);
+            }
+            return Err(e.into());
+        }
+    };
     if args.json {
-        print_json(&stats)?;
+        print_json(&sorted(stats))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One element of `ws store diff --json`: `{"path": …, "change": …}`.
-#[derive(serde::Serialize)]
-struct JsonChange {
-    path: String,
-    change: &'static str,
-}
-
-/// The name used for a change kind in `--json` output and documentation.
-fn kind_name(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Added => "added",
-        ChangeKind::Deleted => "deleted",
-        ChangeKind::Modified => "modified",
-        ChangeKind::ModeChanged => "mode_changed",
-        ChangeKind::TypeChanged => "type_changed",
-    }
-}
-
-fn kind_letter(kind: ChangeKind) -> char {
-    match kind {
-        ChangeKind::Added => 'A',
-        ChangeKind::Deleted => 'D',
-        ChangeKind::Modified => 'M',
-        ChangeKind::ModeChanged => 'X',
-        ChangeKind::TypeChanged => 'T',
-    }
-}
-
-/// A path as listed: directories (only empty ones are listed) end in `/`.
-fn shown_path(change: &Change) -> String {
-    let is_dir = if change.kind == ChangeKind::Deleted {
-        change.old_is_dir()
-    } else {
-        change.new_is_dir()
-    };
-    if is_dir {
-        format!("{}/", treediff::names::display(&change.path))
-    } else {
-        change.path.clone()
-    }
-}
-
-fn diff(store: &Store, args: DiffArgs) -> Result<ExitCode, CliError> {
+async fn diff(store: &Store1Proxy<'_>, args: DiffArgs) -> Result<ExitCode, CliError> {
     let old: Digest = args.old.parse()?;
     let new: Digest = args.new.parse()?;
-    let mut json = Vec::new();
-    let mut stat = Vec::new();
-    // Errors of our own (output, text rendering) stop the walk and are kept here.
-    let mut failure: Option<CliError> = None;
-    let mut on_leaf = |leaf: Change| -> Result<(), CliError> {
-        if args.json {
-            json.push(JsonChange {
-                path: shown_path(&leaf),
-                change: kind_name(leaf.kind),
-            });
-        } else if args.name_only {
-            print(&format!("{}\n", shown_path(&leaf)))?;
-        } else if args.name_status {
-            print(&format!(
-                "{}\t{}\n",
-                kind_letter(leaf.kind),
-                shown_path(&leaf)
-            ))?;
-        } else {
-            let patch = treediff::unified_diff(store, &leaf, args.unified)?;
-            if args.stat {
-                stat.push((shown_path(&leaf), line_counts(&patch)));
-            } else {
-                print(&patch)?;
-            }
-        }
-        Ok(())
-    };
-    let walked = treediff::diff(store, old, new, &mut |change| {
-        treediff::expand(store, &change, &mut |leaf| {
-            on_leaf(leaf).map_err(|e| {
-                failure = Some(e);
-                DiffError::Stopped
-            })
-        })
-        .map(|_| ())
-    });
-    if let Some(failure) = failure {
-        return Err(failure);
-    }
-    walked?;
+    let patches = !(args.json || args.name_only || args.name_status);
+    let context = args.unified.min(u32::MAX as usize) as u32;
+    let changes = store
+        .diff(&old.to_string(), &new.to_string(), patches, context)
+        .await?;
     if args.json {
-        print_json(&json)?;
-    } else if args.stat {
-        print(&render_stat(&stat))?;
+        let list: Vec<serde_json::Value> = changes
+            .into_iter()
+            .map(|(path, change, _)| serde_json::json!({ "path": path, "change": change }))
+            .collect();
+        return print_json(&list).map(|()| ExitCode::SUCCESS);
     }
+    let mut text = String::new();
+    let mut stat = Vec::new();
+    for (path, change, patch) in changes {
+        if args.name_only {
+            text.push_str(&format!("{path}\n"));
+        } else if args.name_status {
+            text.push_str(&format!("{}\t{path}\n", letter(&change)));
+        } else if args.stat {
+            stat.push((path, line_counts(&patch)));
+        } else {
+            text.push_str(&patch);
+        }
+    }
+    if args.stat {
+        text = render_stat(&stat);
+    }
+    print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -228,35 +182,54 @@ fn render_stat(rows: &[(String, Option<(usize, usize)>)]) -> String {
     out
 }
 
-fn fsck(store: &Store, args: FsckArgs) -> Result<ExitCode, CliError> {
+async fn fsck(store: &Store1Proxy<'_>, args: FsckArgs) -> Result<ExitCode, CliError> {
     let roots = args
         .digests
         .iter()
-        .map(|d| d.parse())
-        .collect::<Result<Vec<Digest>, _>>()?;
-    let report = with_spinner(
-        "checking the store",
-        || "checking the store".to_owned(),
-        || treediff::fsck(store, &roots),
-    )?;
+        .map(|d| d.parse::<Digest>().map(|d| d.to_string()))
+        .collect::<Result<Vec<String>, _>>()?;
+    let (clean, problems, counts) = {
+        let _spinner = Spinner::start("checking the store");
+        store.fsck(roots).await?
+    };
+    let count = |k: &str| counts.get(k).copied().unwrap_or(0);
     if args.json {
-        print_json(&report)?;
+        let problems: Vec<BTreeMap<String, String>> = problems
+            .iter()
+            .map(|(kind, fields)| {
+                let mut shown: BTreeMap<String, String> = fields
+                    .iter()
+                    .filter(|(k, _)| *k != "message")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                shown.insert("kind".to_owned(), kind.clone());
+                shown
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "objects_checked": count("objects"),
+            "bytes_checked": count("bytes"),
+            "trees_checked": count("trees"),
+            "dirs_checked": count("directories"),
+            "problems": problems,
+        }))?;
     } else {
-        for problem in &report.problems {
-            print(&format!("{problem}\n"))?;
+        for (_, fields) in &problems {
+            let message = fields.get("message").map(String::as_str).unwrap_or("");
+            print(&format!("{message}\n"))?;
         }
         eprintln!(
             "checked {} objects ({}), {} trees, {} directories: {} problem(s)",
-            report.objects_checked,
-            bytes(report.bytes_checked),
-            report.trees_checked,
-            report.dirs_checked,
-            report.problems.len()
+            count("objects"),
+            bytes(count("bytes")),
+            count("trees"),
+            count("directories"),
+            problems.len()
         );
     }
-    if report.problems.is_empty() {
+    if clean {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(CliError::Damaged(report.problems.len()))
+        Err(CliError::Damaged(problems.len()))
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{print, print_json};
+use super::{block_on, letter, open_dir, print, print_json};
 use crate::cli::{Backend, Command};
 use crate::client::{Client, Workspace1Proxy};
 use crate::error::CliError;
@@ -33,11 +33,7 @@ struct ChangeJson {
 
 /// Runs a workspace command on the daemon of `state_dir`.
 pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Output)?;
-    runtime.block_on(async {
+    block_on(async {
         let client = Client::connect(state_dir).await?;
         match command {
             Command::Open(args) => {
@@ -217,7 +213,9 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
                 let ws = client.workspace_named(&args.name).await?;
                 let (seq, op) = ws.undo().await?;
                 if args.json {
-                    print_json(&serde_json::json!({ "name": args.name, "undone": { "seq": seq, "op": op } }))?;
+                    print_json(
+                        &serde_json::json!({ "name": args.name, "undone": { "seq": seq, "op": op } }),
+                    )?;
                 } else {
                     print(&format!("{}: undid the {op} (op {seq})\n", args.name))?;
                 }
@@ -229,7 +227,9 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
                     manager.fsck().await?
                 };
                 if args.json {
-                    print_json(&serde_json::json!({ "clean": clean, "problems": problems, "checked": counts }))?;
+                    print_json(
+                        &serde_json::json!({ "clean": clean, "problems": problems, "checked": counts }),
+                    )?;
                 } else {
                     for problem in &problems {
                         print(&format!("{problem}\n"))?;
@@ -279,7 +279,9 @@ pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
                         print(&format!("evicted {name}\n"))?;
                     }
                     if !within {
-                        eprintln!("ws: the store is still over the quota: what is left is in use or pinned");
+                        eprintln!(
+                            "ws: the store is still over the quota: what is left is in use or pinned"
+                        );
                     }
                 }
             }
@@ -341,36 +343,10 @@ async fn describe(
     })
 }
 
-fn open_dir(path: &Path) -> Result<std::fs::File, CliError> {
-    let file = std::fs::File::open(path).map_err(|source| CliError::BadPath {
-        path: path.to_owned(),
-        source,
-    })?;
-    match file.metadata() {
-        Ok(meta) if meta.is_dir() => Ok(file),
-        _ => Err(CliError::BadPath {
-            path: path.to_owned(),
-            source: std::io::Error::from_raw_os_error(nix::libc::ENOTDIR),
-        }),
-    }
-}
-
 fn backend_name(backend: Backend) -> &'static str {
     match backend {
         Backend::Overlayfs => "overlayfs",
         Backend::FuseOverlayfs => "fuse-overlayfs",
         Backend::Mirror => "mirror",
-    }
-}
-
-/// The one-letter form of a change, as `ws store diff --name-status` shows it.
-fn letter(change: &str) -> char {
-    match change {
-        "added" => 'A',
-        "deleted" => 'D',
-        "modified" => 'M',
-        "mode_changed" => 'X',
-        "type_changed" => 'T',
-        _ => '?',
     }
 }

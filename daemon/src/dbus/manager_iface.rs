@@ -1,14 +1,14 @@
 //! `org.ws.Manager1` at `/org/ws`: open workspaces and find them.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use overlay::BackendKind;
 use zbus::object_server::ObjectServer;
 use zbus::zvariant::OwnedObjectPath;
 
+use super::args::{bounded, digest, fd_path};
 use super::{DbusError, Event, Objects, Shared, workspace_path};
 use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, Source};
 
@@ -73,27 +73,8 @@ impl ManagerIface {
     }
 }
 
-/// The longest string argument accepted: names are at most 64 bytes and digests
-/// under 100; anything longer is refused before it reaches the manager.
-const MAX_ARGUMENT: usize = 4096;
-
-fn bounded<'a>(what: &str, value: &'a str) -> Result<&'a str, DbusError> {
-    if value.len() > MAX_ARGUMENT {
-        return Err(DbusError::InvalidArgument(format!(
-            "the {what} is {} bytes long; at most {MAX_ARGUMENT} are accepted",
-            value.len()
-        )));
-    }
-    Ok(value)
-}
-
 fn path(id: &str) -> Result<OwnedObjectPath, DbusError> {
     OwnedObjectPath::try_from(workspace_path(id)).map_err(|e| DbusError::Io(e.to_string()))
-}
-
-/// The path the kernel gives an open descriptor: read through it, never by name.
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 #[zbus::interface(name = "org.ws.Manager1")]
@@ -142,12 +123,7 @@ impl ManagerIface {
         tree: String,
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
-        bounded("tree", &tree)?;
-        let tree = tree
-            .parse()
-            .map_err(|e: treediff::digest::DigestParseError| {
-                DbusError::InvalidArgument(e.to_string())
-            })?;
+        let tree = digest("tree", &tree)?;
         self.open_with(server, name, Source::Tree(tree), Vec::new(), None, backend)
             .await
     }

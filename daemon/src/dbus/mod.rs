@@ -13,6 +13,7 @@
 //! of the caller's uid, served by the same code as a socket's connections, so
 //! who sees what is decided in one place.
 
+mod args;
 mod bus;
 mod credentials;
 mod errors;
@@ -20,6 +21,7 @@ mod hello;
 mod links;
 mod manager_iface;
 mod relay;
+mod store_iface;
 mod workspace_iface;
 
 use std::path::Path;
@@ -219,6 +221,10 @@ async fn serve_client(
         .serve_at(
             ROOT_PATH,
             manager_iface::ManagerIface::new(shared.clone(), caller, objects.clone()),
+        )?
+        .serve_at(
+            ROOT_PATH,
+            store_iface::StoreIface::new(shared.clone(), caller),
         )?
         // Served before any message is read, while nothing is under it to announce.
         .serve_at(ROOT_PATH, zbus::fdo::ObjectManager)?

@@ -19,6 +19,8 @@ pub struct ImportOptions {
     /// Record the tree as imported (`ws store import`): fsck checks it and gc keeps
     /// it. A workspace's source needs no record: the workspace holds it.
     pub record: bool,
+    /// Threads walking and hashing; `None` for the default.
+    pub threads: Option<usize>,
 }
 
 impl Manager {
@@ -57,6 +59,9 @@ impl Manager {
             ignore_patterns: &options.ignore,
             stat_cache: Some(&cache),
             access: access.as_ref().map(|a| a as &dyn SourceAccess),
+            threads: options
+                .threads
+                .unwrap_or(treediff::capture::DEFAULT_THREADS),
             ..CaptureOptions::default()
         };
         let subject = format!("source directory {}", real.display());

@@ -422,6 +422,7 @@ mod mount_point;
 mod open;
 mod recover;
 mod refs;
+mod store_ops;
 mod undo;
 
 pub use fsck::{FsckProblem, FsckReport};
@@ -429,6 +430,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::ImportOptions;
 pub use mount_point::MountPoint;
 pub use refs::{Ref, RefKind};
+pub use store_ops::TreeChange;
 pub use undo::Undone;
 
 /// The stable name of a change kind, as clients see it.

@@ -39,6 +39,22 @@ impl MountPoint {
         Ok(MountPoint::from_fd(fd))
     }
 
+    /// Where the directory is, once checked through the descriptor to be an
+    /// empty directory owned by `owner` (`None`: by anyone). `what` names it in
+    /// errors.
+    pub(super) fn checked_path(
+        &self,
+        owner: Option<u32>,
+        what: &'static str,
+    ) -> Result<PathBuf, Error> {
+        let path = self.path().map_err(|e| Error::Invalid {
+            what,
+            problem: format!("the directory passed: {e}"),
+        })?;
+        check_empty_dir(self, &path, owner, what)?;
+        Ok(path)
+    }
+
     /// Where the directory is now, as the kernel names it.
     fn path(&self) -> std::io::Result<PathBuf> {
         let path = std::fs::read_link(format!(
@@ -49,6 +65,12 @@ impl MountPoint {
             return Err(std::io::Error::other("it has been deleted"));
         }
         Ok(path)
+    }
+}
+
+impl AsFd for MountPoint {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -85,11 +107,7 @@ impl Manager {
             let dir = MountPoint::open(&path).map_err(io("open the mount point"))?;
             return Ok(Target { dir, path });
         };
-        let path = dir.path().map_err(|e| Error::Invalid {
-            what: "mount point",
-            problem: format!("the directory passed: {e}"),
-        })?;
-        check_mount_point(dir, &path, caller.uid)?;
+        let path = dir.checked_path(Some(caller.uid), "mount point")?;
         Ok(Target {
             dir: dir.clone(),
             path,
@@ -171,21 +189,26 @@ impl Manager {
     }
 }
 
-/// Refuses a mount point that is not an empty directory owned by `uid`, checked
-/// through its descriptor.
-fn check_mount_point(dir: &MountPoint, path: &Path, uid: u32) -> Result<(), Error> {
+/// Refuses a directory that is not empty or not owned by `owner` (if given),
+/// checked through its descriptor.
+fn check_empty_dir(
+    dir: &MountPoint,
+    path: &Path,
+    owner: Option<u32>,
+    what: &'static str,
+) -> Result<(), Error> {
     let invalid = |problem: String| Error::Invalid {
-        what: "mount point",
+        what,
         problem: format!("{}: {problem}", path.display()),
     };
     let meta = rustix::fs::fstat(dir.0.as_fd()).map_err(|e| invalid(e.to_string()))?;
     if rustix::fs::FileType::from_raw_mode(meta.st_mode) != rustix::fs::FileType::Directory {
         return Err(invalid("it is not a directory".to_owned()));
     }
-    if meta.st_uid != uid {
+    if owner.is_some_and(|uid| meta.st_uid != uid) {
         return Err(Error::Denied {
             problem: format!(
-                "{} does not belong to you; workspaces are mounted only on your own empty directories",
+                "{} does not belong to you; the daemon writes only into your own empty directories",
                 path.display()
             ),
         });
