@@ -35,12 +35,7 @@ fn changed_paths(ws: &Ws) -> Vec<String> {
 
 #[test]
 fn acknowledged_commits_survive_sigkill_at_any_moment() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the crash loop mounts workspaces (needs root)");
-        assert!(
-            std::env::var_os("WS_TEST_REQUIRE_PRIVILEGED").is_none(),
-            "WS_TEST_REQUIRE_PRIVILEGED is set but this test cannot run"
-        );
+    if !ws_tests::privileged("acknowledged_commits_survive_sigkill_at_any_moment") {
         return;
     }
     let rounds = std::env::var("WS_CRASH_ROUNDS")

@@ -205,12 +205,7 @@ fn bad_input_gets_a_clear_error() {
 #[test]
 fn another_user_checks_out_only_into_their_own_directories() {
     use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to act as another user");
-        assert!(
-            std::env::var_os("WS_TEST_REQUIRE_PRIVILEGED").is_none(),
-            "WS_TEST_REQUIRE_PRIVILEGED is set but this test cannot run"
-        );
+    if !ws_tests::privileged("another_user_checks_out_only_into_their_own_directories") {
         return;
     }
     let ws = Ws::new();

@@ -148,3 +148,18 @@ pub fn examples() -> PathBuf {
         .unwrap()
         .join("examples")
 }
+
+/// Whether this test may do what needs root (mounts, other users). Without root it
+/// says it is skipped, unless `WS_TEST_REQUIRE_PRIVILEGED` is set (CI), where it
+/// fails instead.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("WS_TEST_REQUIRE_PRIVILEGED").is_none(),
+        "{test}: WS_TEST_REQUIRE_PRIVILEGED is set but this test needs root"
+    );
+    eprintln!("{test}: skipped (needs root)");
+    false
+}

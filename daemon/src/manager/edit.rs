@@ -1,6 +1,5 @@
 //! Commit and discard: move the source tree to the view, or the view back to it.
 
-use overlay::ChangeOptions;
 use rocksdb::WriteBatch;
 use treediff::Change;
 
@@ -63,16 +62,7 @@ impl Manager {
     pub fn discard(&self, caller: Caller, name: &str) -> Result<Vec<Change>, Error> {
         let _store = self.store_guard();
         self.with_workspace(caller, name, |mut ws| {
-            let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
-            let reverted = snapper
-                .snap
-                .revert(
-                    &ws.snapshot,
-                    &ws.path,
-                    Some(ws.source_digest),
-                    &ChangeOptions::default(),
-                )
-                .map_err(Error::snapshot(name))?;
+            let reverted = self.revert_view(&ws, ws.source_digest)?;
             if reverted.changes.is_empty() {
                 return Ok(Vec::new());
             }

@@ -230,6 +230,21 @@ impl Manager {
         })
     }
 
+    /// Makes `ws`'s view hold `tree`, writing the changes through the mounted view
+    /// (files open in an editor stay valid); returns what it changed.
+    fn revert_view(&self, ws: &Workspace, tree: Digest) -> Result<overlay::ChangeSet, Error> {
+        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+        snapper
+            .snap
+            .revert(
+                &ws.snapshot,
+                &ws.path,
+                Some(tree),
+                &ChangeOptions::default(),
+            )
+            .map_err(Error::snapshot(&ws.name))
+    }
+
     /// The changes since the last commit as a unified patch (git style).
     pub fn patch(&self, caller: Caller, name: &str) -> Result<String, Error> {
         let _store = self.store_guard();

@@ -13,7 +13,6 @@
 //! Opening and closing cannot be undone (close removes the workspace, log aside),
 //! nor can an undo (commit or discard again instead).
 
-use overlay::ChangeOptions;
 use rocksdb::WriteBatch;
 
 use super::{Caller, Manager, now_secs};
@@ -65,16 +64,7 @@ impl Manager {
                             status.changes.len()
                         )));
                     }
-                    let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
-                    let reverted = snapper
-                        .snap
-                        .revert(
-                            &ws.snapshot,
-                            &ws.path,
-                            Some(before),
-                            &ChangeOptions::default(),
-                        )
-                        .map_err(Error::snapshot(name))?;
+                    let reverted = self.revert_view(&ws, before)?;
                     changes = reverted.changes.len() as u64;
                 }
                 _ => unreachable!("last_undoable returns commits and discards"),
