@@ -377,6 +377,41 @@ fn undo_walks_back_through_commits_and_discards() {
 }
 
 #[test]
+fn concurrent_opens_of_one_name_give_it_out_once() {
+    if !privileged("concurrent_opens_of_one_name_give_it_out_once") {
+        return;
+    }
+    let s = Setup::new();
+    let results: Vec<Result<daemon::Workspace, Error>> = std::thread::scope(|scope| {
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    s.m().open_workspace(
+                        ROOT,
+                        OpenRequest {
+                            name: "same".into(),
+                            source: Source::Dir(s.src()),
+                            path: None,
+                            backend: Some(BackendKind::Overlayfs),
+                        },
+                    )
+                })
+            })
+            .collect();
+        opens.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    for err in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    }
+    assert_eq!(s.m().list(ROOT).unwrap().len(), 1);
+}
+
+#[test]
 fn mount_points_must_be_empty_directories_of_the_caller() {
     if !privileged("mount_points_must_be_empty_directories_of_the_caller") {
         return;

@@ -11,7 +11,6 @@ impl Manager {
     /// unless `force`; refused while files are open in it.
     pub fn close(&self, caller: Caller, name: &str, force: bool) -> Result<(), Error> {
         let _store = self.store_guard();
-        let _names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         self.with_workspace(caller, name, |ws| {
             if !force && ws.state == State::Open {
                 let status = self.status_of(ws.clone())?;

@@ -4,9 +4,10 @@
 //!
 //! Operations on one workspace are serialized by its lock, taken with `try_lock`:
 //! a second operation while one runs fails with [`Error::Busy`] at once (a commit
-//! racing a discard: one wins, the other is told). Opening and closing also take
-//! the names lock, so a name is given out once. Operations on different workspaces
-//! run in parallel; the snapshotters serialize only their own record changes.
+//! racing a discard: one wins, the other is told). An open reserves its name until
+//! its batch records it, so a name is given out once. Operations on different
+//! workspaces run in parallel; the snapshotters serialize only their own record
+//! changes.
 //!
 //! # Crash safety
 //!
@@ -95,10 +96,30 @@ pub struct Manager {
     /// By backend and, for a root daemon serving another user, that user's uid.
     snappers: Mutex<HashMap<SnapperKey, Arc<Snapper>>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    names: Mutex<()>,
+    /// Names being opened (owner, name): reserved until the open's batch records
+    /// them or the open fails, so that a slow open (a large import) holds no lock
+    /// that other opens wait for.
+    opening: Mutex<std::collections::HashSet<(u32, String)>>,
     /// Taken shared by every operation that writes to the store or reads trees
     /// from it, exclusively by gc (see gc.rs).
     gc_lock: RwLock<()>,
+}
+
+/// A name reserved by an open in progress; released when dropped.
+struct NameReservation<'a> {
+    manager: &'a Manager,
+    key: (u32, String),
+}
+
+impl Drop for NameReservation<'_> {
+    fn drop(&mut self) {
+        let mut opening = self
+            .manager
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        opening.remove(&self.key);
+    }
 }
 
 thread_local! {
@@ -143,7 +164,7 @@ impl Manager {
             euid: nix::unistd::geteuid().as_raw(),
             snappers: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
-            names: Mutex::new(()),
+            opening: Mutex::new(Default::default()),
             gc_lock: RwLock::new(()),
         };
         manager.recover()?;
@@ -305,6 +326,30 @@ impl Manager {
             .entry(ws.id.clone())
             .or_default()
             .clone())
+    }
+
+    /// Reserves `name` for `uid` while it is being opened: refused if a workspace
+    /// has it or another open is making one with it.
+    fn reserve_name(&self, uid: u32, name: &str) -> Result<NameReservation<'_>, Error> {
+        let mut opening = self.opening.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = || Error::NameTaken {
+            name: name.to_owned(),
+        };
+        if opening.contains(&(uid, name.to_owned())) {
+            return Err(taken());
+        }
+        if self
+            .db
+            .get(self.db.cf(cf::NAMES), &name_key(uid, name))?
+            .is_some()
+        {
+            return Err(taken());
+        }
+        opening.insert((uid, name.to_owned()));
+        Ok(NameReservation {
+            manager: self,
+            key: (uid, name.to_owned()),
+        })
     }
 
     /// Runs `f` on the caller's workspace `name` with its lock held (a second

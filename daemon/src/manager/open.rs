@@ -27,16 +27,7 @@ impl Manager {
             what: "workspace name",
             problem: format!("{}: {problem}", crate::workspace::shown(name)),
         })?;
-        let _names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .db
-            .get(self.db.cf(cf::NAMES), &name_key(caller.uid, name))?
-            .is_some()
-        {
-            return Err(Error::NameTaken {
-                name: name.to_owned(),
-            });
-        }
+        let _reserved = self.reserve_name(caller.uid, name)?;
         let backend = match request.backend {
             Some(kind) => kind,
             None => self.probe.choose().0,
