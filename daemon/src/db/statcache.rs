@@ -1,7 +1,8 @@
 //! The store's stat cache in RocksDB, one key range per source directory: the
 //! second `ws open` of the same directory costs stats, not hashing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rocksdb::WriteBatch;
 use treediff::statcache::{FileId, StatRecord};
@@ -14,6 +15,10 @@ use super::{Db, cf};
 pub struct RocksStatCache {
     db: Arc<Db>,
     source: [u8; 8],
+    /// What `get` found, so that `put` writes only what changed: a re-import of
+    /// an unchanged tree confirms every entry, and rewriting them all would cost
+    /// a write per file.
+    found: Mutex<HashMap<FileId, StatRecord>>,
 }
 
 const VALUE_BYTES: usize = 8 * 4 + 40;
@@ -24,7 +29,11 @@ impl RocksStatCache {
         let hash = blake3::hash(source_key);
         let mut source = [0u8; 8];
         source.copy_from_slice(&hash.as_bytes()[..8]);
-        RocksStatCache { db, source }
+        RocksStatCache {
+            db,
+            source,
+            found: Mutex::new(HashMap::new()),
+        }
     }
 
     fn key(&self, id: FileId) -> [u8; 24] {
@@ -73,15 +82,22 @@ impl StatCache for RocksStatCache {
             .db
             .get(self.db.cf(cf::STATCACHE), &self.key(id))
             .ok()??;
-        decode(&bytes)
+        let record = decode(&bytes)?;
+        self.found.lock().unwrap().insert(id, record);
+        Some(record)
     }
 
     fn put(&self, entries: &[(FileId, StatRecord)]) {
         let cf = self.db.cf(cf::STATCACHE);
+        let found = self.found.lock().unwrap();
         let mut batch = WriteBatch::default();
         for (id, record) in entries {
-            batch.put_cf(cf, self.key(*id), encode(record));
+            if found.get(id) != Some(record) {
+                batch.put_cf(cf, self.key(*id), encode(record));
+            }
         }
-        let _ = self.db.write_cache(batch);
+        if !batch.is_empty() {
+            let _ = self.db.write_cache(batch);
+        }
     }
 }
