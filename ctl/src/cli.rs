@@ -43,7 +43,7 @@ pub enum Command {
     Gc(GcArgs),
     /// Run the daemon in the foreground (it is started automatically otherwise)
     Daemon,
-    /// Work on the content-addressed store directly (no daemon needed)
+    /// Work on the content-addressed store (through the daemon, like every command)
     #[command(subcommand)]
     Store(StoreCommand),
 }

@@ -1,10 +1,10 @@
 //! `ws`: the command line of ws workspaces.
 //!
 //! `cli` declares the arguments, `commands` runs them, `error` is the one place where
-//! failures become messages, hints and exit codes, and `progress` draws progress bars
-//! when stderr is a terminal, and `client` talks to the daemon over its D-Bus socket,
-//! starting it when none answers. `ws store` works on a store directly, without the
-//! daemon, for scripting and benchmarks.
+//! failures become messages, hints and exit codes, `progress` draws spinners when
+//! stderr is a terminal, and `client` talks to the daemon over its D-Bus socket,
+//! starting it when none answers. Every command, `ws store` included, is a call to
+//! the daemon.
 
 mod cli;
 mod client;

@@ -191,6 +191,15 @@ fn bad_input_gets_a_clear_error() {
         run.stderr
     );
 
+    // The daemon reads through the descriptor ws passes; errors name the directory.
+    let fifo = tempfile::tempdir().unwrap();
+    nix::unistd::mkfifo(&fifo.path().join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let run = ws.run(&["store", "import", fifo.path().to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let named = format!("{}/pipe: it is a FIFO", fifo.path().display());
+    assert!(run.stderr.contains(&named), "{}", run.stderr);
+    assert!(!run.stderr.contains("/proc/self"), "{}", run.stderr);
+
     let run = ws.run(&["store", "import", "/nonexistent/dir"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(

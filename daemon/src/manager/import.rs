@@ -34,14 +34,7 @@ impl Manager {
         options: &ImportOptions,
     ) -> Result<(Digest, CaptureStats), Error> {
         let _store = self.store_guard();
-        if self.euid != 0 && caller.uid != self.euid {
-            return Err(Error::Denied {
-                problem: format!(
-                    "this daemon runs as uid {} and imports only its own user's files",
-                    self.euid
-                ),
-            });
-        }
+        self.serves(caller)?;
         let access = CallerAccess::for_caller(caller).map_err(|source| Error::Io {
             op: "read the groups of the caller, to import",
             path: dir.to_owned(),
@@ -69,13 +62,54 @@ impl Manager {
             .store
             .begin()
             .map_err(Error::store_on(subject.clone()))?;
-        let (tree, stats) =
-            treediff::capture(&txn, dir, &capture).map_err(Error::store_on(subject.clone()))?;
+        let (tree, stats) = treediff::capture(&txn, dir, &capture)
+            .map_err(|e| Error::store_on(subject.clone())(CaptureFailed::new(e, dir, &real)))?;
         if options.record {
             txn.record_tree(tree);
         }
         txn.commit().map_err(Error::store_on(subject))?;
         tracing::debug!(source = %real.display(), files = stats.files, hashed = stats.hashed_files, %tree, "imported");
         Ok((tree, stats))
+    }
+}
+
+/// A capture error named with the caller's path: the walk went through the
+/// descriptor's `/proc/self/fd/N` path, which means nothing to the caller. The
+/// innermost OS error stays the cause, so its kind (no space, access denied)
+/// still decides the error's.
+#[derive(Debug)]
+struct CaptureFailed {
+    message: String,
+    cause: Option<std::io::Error>,
+}
+
+impl CaptureFailed {
+    fn new(error: treediff::CaptureError, walked: &Path, real: &Path) -> CaptureFailed {
+        let message = error
+            .to_string()
+            .replace(&*walked.to_string_lossy(), &real.to_string_lossy());
+        let cause =
+            std::iter::successors(Some(&error as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .last()
+            .map(|io| match io.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(io.kind(), io.to_string()),
+            });
+        CaptureFailed { message, cause }
+    }
+}
+
+impl std::fmt::Display for CaptureFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CaptureFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|e| e as _)
     }
 }

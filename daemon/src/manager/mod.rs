@@ -328,6 +328,20 @@ impl Manager {
             .clone())
     }
 
+    /// Refuses a caller whose files this daemon cannot read or write as them: a
+    /// daemon not running as root serves its own user only.
+    fn serves(&self, caller: Caller) -> Result<(), Error> {
+        if self.euid != 0 && caller.uid != self.euid {
+            return Err(Error::Denied {
+                problem: format!(
+                    "this daemon runs as uid {} and works only with its own user's files; use your own (ws starts one for your state directory)",
+                    self.euid
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Reserves `name` for `uid` while it is being opened: refused if a workspace
     /// has it or another open is making one with it.
     fn reserve_name(&self, uid: u32, name: &str) -> Result<NameReservation<'_>, Error> {

@@ -34,6 +34,7 @@ impl Manager {
         dest: &MountPoint,
         mode: CheckoutMode,
     ) -> Result<CheckoutStats, Error> {
+        self.serves(caller)?;
         let _store = self.store_guard();
         // Root may write anywhere; anyone else only into their own directory.
         let owner = (caller.uid != 0).then_some(caller.uid);
