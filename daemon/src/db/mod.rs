@@ -112,6 +112,10 @@ impl Db {
         options.set_keep_log_file_num(4);
         // All memtables together, whichever column family fills them.
         options.set_db_write_buffer_size(16 << 20);
+        // Flush the column families that rarely fill a memtable once the WAL
+        // passes this, so old WAL files go (else 1.5 GB of them was seen, and a
+        // restart replayed them all for seconds).
+        options.set_max_total_wal_size(64 << 20);
         let cfs = cf::ALL.map(|name| ColumnFamilyDescriptor::new(name, small_memory()));
         let db = DB::open_cf_descriptors(&options, path, cfs).map_err(|source| DbError::Rocks {
             path: path.to_owned(),
