@@ -99,14 +99,17 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon serving `state_dir`, starting one if none answers.
     pub async fn connect(state_dir: &Path) -> Result<Client, CliError> {
-        let socket = state_dir.join("wsd.sock");
-        if let Ok(conn) = dial(&socket).await {
+        if let Some(socket) = socket_of(state_dir)
+            && let Ok(conn) = dial(&socket).await
+        {
             return Ok(Client { conn, socket });
         }
         let mut child = start_daemon(state_dir)?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(conn) = dial(&socket).await {
+            if let Some(socket) = socket_of(state_dir)
+                && let Ok(conn) = dial(&socket).await
+            {
                 return Ok(Client { conn, socket });
             }
             // A daemon that exits at once failed to start, or lost the race to
@@ -125,7 +128,9 @@ impl Client {
                     state_dir: state_dir.to_owned(),
                     detail: format!(
                         "no answer on {} after {}s",
-                        socket.display(),
+                        socket_of(state_dir)
+                            .unwrap_or_else(|| state_dir.join("wsd.sock"))
+                            .display(),
                         START_TIMEOUT.as_secs()
                     ),
                 });
@@ -166,6 +171,19 @@ impl Client {
         let path = self.manager().await?.get(name).await?;
         self.workspace(path).await
     }
+}
+
+/// The daemon's socket: `<state>/wsd.sock`, unless that path is too long for a
+/// socket address and the daemon named another in `<state>/wsd.socket` (`None`
+/// until it has).
+fn socket_of(state_dir: &Path) -> Option<PathBuf> {
+    let default = state_dir.join("wsd.sock");
+    // A Unix socket address holds 107 bytes and a NUL.
+    if default.as_os_str().len() < 108 {
+        return Some(default);
+    }
+    let record = std::fs::read_to_string(state_dir.join("wsd.socket")).ok()?;
+    Some(PathBuf::from(record.trim_end_matches('\n')))
 }
 
 async fn dial(socket: &Path) -> Result<zbus::Connection, ()> {

@@ -94,6 +94,7 @@ fn run(args: Args) -> Result<(), String> {
         })?;
     let manager = Manager::open(dirs.clone()).map_err(|e| crate::dbus::describe(&e))?;
     let socket = args.socket.clone().unwrap_or_else(|| dirs.socket());
+    record_socket(&dirs, &socket)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,6 +178,25 @@ where
         write!(writer, "<{priority}>")?;
         self.0.format_event(ctx, writer, event)
     }
+}
+
+/// Makes `socket`'s directory (private to this user) and, when the socket is not
+/// `<state>/wsd.sock`, says where it is in `<state>/wsd.socket` for clients.
+fn record_socket(dirs: &StateDir, socket: &std::path::Path) -> Result<(), String> {
+    let record = dirs.socket_record();
+    if socket == dirs.root().join("wsd.sock") {
+        let _ = std::fs::remove_file(&record);
+        return Ok(());
+    }
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let text = format!("{}\n", socket.display());
+    let temporary = record.with_extension("socket.new");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, &record))
+        .map_err(|e| format!("cannot write {}: {e}", record.display()))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -195,3 +195,53 @@ fn undo_fsck_and_gc_from_the_command_line() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("suffix"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_state_dir_too_long_for_a_socket_address_still_works() {
+    let ws = Ws::new();
+    // A Unix socket address holds 107 bytes; this state dir alone is longer.
+    let long = ws.state.path().join("x".repeat(60)).join("y".repeat(60));
+    std::fs::create_dir_all(&long).unwrap();
+    let run = |args: &[&str]| -> ws_tests::Run {
+        ws.command()
+            .env("WS_STATE_DIR", &long)
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let opened = run(&[
+        "open",
+        "hello",
+        "--source",
+        examples().join("hello").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(opened.code, 0, "{opened:?}");
+    let socket = json(&opened.stdout)["socket"].as_str().unwrap().to_owned();
+    assert!(socket.len() < 108 && socket.ends_with(".sock"), "{socket}");
+    assert_eq!(
+        std::fs::read_to_string(long.join("wsd.socket"))
+            .unwrap()
+            .trim(),
+        socket
+    );
+    let status = run(&["status", "hello", "--json"]);
+    assert_eq!(json(&status.stdout)["socket"], socket.as_str());
+    assert_eq!(run(&["close", "hello"]).code, 0);
+    // This test's daemon serves another state dir than the one Ws stops.
+    let daemon = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(long.to_str().unwrap()))
+        });
+    if let Some(pid) = daemon {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
