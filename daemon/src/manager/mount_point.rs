@@ -104,6 +104,9 @@ impl Manager {
             if caller.uid != self.euid {
                 let _ = nix::unistd::chown(&path, Some(caller.uid.into()), Some(caller.gid.into()));
             }
+            // The state directory's own path may go through symlinks (it is the
+            // daemon's, not a caller's); recorded resolved, it opens again later.
+            let path = path.canonicalize().map_err(io("resolve the mount point"))?;
             let dir = MountPoint::open(&path).map_err(io("open the mount point"))?;
             return Ok(Target { dir, path });
         };
@@ -126,7 +129,12 @@ impl Manager {
             path: path.to_owned(),
             source: e.into(),
         })?;
-        if meta.st_uid != owner && !path.starts_with(self.dirs.workspaces()) {
+        let default = self
+            .dirs
+            .workspaces()
+            .canonicalize()
+            .is_ok_and(|dir| path.starts_with(dir));
+        if meta.st_uid != owner && !default {
             return Err(Error::Denied {
                 problem: format!(
                     "{} no longer belongs to the workspace's owner",
