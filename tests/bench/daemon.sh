@@ -130,29 +130,6 @@ build() {
     "$WS" --help >/dev/null || die "$WS --help failed"
 }
 
-# One benchmark at a time (run.sh and snapshots.sh take the same lock).
-take_lock() {
-    mkdir -p "$BENCH/trees" "$DDIR"
-    exec 9>>"$BENCH/.lock"
-    flock -n 9 || die "another benchmark holds $BENCH/.lock ($(cat "$BENCH/.lock.pid" 2>/dev/null || echo '?')): wait for it"
-    echo "pid $$ (daemon.sh), started $(date '+%H:%M:%S')" >"$BENCH/.lock.pid"
-}
-
-# The trees are run.sh's, with its stamp: generated once, reused by all.
-ensure_tree() {
-    local n=$1 dir="$BENCH/trees/tree-$1" stamp
-    stamp="gen_tree.py $(sha256sum "$GEN" | cut -c1-16) --files $n"
-    if [[ -d $dir && -f $dir.stamp && $(<"$dir.stamp") == "$stamp" ]]; then
-        log "reusing $dir"
-        return
-    fi
-    log "generating $dir ($n files)"
-    rm -rf -- "$dir" "$dir.tmp" "$dir.stamp" "$dir-mod" "$dir-mod.stamp"
-    python3 "$GEN" "$dir.tmp" --files "$n" >&2
-    mv "$dir.tmp" "$dir"
-    echo "$stamp" >"$dir.stamp"
-}
-
 # ---------------------------------------------------------------- daemon and mounts
 
 stop_daemon() {
@@ -714,7 +691,7 @@ main() {
     parse_args "$@"
     check_tools
     build
-    take_lock
+    take_lock "$DDIR"
     local n
     for n in "${SIZES[@]}"; do ensure_tree "$n"; done
 

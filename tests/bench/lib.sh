@@ -1,6 +1,6 @@
 # shellcheck shell=bash disable=SC2034  # sets SIZES and RUNS for the sourcing script
-# Shared by the benchmark drivers (run.sh, snapshots.sh): sourced, not run.
-# Expects SCRIPT_NAME to be set by the caller.
+# Shared by the benchmark drivers (run.sh, snapshots.sh, daemon.sh): sourced, not run.
+# Expects SCRIPT_NAME to be set by the caller, and BENCH and GEN for the trees.
 
 # Peers run with a neutral git config: the user's global config (signing,
 # fsmonitor, hooks paths...) must not change what is measured.
@@ -37,4 +37,29 @@ parse_sizes() {
 parse_runs() {
     [[ ${1:-} =~ ^[1-9][0-9]*$ ]] || die "--runs takes a positive number"
     RUNS=$1
+}
+
+# One benchmark at a time, whichever driver: they all take $BENCH/.lock. Also makes
+# the directories given.
+take_lock() {
+    mkdir -p "$BENCH/trees" "$@"
+    exec 9>>"$BENCH/.lock"
+    flock -n 9 || die "another benchmark holds $BENCH/.lock ($(cat "$BENCH/.lock.pid" 2>/dev/null || echo '?')): wait for it"
+    echo "pid $$ ($SCRIPT_NAME), started $(date '+%H:%M:%S')" >"$BENCH/.lock.pid"
+}
+
+# The generated tree of $1 files under $BENCH/trees, with its stamp: generated once,
+# reused by every driver.
+ensure_tree() {
+    local n=$1 dir="$BENCH/trees/tree-$1" stamp
+    stamp="gen_tree.py $(sha256sum "$GEN" | cut -c1-16) --files $n"
+    if [[ -d $dir && -f $dir.stamp && $(<"$dir.stamp") == "$stamp" ]]; then
+        log "reusing $dir"
+        return
+    fi
+    log "generating $dir ($n files)"
+    rm -rf -- "$dir" "$dir.tmp" "$dir.stamp" "$dir-mod" "$dir-mod.stamp"
+    python3 "$GEN" "$dir.tmp" --files "$n" >&2
+    mv "$dir.tmp" "$dir"
+    echo "$stamp" >"$dir.stamp"
 }

@@ -97,29 +97,6 @@ build_bench() {
     "$BIN" --help >/dev/null || die "$BIN --help failed"
 }
 
-# One run at a time, and never beside run.sh: both take the same lock.
-take_lock() {
-    mkdir -p "$BENCH/trees" "$SNAP"
-    exec 9>>"$BENCH/.lock"
-    flock -n 9 || die "another benchmark holds $BENCH/.lock ($(cat "$BENCH/.lock.pid" 2>/dev/null || echo '?')): wait for it"
-    echo "pid $$ (snapshots.sh), started $(date '+%H:%M:%S')" >"$BENCH/.lock.pid"
-}
-
-# The trees are run.sh's, with its stamp: generated once, reused by both.
-ensure_tree() {
-    local n=$1 dir="$BENCH/trees/tree-$1" stamp
-    stamp="gen_tree.py $(sha256sum "$GEN" | cut -c1-16) --files $n"
-    if [[ -d $dir && -f $dir.stamp && $(<"$dir.stamp") == "$stamp" ]]; then
-        log "reusing $dir"
-        return
-    fi
-    log "generating $dir ($n files)"
-    rm -rf -- "$dir" "$dir.tmp" "$dir.stamp" "$dir-mod" "$dir-mod.stamp"
-    python3 "$GEN" "$dir.tmp" --files "$n" >&2
-    mv "$dir.tmp" "$dir"
-    echo "$stamp" >"$dir.stamp"
-}
-
 # ---------------------------------------------------------------- loop filesystems
 
 # Everything mounted under $SNAP, deepest first: the bench's views (overlay,
@@ -511,7 +488,7 @@ main() {
     parse_args "$@"
     check_tools
     build_bench
-    take_lock
+    take_lock "$SNAP"
     local n
     for n in "${SIZES[@]}"; do ensure_tree "$n"; done
 
