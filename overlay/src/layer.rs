@@ -274,6 +274,11 @@ impl Reader<'_, '_> {
         lower: Option<&Dir>,
         parent_rules: &Arc<IgnoreRules>,
     ) -> Result<Arc<IgnoreRules>, SnapshotError> {
+        // `.wsignore` files describe sources; a buildtree keeps everything (the
+        // build's outputs above all), as a capture of it does.
+        if self.content == CaptureMode::Buildtree {
+            return Ok(parent_rules.clone());
+        }
         let mut text = None;
         let mut hidden = false;
         for class in classes {

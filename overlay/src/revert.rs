@@ -18,9 +18,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-use treediff::{Change, ChangeKind, Digest, Dir, Entry, Node, Store};
+use treediff::{Change, ChangeKind, Digest, Dir, Entry, Mtime, Node, Store};
 
 use crate::error::SnapshotError;
+use crate::info::Owner;
 use crate::snapshotter::ChangeSet;
 
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
@@ -51,13 +52,100 @@ pub(crate) fn revert_to(
     Ok(set)
 }
 
-/// Writes the reversal of `changes` (from the parent's tree to the view's) into
-/// the view mounted at `view`.
-fn revert(store: &Store, key: &str, view: &Path, changes: &[Change]) -> Result<(), SnapshotError> {
+/// Makes the view mounted at `view` show the tree `to` at every path where `to`
+/// differs from `from` (whose blobs and nodes are in `store`), and leaves every
+/// other path alone; returns the changes from `from` to `to`.
+///
+/// A build lays the sources' changes since the previous build over that build's
+/// tree this way (DESIGN.md section 5): the view holds sources and build outputs,
+/// and only the sources' changed paths are touched. Files written get the current
+/// time as their mtime, so make and ninja see them as newer than every output of
+/// the previous build. New entries are given to `owner` when one is named (the
+/// build runs as the workspace's owner and may rewrite them).
+pub fn lay_over(
+    store: &Store,
+    key: &str,
+    view: &Path,
+    from: Digest,
+    to: Digest,
+    owner: Option<Owner>,
+) -> Result<Vec<Change>, SnapshotError> {
+    // Reverting the changes from `to` to `from` writes `to`'s side of each.
+    let reversed = treediff::diff::changes(store, to, from).map_err(SnapshotError::tree(
+        key,
+        "diff the trees to lay over the view",
+    ))?;
+    write_reversal(store, key, view, &reversed, owner)?;
+    treediff::diff::changes(store, from, to).map_err(SnapshotError::tree(
+        key,
+        "diff the trees to lay over the view",
+    ))
+}
+
+/// Sets the mtimes of the paths `stamps` names in the view mounted at `view`
+/// (symlinks' own, never their targets'), walking each path one component at a
+/// time with `O_NOFOLLOW`. A build restamps a buildtree made on a machine whose
+/// clock was ahead of this one's (see the daemon's `build::clock`).
+pub fn restamp(
+    store: &Store,
+    key: &str,
+    view: &Path,
+    stamps: &[(String, Mtime)],
+) -> Result<(), SnapshotError> {
     let root: OwnedFd = std::fs::File::open(view)
         .map_err(SnapshotError::io(key, "open the view", view))?
         .into();
-    let ctx = Ctx { store, key, view };
+    let ctx = Ctx {
+        store,
+        key,
+        view,
+        owner: None,
+    };
+    for (path, mtime) in stamps {
+        let time = rustix::fs::Timespec {
+            tv_sec: mtime.seconds,
+            tv_nsec: mtime.nanos as _,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: time,
+            last_modification: time,
+        };
+        let set = |e: rustix::io::Errno| ctx.io("set the mtime of", path)(e.into());
+        match path.rsplit_once('/') {
+            _ if path.is_empty() => rustix::fs::futimens(&root, &times).map_err(set)?,
+            split => {
+                let (parent, name) = split.unwrap_or(("", path.as_str()));
+                let dir = ctx.open_path(root.as_fd(), parent)?;
+                let dir = dir.as_ref().map(|d| d.as_fd()).unwrap_or(root.as_fd());
+                rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(set)?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the reversal of `changes` (from the parent's tree to the view's) into
+/// the view mounted at `view`.
+fn revert(store: &Store, key: &str, view: &Path, changes: &[Change]) -> Result<(), SnapshotError> {
+    write_reversal(store, key, view, changes, None)
+}
+
+fn write_reversal(
+    store: &Store,
+    key: &str,
+    view: &Path,
+    changes: &[Change],
+    owner: Option<Owner>,
+) -> Result<(), SnapshotError> {
+    let root: OwnedFd = std::fs::File::open(view)
+        .map_err(SnapshotError::io(key, "open the view", view))?
+        .into();
+    let ctx = Ctx {
+        store,
+        key,
+        view,
+        owner,
+    };
     for change in changes {
         ctx.revert_one(root.as_fd(), change)?;
     }
@@ -68,6 +156,8 @@ struct Ctx<'a> {
     store: &'a Store,
     key: &'a str,
     view: &'a Path,
+    /// Who new entries are given to (`None`: whoever writes them).
+    owner: Option<Owner>,
 }
 
 impl Ctx<'_> {
@@ -215,6 +305,16 @@ impl Ctx<'_> {
                 rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
                     .map_err(|e| self.io("set the mode of", rel)(e.into()))?;
             }
+        }
+        if let Some(owner) = self.owner {
+            rustix::fs::chownat(
+                dir,
+                temp.as_str(),
+                Some(rustix::process::Uid::from_raw(owner.uid)),
+                Some(rustix::process::Gid::from_raw(owner.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| self.io("give to the owner", rel)(e.into()))?;
         }
         rustix::fs::renameat(dir, temp.as_str(), dir, name)
             .map_err(|e| self.io("rename into place", rel)(e.into()))

@@ -376,3 +376,35 @@ fn one_entry_captures_as_the_walk_does() {
         "{fifo_err}"
     );
 }
+
+#[test]
+fn a_buildtree_keeps_what_the_sources_wsignore_ignores() {
+    let t = TestStore::new();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), ".wsignore", "*.o\n");
+    write(src.path(), "a.c", "c");
+    write(src.path(), "a.o", "o");
+    let source = import(&t.store, src.path(), &CaptureOptions::default())
+        .unwrap()
+        .0;
+    let buildtree = import(
+        &t.store,
+        src.path(),
+        &CaptureOptions {
+            mode: CaptureMode::Buildtree,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .0;
+    let names = |tree| {
+        treediff::Dir::read(&t.store, tree, "")
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(source), [".wsignore", "a.c"]);
+    assert_eq!(names(buildtree), [".wsignore", "a.c", "a.o"]);
+}

@@ -271,9 +271,12 @@ fn list_dir(
     }
 
     let mut rules = job.rules.clone();
-    if entries
-        .iter()
-        .any(|(name, kind)| name == ".wsignore" && *kind != rustix::fs::FileType::Directory)
+    // `.wsignore` files describe sources: a buildtree records everything a build
+    // left, its outputs above all (which the sources' rules usually ignore).
+    if !buildtree
+        && entries
+            .iter()
+            .any(|(name, kind)| name == ".wsignore" && *kind != rustix::fs::FileType::Directory)
     {
         let text = read_rules_file(fd.as_fd()).map_err(io("read", local.path(".wsignore")))?;
         rules = Rules::child(&job.rules, &job.rel, &text)?;
