@@ -8,6 +8,7 @@ pub mod db;
 pub mod dbus;
 pub mod error;
 pub mod manager;
+pub mod project;
 pub mod run;
 pub mod state_dir;
 pub mod workspace;
