@@ -10,6 +10,7 @@ pub mod error;
 pub mod manager;
 pub mod project;
 pub mod run;
+pub mod sandbox;
 pub mod state_dir;
 pub mod workspace;
 
