@@ -86,3 +86,25 @@ fn raw_groups(groups: Vec<Gid>) -> Vec<rustix::process::Gid> {
         .map(|g| rustix::process::Gid::from_raw(g.as_raw()))
         .collect()
 }
+
+/// Reads the file `path` with `caller`'s permissions, on a thread of its own that
+/// takes on the caller's credentials (so the daemon's other threads keep theirs).
+/// `None` when it does not exist.
+pub fn read_file_as(caller: Caller, path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
+    let access = CallerAccess::for_caller(caller)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(access) = &access {
+                    access.as_reader()?;
+                }
+                match std::fs::read(path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reading thread panicked")))
+    })
+}

@@ -114,6 +114,18 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The project file is invalid, or names no such element.
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
+    /// The build sandbox of an element could not be set up or run.
+    #[error("element {element}: the build sandbox failed")]
+    Sandbox {
+        /// The element being built.
+        element: String,
+        /// Why.
+        #[source]
+        source: crate::sandbox::SandboxError,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
@@ -136,7 +148,7 @@ impl Error {
         match self {
             Error::NoSuchWorkspace { .. } => ErrorKind::NotFound,
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
-            Error::Invalid { .. } => ErrorKind::InvalidArgument,
+            Error::Invalid { .. } | Error::Project(_) => ErrorKind::InvalidArgument,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Denied { .. } => ErrorKind::AccessDenied,

@@ -61,18 +61,74 @@ pub struct Workspace {
     pub snapshot: String,
     /// The committed snapshot that snapshot sits on.
     pub base_snapshot: String,
-    /// For builds (a later issue): the dependency hash of its last build.
+    /// The dependency hash of its last successful build.
     pub dependency_hash: Option<String>,
-    /// For builds: the artifact its last build produced.
+    /// The ref of the artifact its last successful build produced
+    /// (`artifact/<cache key>`).
     pub artifact_ref: Option<String>,
-    /// For builds: the id of its last build.
-    pub last_build: Option<String>,
+    /// Its last build, successful or not.
+    pub last_build: Option<LastBuild>,
+    /// The project element it was opened for (`ws open ELEMENT`), if any: builds
+    /// of that element in that project build here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<ElementBinding>,
+    /// The buildtree its next build continues from: that of its last successful
+    /// build, or the failed build it was opened from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buildtree: Option<Buildtree>,
     /// Seconds since the epoch.
     pub created: u64,
     /// Seconds since the epoch, at its last change.
     pub updated: u64,
     /// The sequence number its next op log entry gets.
     pub next_op: u64,
+}
+
+/// The element a workspace was opened for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementBinding {
+    /// The project's root directory, as the daemon resolved it (for matching and
+    /// display; the daemon never reads it by this name).
+    pub project: PathBuf,
+    /// The element's name in the project.
+    pub element: String,
+}
+
+/// A buildtree that a build continues from: a committed snapshot in the
+/// workspace's snapshotter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buildtree {
+    /// The committed snapshot holding it.
+    pub snapshot: String,
+    /// Its tree (sources and outputs, with modes and mtimes).
+    #[serde(with = "digest_text")]
+    pub tree: Digest,
+    /// The source tree it was built from.
+    #[serde(with = "digest_text")]
+    pub source_digest: Digest,
+    /// The newest mtime in it (seconds, nanoseconds): the changes laid over it
+    /// must be newer (DESIGN.md section 5).
+    pub newest_mtime: (i64, u32),
+    /// Its size in bytes, as far as it is known (for the quota).
+    pub size: u64,
+}
+
+/// What a workspace's last build did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastBuild {
+    /// The build's id.
+    pub id: String,
+    /// The cache key it built.
+    pub cache_key: String,
+    /// "built", "cached" or "failed".
+    pub result: String,
+    /// Whether it continued from an earlier buildtree.
+    pub incremental: bool,
+    /// The buildtree it left (the failed one, for a failure).
+    #[serde(with = "opt_digest_text")]
+    pub buildtree: Option<Digest>,
+    /// Seconds since the epoch, at its end.
+    pub time: u64,
 }
 
 /// What an operation was.
@@ -89,6 +145,11 @@ pub enum OpKind {
     Close,
     /// An earlier commit or discard was undone (`OpEntry::undoes` says which).
     Undo,
+    /// A build committed a new buildtree and artifact (`after` is the source tree
+    /// it built, `message` its cache key).
+    Build,
+    /// A build failed and left the workspace as it was (`message` says why).
+    BuildFailed,
 }
 
 impl OpKind {
@@ -100,6 +161,8 @@ impl OpKind {
             OpKind::Discard => "discard",
             OpKind::Close => "close",
             OpKind::Undo => "undo",
+            OpKind::Build => "build",
+            OpKind::BuildFailed => "build-failed",
         }
     }
 }
@@ -145,7 +208,7 @@ pub(crate) mod digest_text {
     }
 }
 
-mod opt_digest_text {
+pub(crate) mod opt_digest_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use treediff::Digest;
 

@@ -108,6 +108,12 @@ trait Manager1 {
     fn open_tree(&self, name: &str, tree: &str, backend: &str) -> zbus::Result<OwnedObjectPath>;
     fn get(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn list(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
+    fn build(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
 }
 
 #[zbus::proxy(interface = "org.ws.Workspace1", default_service = "org.ws.Daemon")]
@@ -477,4 +483,105 @@ async fn malformed_requests_get_clear_errors_and_the_daemon_stays_up() {
         manager.list().await.unwrap().is_empty(),
         "the daemon still answers"
     );
+}
+
+/// What a client watching a build sees: the build's signals, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_streams_its_output_and_reports_over_dbus() {
+    use futures_util::StreamExt;
+    if !privileged("a_build_streams_its_output_and_reports_over_dbus") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let project = daemon.dir.path().join("project");
+    std::fs::create_dir_all(project.join("src")).unwrap();
+    std::fs::write(project.join("src/input"), "input\n").unwrap();
+    std::fs::write(
+        project.join("ws.toml"),
+        "[element.a]\nsources = \"src\"\nbuild = [\"echo built-over-dbus\"]\ninstall = [\"cp input $WS_INSTALLDIR/\"]\n",
+    )
+    .unwrap();
+    let conn = daemon.connect().await;
+    // Subscribed before the call: output may come before the reply.
+    let mut stream = zbus::MessageStream::from(&conn);
+    let manager = Manager1Proxy::new(&conn).await.unwrap();
+    let dir = std::fs::File::open(&project).unwrap();
+    let path = manager
+        .build((&dir).into(), "a", std::collections::HashMap::new())
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    let mut output = Vec::new();
+    let finished = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(message)) = stream.next().await {
+            let header = message.header();
+            if header.interface().map(|i| i.as_str()) != Some("org.ws.Build1")
+                || header.path().map(|p| p.as_str()) != Some(path.as_str())
+            {
+                continue;
+            }
+            let member = header.member().unwrap().to_string();
+            members.push(member.clone());
+            match member.as_str() {
+                "Output" => {
+                    let (_, data): (String, Vec<u8>) = message.body().deserialize().unwrap();
+                    output.extend(data);
+                }
+                "Finished" => {
+                    let (state, reports, name, error): (
+                        String,
+                        Vec<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>,
+                        String,
+                        String,
+                    ) = message.body().deserialize().unwrap();
+                    return (state, reports, name, error);
+                }
+                _ => {}
+            }
+        }
+        panic!("the connection ended before the build did");
+    })
+    .await
+    .expect("the build finishes");
+    let (state, reports, error_name, error) = finished;
+    assert_eq!(state, "succeeded", "{error_name}: {error}");
+    assert_eq!(members.first().map(String::as_str), Some("ElementStarted"));
+    assert!(
+        members.contains(&"ElementFinished".to_owned()),
+        "{members:?}"
+    );
+    let output = String::from_utf8_lossy(&output);
+    assert!(output.contains("built-over-dbus"), "{output}");
+    assert_eq!(reports.len(), 1);
+    let result = String::try_from(reports[0]["result"].try_clone().unwrap()).unwrap();
+    assert_eq!(result, "built");
+
+    // Its object, on this connection, is what docs/dbus/org.ws.Build1.xml says.
+    let introspect = zbus::fdo::IntrospectableProxy::builder(&conn)
+        .destination("org.ws.Daemon")
+        .unwrap()
+        .path(path.clone())
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    let live = introspect.introspect().await.unwrap();
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dbus/org.ws.Build1.xml");
+    if std::env::var_os("WS_UPDATE_DBUS_XML").is_some() {
+        let block = interface_block_raw(&live, "org.ws.Build1");
+        std::fs::write(&docs, format!("<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{block}</interface>\n</node>\n")).unwrap();
+    }
+    let committed = std::fs::read_to_string(&docs).unwrap();
+    assert_eq!(
+        interface_block(&committed, "org.ws.Build1"),
+        interface_block(&live, "org.ws.Build1"),
+        "docs/dbus/org.ws.Build1.xml differs from what the daemon serves; run this test with WS_UPDATE_DBUS_XML=1"
+    );
+}
+
+/// The `<interface name="...">` element of `xml` as it is, up to its end tag.
+fn interface_block_raw(xml: &str, name: &str) -> String {
+    let start = xml.find(&format!("<interface name=\"{name}\">")).unwrap();
+    let end = start + xml[start..].find("</interface>").unwrap();
+    format!("  {}", &xml[start..end])
 }

@@ -15,7 +15,14 @@ pub use statcache::RocksStatCache;
 
 /// The schema this build reads and writes. Bumped on any incompatible change to a
 /// key or value encoding; an unknown version is refused, never guessed at.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added the `artifacts` and `builds` column families (and build fields
+/// of workspace records, which default when absent): a version 1 database is
+/// upgraded in place at open.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Older versions this build upgrades at open (nothing to rewrite: the new
+/// column families are created empty).
+const UPGRADABLE: [u32; 1] = [1];
 
 /// Column families.
 pub(crate) mod cf {
@@ -33,8 +40,15 @@ pub(crate) mod cf {
     pub const STATCACHE: &str = "statcache";
     /// ref name (`artifact/<key>`, `buildtree/<key>`, ...) → ref record (JSON).
     pub const REFS: &str = "refs";
+    /// cache key → the record of the last build under it (JSON; see `build::record`).
+    pub const ARTIFACTS: &str = "artifacts";
+    /// build id → a build that has started and not ended (JSON): what recovery
+    /// removes after a crash.
+    pub const BUILDS: &str = "builds";
     /// All of them, in the order they are created.
-    pub const ALL: [&str; 7] = [META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS];
+    pub const ALL: [&str; 9] = [
+        META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS, ARTIFACTS, BUILDS,
+    ];
 }
 
 /// Opening or using the database failed.
@@ -139,6 +153,11 @@ impl Db {
                     .try_into()
                     .map(u32::from_be_bytes)
                     .map_err(|_| self.corrupt("schema", "the version is not 4 bytes"))?;
+                if UPGRADABLE.contains(&found) {
+                    let mut batch = WriteBatch::default();
+                    batch.put_cf(meta, b"schema", SCHEMA_VERSION.to_be_bytes());
+                    return self.write(batch);
+                }
                 if found != SCHEMA_VERSION {
                     return Err(DbError::Schema {
                         path: self.path.clone(),

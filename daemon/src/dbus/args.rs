@@ -1,5 +1,6 @@
 //! Checking and converting method arguments, for every interface.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -30,4 +31,22 @@ pub fn digest(what: &str, value: &str) -> Result<treediff::Digest, DbusError> {
 /// The path the kernel gives an open descriptor: read through it, never by name.
 pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Named counts as D-Bus returns them (`a{st}`): new ones can be added without
+/// changing a method's signature.
+pub fn counts<const N: usize>(pairs: [(&str, u64); N]) -> HashMap<String, u64> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// A descriptor a client passed, made close-on-exec: zbus receives descriptors
+/// without `MSG_CMSG_CLOEXEC`, so without this every child the daemon starts
+/// (fuse-overlayfs, a build's sandbox) would inherit the clients' sources,
+/// mount points and terminals.
+pub fn received(fd: zbus::zvariant::OwnedFd) -> OwnedFd {
+    let fd: OwnedFd = fd.into();
+    if let Err(e) = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC) {
+        tracing::warn!(error = %e, "cannot make a received descriptor close-on-exec");
+    }
+    fd
 }

@@ -47,6 +47,26 @@ impl From<Error> for DbusError {
     }
 }
 
+impl DbusError {
+    /// The error's D-Bus name and its message, for a signal that reports an
+    /// error the way a failed call would.
+    pub fn name_and_message(&self) -> (String, String) {
+        let (name, message) = match self {
+            DbusError::ZBus(e) => ("Failed", e.to_string()),
+            DbusError::NotFound(m) => ("NotFound", m.clone()),
+            DbusError::AlreadyExists(m) => ("AlreadyExists", m.clone()),
+            DbusError::Busy(m) => ("Busy", m.clone()),
+            DbusError::Conflict(m) => ("Conflict", m.clone()),
+            DbusError::InvalidArgument(m) => ("InvalidArgument", m.clone()),
+            DbusError::AccessDenied(m) => ("AccessDenied", m.clone()),
+            DbusError::NoSpace(m) => ("NoSpace", m.clone()),
+            DbusError::Io(m) => ("Io", m.clone()),
+            DbusError::Corrupt(m) => ("Corrupt", m.clone()),
+        };
+        (format!("org.ws.Error.{name}"), message)
+    }
+}
+
 /// An error and its causes, one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

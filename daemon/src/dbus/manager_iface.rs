@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use overlay::BackendKind;
 use zbus::object_server::ObjectServer;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
-use super::args::{bounded, digest, fd_path};
+use super::args::{bounded, counts, digest, fd_path, received};
 use super::{DbusError, Event, Objects, Shared, workspace_path};
+use crate::manager::build::ElementOpen;
 use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, Source};
 
 /// The manager interface of one connection.
@@ -73,6 +74,76 @@ impl ManagerIface {
     }
 }
 
+impl ManagerIface {
+    async fn open_element_with(
+        &self,
+        server: &ObjectServer,
+        project: OwnedFd,
+        element: String,
+        mount_point: Option<MountPoint>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(OwnedObjectPath, bool, String), DbusError> {
+        bounded("element", &element)?;
+        let mut fresh = false;
+        let mut backend = None;
+        for (key, value) in options {
+            match key.as_str() {
+                "fresh" => {
+                    fresh = bool::try_from(value).map_err(|_| {
+                        DbusError::InvalidArgument("option \"fresh\" must be a boolean".into())
+                    })?
+                }
+                "backend" => {
+                    let name = String::try_from(value).map_err(|_| {
+                        DbusError::InvalidArgument("option \"backend\" must be a string".into())
+                    })?;
+                    bounded("backend", &name)?;
+                    if !name.is_empty() {
+                        backend = Some(
+                            name.parse::<BackendKind>()
+                                .map_err(DbusError::InvalidArgument)?,
+                        );
+                    }
+                }
+                other => {
+                    return Err(DbusError::InvalidArgument(format!(
+                        "unknown option {}",
+                        crate::workspace::shown(other)
+                    )));
+                }
+            }
+        }
+        self.objects.ensure(server).await;
+        let caller = self.caller;
+        let opened = self
+            .shared
+            .run(move |m| {
+                let request = ElementOpen {
+                    project_dir: fd_path(&project),
+                    element,
+                    fresh,
+                    path: mount_point,
+                    backend,
+                };
+                let opened = m.open_element(caller, request);
+                drop(project);
+                opened
+            })
+            .await?;
+        let ws = opened.workspace;
+        super::workspace_iface::add(server, &self.shared, caller, &ws)
+            .await
+            .map_err(DbusError::ZBus)?;
+        let object = path(&ws.id)?;
+        self.shared.notify(Event::Added { ws: Box::new(ws) });
+        Ok((
+            object,
+            opened.continues_failed_build,
+            opened.cache_key.to_string(),
+        ))
+    }
+}
+
 fn path(id: &str) -> Result<OwnedObjectPath, DbusError> {
     OwnedObjectPath::try_from(workspace_path(id)).map_err(|e| DbusError::Io(e.to_string()))
 }
@@ -91,7 +162,7 @@ impl ManagerIface {
         source: zbus::zvariant::OwnedFd,
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
-        let source: OwnedFd = source.into();
+        let source = received(source);
         let dir = Source::Dir(fd_path(&source));
         self.open_with(server, name, dir, vec![source], None, backend)
             .await
@@ -107,8 +178,8 @@ impl ManagerIface {
         mount_point: zbus::zvariant::OwnedFd,
         backend: String,
     ) -> Result<OwnedObjectPath, DbusError> {
-        let source: OwnedFd = source.into();
-        let at = MountPoint::from_fd(mount_point.into());
+        let source = received(source);
+        let at = MountPoint::from_fd(received(mount_point));
         let dir = Source::Dir(fd_path(&source));
         self.open_with(server, name, dir, vec![source], Some(at), backend)
             .await
@@ -168,13 +239,13 @@ impl ManagerIface {
             .map(|p| p.to_string())
             .chain(report.problems.iter().map(|p| p.to_string()))
             .collect();
-        let counts = HashMap::from([
-            ("objects".to_owned(), report.store.objects_checked),
-            ("bytes".to_owned(), report.store.bytes_checked),
-            ("trees".to_owned(), report.store.trees_checked),
-            ("directories".to_owned(), report.store.dirs_checked),
-            ("workspaces".to_owned(), report.workspaces_checked),
-            ("snapshots".to_owned(), report.snapshots_checked),
+        let counts = counts([
+            ("objects", report.store.objects_checked),
+            ("bytes", report.store.bytes_checked),
+            ("trees", report.store.trees_checked),
+            ("directories", report.store.dirs_checked),
+            ("workspaces", report.workspaces_checked),
+            ("snapshots", report.snapshots_checked),
         ]);
         Ok((report.is_clean(), problems, counts))
     }
@@ -189,14 +260,95 @@ impl ManagerIface {
             quota: (quota > 0).then_some(quota),
         };
         let report = self.shared.run(move |m| m.gc(caller, options)).await?;
-        let counts = HashMap::from([
-            ("removed_objects".to_owned(), report.sweep.removed_objects),
-            ("removed_bytes".to_owned(), report.sweep.removed_bytes),
-            ("kept_objects".to_owned(), report.sweep.kept_objects),
-            ("kept_bytes".to_owned(), report.sweep.kept_bytes),
-            ("removed_snapshots".to_owned(), report.removed_snapshots),
+        let counts = counts([
+            ("removed_objects", report.sweep.removed_objects),
+            ("removed_bytes", report.sweep.removed_bytes),
+            ("kept_objects", report.sweep.kept_objects),
+            ("kept_bytes", report.sweep.kept_bytes),
+            ("removed_snapshots", report.removed_snapshots),
         ]);
         Ok((counts, report.evicted_refs, report.within_quota))
+    }
+
+    /// Builds `element` of the project whose directory `project` is (a descriptor
+    /// the client opened; its `ws.toml` and sources are read with the caller's
+    /// permissions) and what it depends on. Returns the build's object
+    /// (`org.ws.Build1`) at once; subscribe to its signals before calling.
+    /// `options`: none yet.
+    async fn build(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &zbus::Connection,
+        project: zbus::zvariant::OwnedFd,
+        element: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        bounded("element", &element)?;
+        if let Some(key) = options.keys().next() {
+            return Err(DbusError::InvalidArgument(format!(
+                "unknown build option {}",
+                crate::workspace::shown(key)
+            )));
+        }
+        self.objects.ensure(server).await;
+        super::build_job::start(
+            &self.shared,
+            server,
+            conn,
+            self.caller,
+            received(project),
+            element,
+        )
+        .await
+    }
+
+    /// What building `element` would do, dependencies first: for each element
+    /// an `a{sv}` with "element", "cache_key", "state" ("cached", "failed",
+    /// "buildable" or "waiting" for dependencies), "source_digest",
+    /// "dependency_hash", "workspace" and "kind".
+    async fn show(
+        &self,
+        project: zbus::zvariant::OwnedFd,
+        element: String,
+    ) -> Result<Vec<HashMap<String, OwnedValue>>, DbusError> {
+        bounded("element", &element)?;
+        let project = received(project);
+        let caller = self.caller;
+        let shown = self
+            .shared
+            .run(move |m| m.show(caller, &fd_path(&project), &element))
+            .await?;
+        Ok(shown.iter().map(super::build_job::shown_value).collect())
+    }
+
+    /// Opens a workspace named after `element` on its sources in the project
+    /// `project`; if the element's current cache key has a failed build cached,
+    /// the workspace continues from its buildtree (unless `options` has
+    /// "fresh": true). `options`: "fresh" (b), "backend" (s). Returns the
+    /// workspace, whether it continues a failed build, and the cache key.
+    async fn open_element(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        project: zbus::zvariant::OwnedFd,
+        element: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(OwnedObjectPath, bool, String), DbusError> {
+        self.open_element_with(server, received(project), element, None, options)
+            .await
+    }
+
+    /// As `OpenElement`, mounted on `mount_point` (as for `OpenAt`).
+    async fn open_element_at(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        project: zbus::zvariant::OwnedFd,
+        element: String,
+        mount_point: zbus::zvariant::OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<(OwnedObjectPath, bool, String), DbusError> {
+        let at = MountPoint::from_fd(received(mount_point));
+        self.open_element_with(server, received(project), element, Some(at), options)
+            .await
     }
 
     /// The interface's version.

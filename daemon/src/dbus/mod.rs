@@ -14,6 +14,8 @@
 //! who sees what is decided in one place.
 
 mod args;
+mod build_iface;
+mod build_job;
 mod bus;
 mod credentials;
 mod errors;

@@ -8,7 +8,7 @@ use treediff::CaptureMode;
 use treediff::checkout::CheckoutMode;
 use zbus::zvariant::OwnedValue;
 
-use super::args::{bounded, digest, fd_path};
+use super::args::{bounded, counts, digest, fd_path, received};
 use super::{DbusError, Shared};
 use crate::manager::{Caller, ImportOptions, MountPoint};
 
@@ -77,10 +77,6 @@ fn import_options(options: HashMap<String, OwnedValue>) -> Result<ImportOptions,
     Ok(import)
 }
 
-fn counts<const N: usize>(pairs: [(&str, u64); N]) -> HashMap<String, u64> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
-}
-
 #[zbus::interface(name = "org.ws.Store1")]
 impl StoreIface {
     /// Imports the directory `dir` (a descriptor the client opened; read with the
@@ -94,7 +90,7 @@ impl StoreIface {
         options: HashMap<String, OwnedValue>,
     ) -> Result<(String, HashMap<String, u64>), DbusError> {
         let options = import_options(options)?;
-        let dir: OwnedFd = dir.into();
+        let dir = received(dir);
         let caller = self.caller;
         let (tree, stats) = self
             .shared
@@ -136,7 +132,7 @@ impl StoreIface {
                 )));
             }
         };
-        let dest = MountPoint::from_fd(dest.into());
+        let dest = MountPoint::from_fd(received(dest));
         let caller = self.caller;
         let stats = self
             .shared

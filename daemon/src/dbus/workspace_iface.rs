@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use zbus::object_server::{ObjectServer, SignalEmitter};
+use zbus::zvariant::{OwnedValue, Value};
 
 use super::{DbusError, Event, Shared, workspace_path};
 use crate::manager::Caller;
@@ -55,6 +58,15 @@ pub(super) async fn show(server: &ObjectServer, ws: Workspace, dirty: u32) -> zb
     if old.state != current.ws.state {
         current.state_changed(emitter).await?;
     }
+    if old.dependency_hash != current.ws.dependency_hash {
+        current.dependency_hash_changed(emitter).await?;
+    }
+    if old.artifact_ref != current.ws.artifact_ref {
+        current.artifact_ref_changed(emitter).await?;
+    }
+    if old.last_build != current.ws.last_build {
+        current.last_build_changed(emitter).await?;
+    }
     Ok(())
 }
 
@@ -100,6 +112,61 @@ impl WorkspaceIface {
     #[zbus(property)]
     fn source_digest(&self) -> String {
         self.ws.source_digest.to_string()
+    }
+
+    /// The project element it was opened for ("" for a plain directory).
+    #[zbus(property)]
+    fn element(&self) -> String {
+        self.ws
+            .element
+            .as_ref()
+            .map(|b| b.element.clone())
+            .unwrap_or_default()
+    }
+
+    /// The dependency hash of its last successful build ("" before one).
+    #[zbus(property)]
+    fn dependency_hash(&self) -> String {
+        self.ws.dependency_hash.clone().unwrap_or_default()
+    }
+
+    /// The artifact of its last successful build (`artifact/<cache key>`, ""
+    /// before one).
+    #[zbus(property)]
+    fn artifact_ref(&self) -> String {
+        self.ws.artifact_ref.clone().unwrap_or_default()
+    }
+
+    /// Its last build: "id", "cache_key", "result" ("built" or "failed"),
+    /// "incremental", "buildtree" and "time"; empty before one.
+    #[zbus(property)]
+    fn last_build(&self) -> HashMap<String, OwnedValue> {
+        let Some(b) = &self.ws.last_build else {
+            return HashMap::new();
+        };
+        let pairs: Vec<(&str, Value<'_>)> = vec![
+            ("id", b.id.clone().into()),
+            ("cache_key", b.cache_key.clone().into()),
+            ("result", b.result.clone().into()),
+            ("incremental", b.incremental.into()),
+            (
+                "buildtree",
+                b.buildtree
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+                    .into(),
+            ),
+            ("time", b.time.into()),
+        ];
+        pairs
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    v.try_to_owned().expect("plain values have no descriptors"),
+                )
+            })
+            .collect()
     }
 
     /// How many paths changed since the last commit, as of the last `Status` or

@@ -103,6 +103,11 @@ pub struct Manager {
     /// Taken shared by every operation that writes to the store or reads trees
     /// from it, exclusively by gc (see gc.rs).
     gc_lock: RwLock<()>,
+    /// The workspaces (by id) a build is running in: one at a time each.
+    building: Mutex<std::collections::HashSet<String>>,
+    /// The `wsd` binary that runs build sandboxes (`wsd __sandbox`): this
+    /// process's own executable, unless set otherwise (tests).
+    sandbox_exe: PathBuf,
 }
 
 /// A name reserved by an open in progress; released when dropped.
@@ -166,9 +171,17 @@ impl Manager {
             locks: Mutex::new(HashMap::new()),
             opening: Mutex::new(Default::default()),
             gc_lock: RwLock::new(()),
+            building: Mutex::new(Default::default()),
+            sandbox_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wsd")),
         };
         manager.recover()?;
         Ok(manager)
+    }
+
+    /// Runs build sandboxes with `exe` (a `wsd` binary) instead of this process's
+    /// own executable: for tests, whose executable is not `wsd`.
+    pub fn set_sandbox_exe(&mut self, exe: PathBuf) {
+        self.sandbox_exe = exe;
     }
 
     /// What the probe found.
@@ -487,6 +500,7 @@ impl Manager {
     }
 }
 
+pub mod build;
 mod close;
 mod edit;
 mod fsck;
@@ -541,7 +555,7 @@ fn op_key(id: &str, seq: u64) -> Vec<u8> {
 }
 
 /// 16 hex digits, never reused: time, process and a counter, hashed.
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()

@@ -3,12 +3,24 @@
 use overlay::Content;
 use treediff::Digest;
 
+use super::build::BuildtreeSource;
 use super::import::ImportOptions;
 use super::{Caller, Manager, OpenRequest, Snapper, Source, name_key, new_id, now_secs};
 use crate::crash::crash_point;
 use crate::db::cf;
 use crate::error::Error;
-use crate::workspace::{OpEntry, OpKind, State, Workspace, validate_name};
+use crate::workspace::{ElementBinding, OpEntry, OpKind, State, Workspace, validate_name};
+
+/// What opening a workspace for a project element adds to an open.
+#[derive(Debug, Default)]
+pub(super) struct OpenExtra {
+    /// The element it is for.
+    pub element: Option<ElementBinding>,
+    /// The buildtree its first build continues from (a failed build's).
+    pub buildtree: Option<BuildtreeSource>,
+    /// The source directory to show (the element's in the project).
+    pub shown_source: Option<std::path::PathBuf>,
+}
 
 impl Manager {
     /// Opens a workspace; see [`OpenRequest`].
@@ -21,6 +33,16 @@ impl Manager {
     /// its name and its op log entry. A failure before that batch unmounts and drops
     /// the snapshot; a crash leaves an orphan that recovery collects.
     pub fn open_workspace(&self, caller: Caller, request: OpenRequest) -> Result<Workspace, Error> {
+        self.open_workspace_with(caller, request, OpenExtra::default())
+    }
+
+    /// [`Manager::open_workspace`], with what an element's workspace adds.
+    pub(super) fn open_workspace_with(
+        &self,
+        caller: Caller,
+        request: OpenRequest,
+        extra: OpenExtra,
+    ) -> Result<Workspace, Error> {
         let _store = self.store_guard();
         let name = request.name.as_str();
         validate_name(name).map_err(|problem| Error::Invalid {
@@ -54,6 +76,11 @@ impl Manager {
         };
         crash_point!("open-after-import");
         let base = self.base_snapshot(&snapper, name, tree)?;
+        let buildtree = match extra.buildtree {
+            Some(from) => Some(self.adopt_buildtree(&snapper, name, from)?),
+            None => None,
+        };
+        let source = extra.shown_source.or(source);
         let target = self.mount_target(caller, name, request.path.as_ref())?;
 
         let id = new_id();
@@ -85,6 +112,8 @@ impl Manager {
             dependency_hash: None,
             artifact_ref: None,
             last_build: None,
+            element: extra.element,
+            buildtree,
             created: now,
             updated: now,
             next_op: 0,
@@ -126,7 +155,12 @@ impl Manager {
 
     /// The committed snapshot holding `tree`, shared by the workspaces opened over
     /// it; made if missing.
-    fn base_snapshot(&self, snapper: &Snapper, name: &str, tree: Digest) -> Result<String, Error> {
+    pub(super) fn base_snapshot(
+        &self,
+        snapper: &Snapper,
+        name: &str,
+        tree: Digest,
+    ) -> Result<String, Error> {
         let base = format!("source-{}-{}", tree.hex(), tree.size());
         let mut txn = snapper.snap.begin();
         match snapper.snap.stat(&base) {

@@ -13,6 +13,7 @@ impl Manager {
     /// workspace's view is mounted again if it is not; a workspace whose view cannot
     /// be mounted is marked unmounted (and tried again at the next start).
     pub fn recover(&self) -> Result<(), Error> {
+        self.recover_builds()?;
         let workspaces = self.list(Caller { uid: 0, gid: 0 })?;
         for (name, snapper) in self.all_snappers(&workspaces)? {
             let cleaned = snapper.snap.cleanup().map_err(Error::snapshot(""))?;
@@ -50,6 +51,46 @@ impl Manager {
                 let mut batch = WriteBatch::default();
                 self.put_workspace(&mut batch, &mut ws, None);
                 self.db.write(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what the builds that were running at a crash left: their views
+    /// are unmounted and their active snapshots removed, so every workspace is
+    /// as before its build; their directories go to the trash.
+    fn recover_builds(&self) -> Result<(), Error> {
+        for build in self.running_builds()? {
+            if is_mounted(&build.mount) {
+                let _ = overlay::unmount(&build.mount);
+            }
+            let snapper = self.snapper(build.backend, build.owner, build.group)?;
+            let mut txn = snapper.snap.begin();
+            match snapper.snap.remove(&mut txn, &build.snapshot) {
+                Ok(()) | Err(overlay::SnapshotError::NotFound { .. }) => {}
+                Err(e) => return Err(Error::snapshot(&build.element)(e)),
+            }
+            self.commit_snapshots(
+                &snapper,
+                txn,
+                &build.element,
+                |batch| self.end_running(batch, &build.id),
+                || {},
+            )?;
+            tracing::info!(
+                build = build.id,
+                element = build.element,
+                "removed a build a crash interrupted"
+            );
+        }
+        let builds = self.dirs.root().join("builds");
+        if let Ok(entries) = std::fs::read_dir(&builds) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if is_mounted(&path.join("build")) {
+                    let _ = overlay::unmount(&path.join("build"));
+                }
+                super::build::trash_dir(&path);
             }
         }
         Ok(())

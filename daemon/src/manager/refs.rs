@@ -103,12 +103,37 @@ impl Manager {
 
     fn write_ref(&self, record: &Ref) -> Result<(), Error> {
         let mut batch = WriteBatch::default();
+        self.ref_into(&mut batch, record);
+        Ok(self.db.write(batch)?)
+    }
+
+    /// Puts the ref `name` → `tree` into `batch`, used now: for a transaction
+    /// that records refs with the rest of its state. The tree must be durable in
+    /// the store before the batch is written.
+    pub(super) fn put_ref_into(
+        &self,
+        batch: &mut WriteBatch,
+        name: &str,
+        tree: Digest,
+        kind: RefKind,
+        size: u64,
+    ) {
+        let record = Ref {
+            name: name.to_owned(),
+            tree,
+            kind,
+            size,
+            last_used: now_secs(),
+        };
+        self.ref_into(batch, &record);
+    }
+
+    fn ref_into(&self, batch: &mut WriteBatch, record: &Ref) {
         batch.put_cf(
             self.db.cf(cf::REFS),
             record.name.as_bytes(),
             serde_json::to_vec(record).expect("refs serialize"),
         );
-        Ok(self.db.write(batch)?)
     }
 
     fn decode_ref(&self, bytes: &[u8]) -> Result<Ref, Error> {

@@ -1,0 +1,218 @@
+//! What the daemon records about builds: the artifact record under each cache key
+//! (the last build's result, its trees and log), and the running builds that
+//! recovery removes after a crash.
+
+use overlay::BackendKind;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+use treediff::Digest;
+
+use crate::db::cf;
+use crate::error::Error;
+use crate::manager::refs::RefKind;
+use crate::manager::{Manager, now_secs};
+use crate::project::CacheKey;
+use crate::workspace::{digest_text, opt_digest_text};
+
+/// How a build under a cache key ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Its artifact is cached.
+    Success,
+    /// It failed; its buildtree and log are cached.
+    Failed,
+}
+
+/// Where a buildtree's committed snapshot lives, so that a workspace of the same
+/// snapshotter can continue from it without a checkout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// The snapshotter's backend.
+    pub backend: BackendKind,
+    /// The uid its files belong to.
+    pub owner: u32,
+    /// Their gid.
+    pub group: u32,
+    /// The committed snapshot's name.
+    pub name: String,
+}
+
+/// The record of the last build under one cache key (`artifacts` column family).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// The cache key.
+    pub key: CacheKey,
+    /// The element built (for display: the key does not depend on its name).
+    pub element: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The source tree built.
+    #[serde(with = "digest_text")]
+    pub source_digest: Digest,
+    /// The dependency hash it was built with.
+    pub dependency_hash: String,
+    /// The install root's tree (success only).
+    #[serde(with = "opt_digest_text")]
+    pub artifact: Option<Digest>,
+    /// The buildtree's tree (none for imports).
+    #[serde(with = "opt_digest_text")]
+    pub buildtree: Option<Digest>,
+    /// Where the buildtree is held as a committed snapshot.
+    pub snapshot: Option<SnapshotRef>,
+    /// The newest mtime in the buildtree.
+    pub newest_mtime: Option<(i64, u32)>,
+    /// The buildtree's size as far as known.
+    pub buildtree_size: u64,
+    /// The build log, a blob in the store (also held by the ref `log/<key>`).
+    #[serde(with = "opt_digest_text")]
+    pub log: Option<Digest>,
+    /// Whether the build continued from an earlier buildtree.
+    pub incremental: bool,
+    /// Commands that ran (the failed one included).
+    pub commands_run: u32,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The workspace that built it, if any.
+    pub workspace: Option<String>,
+    /// Who built it.
+    pub owner: u32,
+    /// Seconds since the epoch, at its end.
+    pub time: u64,
+}
+
+/// A build that has started and not ended (`builds` column family). Recovery
+/// unmounts its view and removes its active snapshot: a build that did not
+/// commit left nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningBuild {
+    /// The build's id.
+    pub id: String,
+    /// The element.
+    pub element: String,
+    /// The snapshotter of its active snapshot.
+    pub backend: BackendKind,
+    /// Its owner uid and gid.
+    pub owner: u32,
+    /// The owner's gid.
+    pub group: u32,
+    /// The active snapshot's key.
+    pub snapshot: String,
+    /// Where its view is mounted.
+    pub mount: std::path::PathBuf,
+    /// Seconds since the epoch, at its start.
+    pub started: u64,
+}
+
+/// The ref names of what a cache key holds.
+pub fn artifact_ref(key: &CacheKey) -> String {
+    format!("artifact/{key}")
+}
+
+/// The ref of a key's buildtree.
+pub fn buildtree_ref(key: &CacheKey) -> String {
+    format!("buildtree/{key}")
+}
+
+/// The ref of a key's log (a tree holding `build.log`, so gc keeps the blob).
+pub fn log_ref(key: &CacheKey) -> String {
+    format!("log/{key}")
+}
+
+impl Manager {
+    /// The record of the last build under `key`.
+    pub fn artifact(&self, key: &CacheKey) -> Result<Option<ArtifactRecord>, Error> {
+        match self
+            .db
+            .get(self.db.cf(cf::ARTIFACTS), key.as_str().as_bytes())?
+        {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| self.db.corrupt("artifact", e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Every artifact record, in key order.
+    pub fn artifacts(&self) -> Result<Vec<ArtifactRecord>, Error> {
+        self.db
+            .scan(self.db.cf(cf::ARTIFACTS), b"")?
+            .into_iter()
+            .map(|(_, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| self.db.corrupt("artifact", e.to_string()).into())
+            })
+            .collect()
+    }
+
+    /// Puts `record` and the refs that keep its trees into `batch`; `log_tree` is
+    /// the tree holding its log.
+    pub(in crate::manager) fn put_artifact(
+        &self,
+        batch: &mut WriteBatch,
+        record: &ArtifactRecord,
+        log_tree: Option<Digest>,
+        artifact_size: u64,
+    ) {
+        batch.put_cf(
+            self.db.cf(cf::ARTIFACTS),
+            record.key.as_str().as_bytes(),
+            serde_json::to_vec(record).expect("artifact records serialize"),
+        );
+        if let Some(tree) = record.artifact {
+            self.put_ref_into(
+                batch,
+                &artifact_ref(&record.key),
+                tree,
+                RefKind::Artifact,
+                artifact_size,
+            );
+        }
+        if let Some(tree) = record.buildtree {
+            self.put_ref_into(
+                batch,
+                &buildtree_ref(&record.key),
+                tree,
+                RefKind::Buildtree,
+                record.buildtree_size,
+            );
+        }
+        if let Some(tree) = log_tree {
+            let size = record.log.map_or(0, |d| d.size());
+            self.put_ref_into(batch, &log_ref(&record.key), tree, RefKind::Buildtree, size);
+        }
+    }
+
+    /// Records `build` as running (durable before its snapshot is mounted).
+    pub(in crate::manager) fn put_running(&self, batch: &mut WriteBatch, build: &RunningBuild) {
+        batch.put_cf(
+            self.db.cf(cf::BUILDS),
+            build.id.as_bytes(),
+            serde_json::to_vec(build).expect("build records serialize"),
+        );
+    }
+
+    /// Forgets the running build `id` in `batch`.
+    pub(in crate::manager) fn end_running(&self, batch: &mut WriteBatch, id: &str) {
+        batch.delete_cf(self.db.cf(cf::BUILDS), id.as_bytes());
+    }
+
+    /// The builds that started and did not end (while the daemon runs: those
+    /// running now).
+    pub fn running_builds(&self) -> Result<Vec<RunningBuild>, Error> {
+        self.db
+            .scan(self.db.cf(cf::BUILDS), b"")?
+            .into_iter()
+            .map(|(_, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| self.db.corrupt("build", e.to_string()).into())
+            })
+            .collect()
+    }
+}
+
+/// Seconds since the epoch.
+pub(super) fn now() -> u64 {
+    now_secs()
+}

@@ -1,0 +1,641 @@
+//! One element's build as a transaction (DESIGN.md sections 5 and 7).
+//!
+//! ```text
+//! view of the build:   upper = build-<id> (active)   lower = B_prev (or the sources)
+//! ```
+//!
+//! The build's active snapshot is prepared on the previous buildtree (a workspace
+//! that built before, or was opened from a failed build) or on the source tree,
+//! and recorded as running. Its view is mounted, the source changes since that
+//! buildtree are laid over it (the delta: changed files newer than every output,
+//! deleted ones removed), and the commands run in the sandbox. Then, whatever
+//! the commands did, the layer is committed as a buildtree and one batch records
+//! the artifact record under the cache key, its refs, the workspace's new state
+//! and the end of the running build. On success the workspace moves to the new
+//! buildtree and artifact; on failure it keeps what it had, and the failed
+//! buildtree and log are cached under the key.
+//!
+//! # Crash safety
+//!
+//! Nothing the build writes is referenced before that last batch: a crash before
+//! it leaves a running build that recovery unmounts and removes
+//! ([`Manager::recover`]), and the workspace as before the build. An error on the
+//! way (the sandbox cannot start, the disk fills while the artifact is captured)
+//! removes the active snapshot the same way, at once.
+//!
+//! # Locking
+//!
+//! The workspace's lock is held only at the end, to record the result over the
+//! record as it is then: commits and discards may run while a build does (the
+//! edits the build took were captured at its start). A second build of the same
+//! workspace is refused as busy.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use overlay::{Content, MountPlan, Owner};
+use treediff::{CaptureMode, CaptureOptions, Digest};
+
+use super::clock;
+use super::plan::Planned;
+use super::record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, now};
+use super::stage::{log_tree, trash};
+use super::{BuildObserver, ElementReport, ElementResult};
+use crate::error::Error;
+use crate::manager::{Caller, Manager, Snapper, new_id};
+use crate::sandbox::{self, Cancel, Spec, Step};
+use crate::workspace::{Buildtree, LastBuild, OpEntry, OpKind, Workspace};
+
+/// The marker a build leaves in its buildtree once its configure commands have
+/// all succeeded: later builds from that buildtree skip them.
+pub const CONFIGURED_MARKER: &str = ".ws-configured";
+
+/// Where a build starts from.
+struct Start {
+    snapper: std::sync::Arc<Snapper>,
+    /// Who the build's files belong to, when not the daemon's user.
+    owner: Option<Owner>,
+    /// The committed snapshot the build's layer goes on.
+    parent: String,
+    /// The tree of that snapshot.
+    parent_tree: Digest,
+    /// The source tree in it, which the delta goes from.
+    from: Digest,
+    /// The buildtree it continues, if any.
+    previous: Option<Buildtree>,
+}
+
+/// A build's directories under `<state>/builds/<id>/`: the mount point of its
+/// view, its install root, the sandbox's scratch space and the log.
+struct BuildDirs {
+    root: PathBuf,
+    build: PathBuf,
+    install: PathBuf,
+    scratch: PathBuf,
+    log: PathBuf,
+}
+
+impl BuildDirs {
+    fn make(state: &Path, id: &str, owner: Caller) -> Result<BuildDirs, Error> {
+        let root = state.join("builds").join(id);
+        let dirs = BuildDirs {
+            build: root.join("build"),
+            install: root.join("install"),
+            scratch: root.join("sandbox"),
+            log: root.join("log"),
+            root,
+        };
+        for dir in [&dirs.build, &dirs.install, &dirs.scratch] {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                op: "create the build directory",
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        // The commands run as the caller and install into this directory.
+        nix::unistd::chown(
+            &dirs.install,
+            Some(owner.uid.into()),
+            Some(owner.gid.into()),
+        )
+        .map_err(|e| Error::Io {
+            op: "give the install directory to the caller",
+            path: dirs.install.clone(),
+            source: e.into(),
+        })?;
+        Ok(dirs)
+    }
+}
+
+/// What a build of one element needs besides its plan.
+pub(super) struct Job<'a> {
+    pub caller: Caller,
+    pub planned: &'a Planned,
+    /// The dependencies' merged artifacts, checked out read-only.
+    pub sysroot: Option<PathBuf>,
+    pub observer: &'a dyn BuildObserver,
+    pub cancel: &'a Cancel,
+}
+
+impl Manager {
+    /// Builds one element (see the module documentation); its dependencies'
+    /// artifacts are in `job.sysroot`.
+    pub(super) fn run_build(&self, job: Job<'_>) -> Result<ElementReport, Error> {
+        let planned = job.planned;
+        let name = planned.element.name.as_str();
+        let _building = match &planned.workspace {
+            Some(ws) => Some(self.start_building(ws)?),
+            None => None,
+        };
+        let start = self.build_start(job.caller, planned)?;
+        let id = new_id();
+        let dirs = BuildDirs::make(self.dirs.root(), &id, job.caller)?;
+        let running = RunningBuild {
+            id: id.clone(),
+            element: name.to_owned(),
+            backend: start.snapper.snap.kind(),
+            owner: start.owner.map_or(self.euid, |o| o.uid),
+            group: start.owner.map_or(0, |o| o.gid),
+            snapshot: format!("build-{id}"),
+            mount: dirs.build.clone(),
+            started: now(),
+        };
+        let mut txn = start.snapper.snap.begin();
+        let plan = start
+            .snapper
+            .snap
+            .prepare(
+                &mut txn,
+                &running.snapshot,
+                Some(&start.parent),
+                Content::Buildtree,
+            )
+            .map_err(Error::snapshot(name))?;
+        self.commit_snapshots(
+            &start.snapper,
+            txn,
+            name,
+            |batch| self.put_running(batch, &running),
+            || {},
+        )?;
+        let result = self.run_prepared(&job, &start, &running, &dirs, &plan);
+        if result.is_err() {
+            self.abandon(&start.snapper, &running);
+        }
+        trash(&dirs.root);
+        result
+    }
+
+    /// Refuses a second build of a workspace while one runs.
+    fn start_building(&self, ws: &Workspace) -> Result<Building<'_>, Error> {
+        let mut building = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        if !building.insert(ws.id.clone()) {
+            return Err(Error::Busy {
+                name: ws.name.clone(),
+            });
+        }
+        Ok(Building {
+            manager: self,
+            id: ws.id.clone(),
+        })
+    }
+
+    /// Which snapshotter and parent a build of `planned` starts from.
+    fn build_start(&self, caller: Caller, planned: &Planned) -> Result<Start, Error> {
+        let name = planned.element.name.as_str();
+        match &planned.workspace {
+            Some(ws) => {
+                let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+                let owner = (ws.owner != self.euid).then_some(Owner {
+                    uid: ws.owner,
+                    gid: ws.group,
+                });
+                match &ws.buildtree {
+                    Some(bt) => Ok(Start {
+                        snapper,
+                        owner,
+                        parent: bt.snapshot.clone(),
+                        parent_tree: bt.tree,
+                        from: bt.source_digest,
+                        previous: Some(bt.clone()),
+                    }),
+                    None => Ok(Start {
+                        snapper,
+                        owner,
+                        parent: ws.base_snapshot.clone(),
+                        parent_tree: ws.base_source_digest,
+                        from: ws.base_source_digest,
+                        previous: None,
+                    }),
+                }
+            }
+            None => {
+                let backend = self.probe.choose().0;
+                let snapper = self.snapper(backend, caller.uid, caller.gid)?;
+                let parent = self.base_snapshot(&snapper, name, planned.source_digest)?;
+                let owner = (caller.uid != self.euid).then_some(Owner {
+                    uid: caller.uid,
+                    gid: caller.gid,
+                });
+                Ok(Start {
+                    snapper,
+                    owner,
+                    parent,
+                    parent_tree: planned.source_digest,
+                    from: planned.source_digest,
+                    previous: None,
+                })
+            }
+        }
+    }
+
+    fn run_prepared(
+        &self,
+        job: &Job<'_>,
+        start: &Start,
+        running: &RunningBuild,
+        dirs: &BuildDirs,
+        plan: &MountPlan,
+    ) -> Result<ElementReport, Error> {
+        let planned = job.planned;
+        let element = &planned.element;
+        let name = element.name.as_str();
+        let key = running.snapshot.as_str();
+        overlay::mount(plan, &dirs.build).map_err(Error::snapshot(name))?;
+        let view = plan.view_path(&dirs.build).to_owned();
+        let mounted = !matches!(plan, MountPlan::Direct { .. });
+        let ran = self.lay_and_run(job, start, key, dirs, &view);
+        if mounted {
+            overlay::unmount(&dirs.build).map_err(Error::snapshot(name))?;
+        }
+        let ran = ran?;
+        let success = ran.failure.is_none();
+
+        // The artifact (on success) and the log, durable in the store.
+        let txn = self
+            .store
+            .begin()
+            .map_err(Error::store_on(format!("element {name}")))?;
+        let mut artifact = None;
+        let mut artifact_size = 0;
+        if success {
+            let (tree, stats) = treediff::capture(
+                &txn,
+                &dirs.install,
+                &CaptureOptions {
+                    mode: CaptureMode::Source,
+                    ..CaptureOptions::default()
+                },
+            )
+            .map_err(Error::store_on(format!("the artifact of element {name}")))?;
+            artifact = Some(tree);
+            artifact_size = stats.bytes;
+        }
+        let log_file = std::fs::File::open(&dirs.log).map_err(|source| Error::Io {
+            op: "read the build log",
+            path: dirs.log.clone(),
+            source,
+        })?;
+        let log = txn
+            .put_stream(&mut std::io::BufReader::new(log_file))
+            .map_err(Error::store_on(format!("the build log of element {name}")))?;
+        let log_tree = log_tree(&txn, log)?;
+        txn.commit()
+            .map_err(Error::store_on(format!("element {name}")))?;
+
+        // The layer becomes the buildtree; one batch records everything.
+        let buildtree_name = format!("buildtree-{}", running.id);
+        let mut snaps = start.snapper.snap.begin();
+        let info = start
+            .snapper
+            .snap
+            .commit(&mut snaps, &buildtree_name, key)
+            .map_err(Error::snapshot(name))?;
+        let tree = info.tree.expect("a committed snapshot records its tree");
+        let changes = treediff::diff::changes(&self.store, start.parent_tree, tree)
+            .map_err(Error::store_on(format!("the buildtree of element {name}")))?;
+        let newest = clock::max(
+            start
+                .previous
+                .as_ref()
+                .map(|b| clock::from_pair(b.newest_mtime)),
+            clock::newest_in_changes(&self.store, &changes)
+                .map_err(Error::store_on(format!("the buildtree of element {name}")))?,
+        )
+        .unwrap_or(treediff::store::OBJECT_MTIME);
+        let layer_size = start.snapper.snap.usage(key).map(|u| u.bytes).unwrap_or(0);
+        let size = start.previous.as_ref().map_or(0, |b| b.size) + layer_size;
+        let incremental = start.previous.is_some();
+        let record = ArtifactRecord {
+            key: planned.key.clone(),
+            element: name.to_owned(),
+            outcome: if success {
+                Outcome::Success
+            } else {
+                Outcome::Failed
+            },
+            source_digest: planned.source_digest,
+            dependency_hash: planned.dependency_hash.clone(),
+            artifact,
+            buildtree: Some(tree),
+            snapshot: Some(SnapshotRef {
+                backend: start.snapper.snap.kind(),
+                owner: running.owner,
+                group: running.group,
+                name: buildtree_name.clone(),
+            }),
+            newest_mtime: Some(clock::pair(newest)),
+            buildtree_size: size,
+            log: Some(log),
+            incremental,
+            commands_run: ran.commands_run,
+            failure: ran.failure.clone(),
+            workspace: planned.workspace.as_ref().map(|w| w.name.clone()),
+            owner: job.caller.uid,
+            time: now(),
+        };
+        let buildtree = Buildtree {
+            snapshot: buildtree_name,
+            tree,
+            source_digest: planned.source_digest,
+            newest_mtime: clock::pair(newest),
+            size,
+        };
+        let lock = match &planned.workspace {
+            Some(ws) => Some(self.lock(ws)?),
+            None => None,
+        };
+        let _held = lock
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+        let workspace = match &planned.workspace {
+            Some(ws) => Some(self.reread(ws.clone())?),
+            None => None,
+        };
+        self.commit_snapshots(
+            &start.snapper,
+            snaps,
+            name,
+            |batch| {
+                self.put_artifact(batch, &record, Some(log_tree), artifact_size);
+                self.end_running(batch, &running.id);
+                if let Some(mut ws) = workspace {
+                    record_in_workspace(&mut ws, &record, &running.id, buildtree);
+                    let entry = OpEntry {
+                        seq: ws.next_op,
+                        op: if success {
+                            OpKind::Build
+                        } else {
+                            OpKind::BuildFailed
+                        },
+                        before: None,
+                        after: Some(planned.source_digest),
+                        changes: 0,
+                        message: Some(match &record.failure {
+                            Some(why) => format!("{}: {why}", record.key),
+                            None => record.key.to_string(),
+                        }),
+                        time: record.time,
+                        undoes: None,
+                    };
+                    self.put_workspace(batch, &mut ws, Some(entry));
+                }
+            },
+            || {},
+        )?;
+        tracing::info!(element = name, key = %record.key, success, incremental, commands = ran.commands_run, "built");
+        Ok(ElementReport {
+            element: name.to_owned(),
+            cache_key: record.key.clone(),
+            result: if success {
+                ElementResult::Built
+            } else {
+                ElementResult::Failed
+            },
+            incremental,
+            commands_run: ran.commands_run,
+            artifact,
+            buildtree: Some(tree),
+            log: Some(log),
+            workspace: record.workspace.clone(),
+            message: ran.failure,
+        })
+    }
+
+    /// Lays the source changes over the mounted view and runs the commands.
+    fn lay_and_run(
+        &self,
+        job: &Job<'_>,
+        start: &Start,
+        key: &str,
+        dirs: &BuildDirs,
+        view: &Path,
+    ) -> Result<Ran, Error> {
+        let planned = job.planned;
+        let element = &planned.element;
+        let name = element.name.as_str();
+        let mut configured = false;
+        if let Some(previous) = &start.previous {
+            let newest = clock::from_pair(previous.newest_mtime);
+            if clock::is_ahead(newest) {
+                let stamps = clock::future_stamps(&self.store, previous.tree, newest)
+                    .map_err(Error::store_on(format!("the buildtree of element {name}")))?;
+                tracing::info!(
+                    element = name,
+                    entries = stamps.len(),
+                    "the buildtree's mtimes are ahead of this clock: moved back"
+                );
+                overlay::restamp(&self.store, key, view, &stamps).map_err(Error::snapshot(name))?;
+            } else {
+                clock::settle(newest);
+            }
+            configured = treediff::Dir::read(&self.store, previous.tree, "")
+                .map_err(Error::store_on(format!("the buildtree of element {name}")))?
+                .get(CONFIGURED_MARKER)
+                .is_some();
+        }
+        if start.from != planned.source_digest {
+            overlay::lay_over(
+                &self.store,
+                key,
+                view,
+                start.from,
+                planned.source_digest,
+                start.owner,
+            )
+            .map_err(Error::snapshot(name))?;
+        }
+        let mut steps = Vec::new();
+        let configure_steps = if configured {
+            0
+        } else {
+            element.configure.len()
+        };
+        for (phase, commands) in [
+            (
+                "configure",
+                if configured {
+                    &[][..]
+                } else {
+                    &element.configure[..]
+                },
+            ),
+            ("build", &element.build[..]),
+            ("install", &element.install[..]),
+        ] {
+            for command in commands {
+                steps.push(Step {
+                    phase: phase.to_owned(),
+                    argv: vec![
+                        "/bin/sh".to_owned(),
+                        "-e".to_owned(),
+                        "-c".to_owned(),
+                        command.clone(),
+                    ],
+                    display: command.clone(),
+                });
+            }
+        }
+        let spec = Spec {
+            build_dir: view.to_owned(),
+            install_dir: Some(dirs.install.clone()),
+            sysroot: job.sysroot.clone(),
+            caches: Vec::new(),
+            hide: vec![self.dirs.root().to_owned()],
+            scratch: dirs.scratch.clone(),
+            network: element.network,
+            uid: job.caller.uid,
+            gid: job.caller.gid,
+            env: element.env.clone(),
+            steps: steps.clone(),
+            interactive: false,
+        };
+        let mut log = std::fs::File::create(&dirs.log).map_err(|source| Error::Io {
+            op: "create the build log",
+            path: dirs.log.clone(),
+            source,
+        })?;
+        let mut log_error = None;
+        let mut on_output = |chunk: &[u8]| {
+            if let Err(e) = log.write_all(chunk) {
+                log_error.get_or_insert(e);
+            }
+            job.observer.output(name, chunk);
+        };
+        let outcome = sandbox::run(
+            &self.sandbox_exe,
+            &spec,
+            sandbox::Stdio::Captured,
+            &mut on_output,
+            job.cancel,
+        )
+        .map_err(|source| Error::Sandbox {
+            element: name.to_owned(),
+            source,
+        })?;
+        if configure_steps > 0 && outcome.succeeded >= configure_steps {
+            let marker = view.join(CONFIGURED_MARKER);
+            std::fs::write(&marker, b"").map_err(|source| Error::Io {
+                op: "mark the buildtree as configured",
+                path: marker.clone(),
+                source,
+            })?;
+        }
+        let failure = describe_failure(&outcome, &steps);
+        let mut tail = String::new();
+        if let Some(why) = &failure {
+            tail = format!("ws: {name} failed: {why}\n");
+            on_output(tail.as_bytes());
+        }
+        drop(tail);
+        if let Some(e) = log_error {
+            return Err(Error::Io {
+                op: "write the build log",
+                path: dirs.log.clone(),
+                source: e,
+            });
+        }
+        let commands_run = (outcome.succeeded + usize::from(outcome.failed.is_some())) as u32;
+        Ok(Ran {
+            failure,
+            commands_run,
+        })
+    }
+
+    /// Drops a build that did not reach its batch: unmounts its view, removes
+    /// its active snapshot and its running record. Failures are logged: what is
+    /// left, recovery removes at the next start.
+    fn abandon(&self, snapper: &Snapper, running: &RunningBuild) {
+        if super::super::is_mounted(&running.mount) {
+            let _ = overlay::unmount(&running.mount);
+        }
+        let mut txn = snapper.snap.begin();
+        if let Err(e) = snapper.snap.remove(&mut txn, &running.snapshot) {
+            tracing::warn!(build = running.id, error = %e, "cannot remove the build's snapshot; the next start will");
+            return;
+        }
+        if let Err(e) = self.commit_snapshots(
+            snapper,
+            txn,
+            &running.element,
+            |batch| self.end_running(batch, &running.id),
+            || {},
+        ) {
+            tracing::warn!(build = running.id, error = %e, "cannot drop the build; the next start will");
+        }
+    }
+}
+
+/// A workspace being built; released when dropped.
+struct Building<'a> {
+    manager: &'a Manager,
+    id: String,
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        let mut building = self
+            .manager
+            .building
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        building.remove(&self.id);
+    }
+}
+
+/// What the commands did.
+struct Ran {
+    /// Why the build failed, if it did.
+    failure: Option<String>,
+    commands_run: u32,
+}
+
+/// Why a run failed, in words; `None` if it did not.
+fn describe_failure(outcome: &sandbox::Outcome, steps: &[Step]) -> Option<String> {
+    if outcome.cancelled {
+        return Some("the build was cancelled".to_owned());
+    }
+    if let Some(failed) = &outcome.failed {
+        let step = &steps[failed.step];
+        let how = match (failed.code, failed.signal) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (None, Some(signal)) => format!("was killed by signal {signal}"),
+            (None, None) => "failed".to_owned(),
+        };
+        return Some(format!("{} command `{}` {how}", step.phase, step.display));
+    }
+    if !outcome.stray_writes.is_empty() {
+        const SHOWN: usize = 10;
+        let mut paths = outcome.stray_writes[..outcome.stray_writes.len().min(SHOWN)].join(", ");
+        if outcome.stray_writes.len() > SHOWN {
+            paths.push_str(&format!(" and {} more", outcome.stray_writes.len() - SHOWN));
+        }
+        return Some(format!(
+            "it wrote outside its build, install, cache and /tmp directories (the sandbox discarded those writes): {paths}"
+        ));
+    }
+    None
+}
+
+/// Moves a workspace's build state to what `record` says.
+fn record_in_workspace(
+    ws: &mut Workspace,
+    record: &ArtifactRecord,
+    id: &str,
+    buildtree: Buildtree,
+) {
+    let success = record.outcome == Outcome::Success;
+    ws.last_build = Some(LastBuild {
+        id: id.to_owned(),
+        cache_key: record.key.to_string(),
+        result: if success { "built" } else { "failed" }.to_owned(),
+        incremental: record.incremental,
+        buildtree: record.buildtree,
+        time: record.time,
+    });
+    if success {
+        ws.buildtree = Some(buildtree);
+        ws.artifact_ref = Some(artifact_ref(&record.key));
+        ws.dependency_hash = Some(record.dependency_hash.clone());
+    }
+}

@@ -1,0 +1,244 @@
+//! Builds through the daemon's library, and what goes wrong in them: a write
+//! outside the sandbox's writable places, a corrupt cached artifact, a failed
+//! dependency, missing sources, a full disk while the artifact is captured, a
+//! cancel. Each ends with a clear report or error naming the element and the
+//! cause, and loses nothing. Real RocksDB, real mounts and sandboxes (root).
+
+use std::path::{Path, PathBuf};
+
+use daemon::manager::build::{ElementResult, Unobserved};
+use daemon::sandbox::Cancel;
+use daemon::{Caller, ErrorKind, Manager, StateDir};
+use overlay::testsuite::privileged;
+
+const ROOT: Caller = Caller { uid: 0, gid: 0 };
+
+fn manager(state: &Path) -> Manager {
+    let mut m = Manager::open(StateDir::new(state.to_owned())).unwrap();
+    m.set_sandbox_exe(PathBuf::from(env!("CARGO_BIN_EXE_wsd")));
+    m
+}
+
+/// A project in `dir` with `toml` as its ws.toml and a source directory `src`.
+fn project(dir: &Path, toml: &str) -> PathBuf {
+    let root = dir.join("project");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(root.join("src/input"), "input\n").unwrap();
+    std::fs::write(root.join("ws.toml"), toml).unwrap();
+    root
+}
+
+fn build(m: &Manager, project: &Path, element: &str) -> Vec<daemon::manager::build::ElementReport> {
+    m.build(ROOT, project, element, &Unobserved, &Cancel::new())
+        .unwrap()
+}
+
+#[test]
+fn a_write_outside_the_sandbox_fails_the_build_naming_the_path() {
+    if !privileged("a_write_outside_the_sandbox_fails_the_build_naming_the_path") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"src\"\nbuild = [\"touch /etc/ws-stray-build-test || true\", \"cp input $WS_INSTALLDIR/\"]\n",
+    );
+    let reports = build(&m, &p, "a");
+    let a = reports.last().unwrap();
+    assert_eq!(a.result, ElementResult::Failed, "{a:?}");
+    let message = a.message.as_deref().unwrap();
+    assert!(message.contains("/etc/ws-stray-build-test"), "{message}");
+    assert!(!Path::new("/etc/ws-stray-build-test").exists());
+    assert!(a.buildtree.is_some() && a.log.is_some());
+    assert!(
+        m.artifact(&a.cache_key)
+            .unwrap()
+            .unwrap()
+            .artifact
+            .is_none()
+    );
+}
+
+#[test]
+fn a_corrupt_cached_artifact_is_rebuilt_and_never_used() {
+    if !privileged("a_corrupt_cached_artifact_is_rebuilt_and_never_used") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let m = manager(&state);
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"src\"\ninstall = [\"echo made-by-the-build > $WS_INSTALLDIR/out\"]\n",
+    );
+    let first = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(first.result, ElementResult::Built);
+    assert_eq!(
+        build(&m, &p, "a").pop().unwrap().result,
+        ElementResult::Cached
+    );
+
+    // Damage the artifact's one blob in the store.
+    let blob = blake3::hash(b"made-by-the-build\n").to_hex().to_string();
+    let path = state.join("cas/blobs").join(&blob[..2]).join(&blob);
+    assert!(path.exists(), "{}", path.display());
+    std::fs::write(&path, "made-by-somebody-else\n").unwrap();
+
+    let again = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(again.result, ElementResult::Built, "{again:?}");
+    assert_eq!(again.commands_run, 1);
+    assert_eq!(again.artifact, first.artifact);
+}
+
+#[test]
+fn a_failed_dependency_stops_the_build_before_its_dependents() {
+    if !privileged("a_failed_dependency_stops_the_build_before_its_dependents") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.lib]\nsources = \"src\"\nbuild = [\"echo lib fails; exit 3\"]\n\n[element.app]\nsources = \"src\"\ndepends = [\"lib\"]\nbuild = [\"true\"]\n",
+    );
+    let reports = build(&m, &p, "app");
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].element, "lib");
+    assert_eq!(reports[0].result, ElementResult::Failed);
+    let message = reports[0].message.as_deref().unwrap();
+    assert!(
+        message.contains("echo lib fails; exit 3") && message.contains("code 3"),
+        "{message}"
+    );
+    let shown = m.show(ROOT, &p, "app").unwrap();
+    assert_eq!(shown[0].state.name(), "failed");
+    assert_eq!(shown[1].state.name(), "waiting");
+}
+
+#[test]
+fn missing_sources_are_an_error_naming_the_element() {
+    let dir = tempfile::tempdir().unwrap();
+    if !privileged("missing_sources_are_an_error_naming_the_element") {
+        return;
+    }
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"nowhere\"\nbuild = [\"true\"]\n",
+    );
+    let err = m
+        .build(ROOT, &p, "a", &Unobserved, &Cancel::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let text = daemon::dbus::describe(&err);
+    assert!(text.contains("a:") && text.contains("nowhere"), "{text}");
+}
+
+#[test]
+fn a_cancelled_build_ends_as_a_failure_and_leaves_nothing_running() {
+    if !privileged("a_cancelled_build_ends_as_a_failure_and_leaves_nothing_running") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let m = manager(&state);
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"src\"\nbuild = [\"sleep 1001 & sleep 1002\"]\n",
+    );
+    let cancel = Cancel::new();
+    let canceller = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            cancel.cancel();
+        })
+    };
+    let started = std::time::Instant::now();
+    let report = m
+        .build(ROOT, &p, "a", &Unobserved, &cancel)
+        .unwrap()
+        .pop()
+        .unwrap();
+    canceller.join().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(report.result, ElementResult::Failed);
+    assert!(report.message.unwrap().contains("cancelled"));
+    assert!(
+        !sleeping("1001") && !sleeping("1002"),
+        "a command outlived the cancel"
+    );
+    assert!(
+        !overlay::mount_table()
+            .unwrap()
+            .iter()
+            .any(|mount| mount.target.starts_with(state.join("builds"))),
+        "the build's view is still mounted"
+    );
+}
+
+/// Whether a `sleep SECONDS` runs anywhere on the machine.
+fn sleeping(seconds: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c == format!("sleep\0{seconds}\0").as_bytes())
+    })
+}
+
+#[test]
+fn a_full_disk_while_the_artifact_is_captured_fails_cleanly_and_a_retry_works() {
+    if !privileged("a_full_disk_while_the_artifact_is_captured_fails_cleanly_and_a_retry_works") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for m in overlay::mount_table().unwrap_or_default() {
+                if m.target.starts_with(&self.0) && m.target != self.0 {
+                    let _ = overlay::unmount(&m.target);
+                }
+            }
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let m = manager(&state);
+    // 60 MiB fit in the install directory; a second copy in the store does not.
+    let p = project(
+        dir.path(),
+        "[element.big]\nsources = \"src\"\ninstall = [\"head -c 62914560 /dev/urandom > $WS_INSTALLDIR/big\"]\n",
+    );
+    let err = m
+        .build(ROOT, &p, "big", &Unobserved, &Cancel::new())
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::NoSpace,
+        "{}",
+        daemon::dbus::describe(&err)
+    );
+    let text = daemon::dbus::describe(&err);
+    assert!(text.contains("big"), "{text}");
+    assert!(m.running_builds().unwrap().is_empty());
+    let key = m.show(ROOT, &p, "big").unwrap()[0].cache_key.clone();
+    assert!(m.artifact(&key).unwrap().is_none(), "nothing was recorded");
+
+    // With a smaller output the same build goes through.
+    std::fs::write(
+        p.join("ws.toml"),
+        "[element.big]\nsources = \"src\"\ninstall = [\"head -c 1048576 /dev/urandom > $WS_INSTALLDIR/big\"]\n",
+    )
+    .unwrap();
+    let report = build(&m, &p, "big").pop().unwrap();
+    assert_eq!(report.result, ElementResult::Built, "{report:?}");
+}
