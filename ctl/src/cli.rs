@@ -13,14 +13,27 @@ pub struct Cli {
     #[arg(long, global = true, env = "WS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// The project directory (holding ws.toml) [default: the nearest directory
+    /// upward from here that has one]
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Open a workspace: an editable view over a source directory
+    /// Open a workspace on a project element's sources (continuing its failed
+    /// build, if one is cached), or over a directory with --source
     Open(OpenArgs),
+    /// Build an element and what it depends on (in their workspaces where open)
+    Build(BuildArgs),
+    /// Show an element's cache key and state, and those of its dependencies
+    Show(ShowArgs),
+    /// Work with an element's cached artifact
+    #[command(subcommand)]
+    Artifact(ArtifactCommand),
     /// Show workspaces and what changed in them since their last commit
     Status(StatusArgs),
     /// Show what changed in a workspace since its last commit
@@ -61,11 +74,16 @@ pub enum Backend {
 
 #[derive(Debug, Args)]
 pub struct OpenArgs {
-    /// The workspace's name (letters, digits, '.', '_', '-')
+    /// The element to open a workspace for (the workspace gets its name), or with
+    /// --source the workspace's name (letters, digits, '.', '_', '-')
     pub name: String,
-    /// The directory to open it over (imported into the store; .wsignore applies)
+    /// Open over this directory instead of a project element (imported into the
+    /// store; .wsignore applies)
     #[arg(long, value_name = "DIR")]
-    pub source: PathBuf,
+    pub source: Option<PathBuf>,
+    /// Start from the element's sources even if a failed build of them is cached
+    #[arg(long, conflicts_with = "source")]
+    pub fresh: bool,
     /// Where its files appear: an empty directory you own [default: under the state
     /// directory]
     #[arg(long, value_name = "DIR")]
@@ -74,6 +92,42 @@ pub struct OpenArgs {
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// Print the workspace as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The element to build
+    pub element: String,
+    /// Print a JSON list with a report per element (the commands' output goes to
+    /// stderr)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The element
+    pub element: String,
+    /// Print a JSON list, dependencies first
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Write the element's cached artifact (its install root) into DIR
+    Checkout(ArtifactCheckoutArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArtifactCheckoutArgs {
+    /// The element
+    pub element: String,
+    /// Where to write it: a new path, or an empty directory
+    pub dir: PathBuf,
+    /// Print the artifact's digest and statistics as JSON
     #[arg(long)]
     pub json: bool,
 }

@@ -37,6 +37,30 @@ pub trait Manager1 {
         backend: &str,
     ) -> zbus::Result<OwnedObjectPath>;
     fn get(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn build(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn show(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+    ) -> zbus::Result<Vec<HashMap<String, zbus::zvariant::OwnedValue>>>;
+    fn open_element(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<(OwnedObjectPath, bool, String)>;
+    fn open_element_at(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+        mount_point: zbus::zvariant::Fd<'_>,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<(OwnedObjectPath, bool, String)>;
     fn list(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
     fn fsck(&self) -> zbus::Result<(bool, Vec<String>, HashMap<String, u64>)>;
     fn gc(&self, quota: u64) -> zbus::Result<(HashMap<String, u64>, Vec<String>, bool)>;
@@ -53,6 +77,11 @@ pub trait Workspace1 {
     fn close(&self, force: bool) -> zbus::Result<()>;
     fn log(&self) -> zbus::Result<Vec<(u64, String, String, String, u64, String, u64)>>;
     fn undo(&self) -> zbus::Result<(u64, String)>;
+}
+
+#[zbus::proxy(interface = "org.ws.Build1", default_service = "org.ws.Daemon")]
+pub trait Build1 {
+    fn cancel(&self) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -137,6 +166,16 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// The D-Bus connection.
+    pub fn connection(&self) -> &zbus::Connection {
+        &self.conn
+    }
+
+    /// The build at `path`.
+    pub async fn build_job(&self, path: OwnedObjectPath) -> Result<Build1Proxy<'static>, CliError> {
+        Ok(Build1Proxy::builder(&self.conn).path(path)?.build().await?)
     }
 
     /// The socket this client talks to.

@@ -37,6 +37,21 @@ pub enum CliError {
         /// Why (its last log line, or the spawn error).
         detail: String,
     },
+    /// The daemon reported a named error other than as a method's reply (the
+    /// end of a build).
+    #[error("{message}")]
+    Remote {
+        /// The error's D-Bus name (`org.ws.Error.InvalidArgument`, ...).
+        name: String,
+        /// Its message.
+        message: String,
+    },
+    /// No project file was found.
+    #[error("no ws.toml in {} or any directory above it", .0.display())]
+    NoProject(std::path::PathBuf),
+    /// A build did not succeed (its output and reports were printed).
+    #[error("{0}")]
+    BuildFailed(String),
     /// A directory argument that cannot be opened.
     #[error("cannot open {}: {source}", path.display())]
     BadPath {
@@ -61,6 +76,7 @@ fn daemon_error_name(e: &CliError) -> Option<&str> {
         CliError::Daemon(zbus::Error::MethodError(name, _, _)) => {
             name.as_str().strip_prefix("org.ws.Error.")
         }
+        CliError::Remote { name, .. } => name.strip_prefix("org.ws.Error."),
         _ => None,
     }
 }
@@ -75,7 +91,9 @@ enum Kind {
 impl CliError {
     fn kind(&self) -> Kind {
         match self {
-            CliError::BadDigest(_) | CliError::BadPath { .. } => Kind::BadInput,
+            CliError::BadDigest(_) | CliError::BadPath { .. } | CliError::NoProject(_) => {
+                Kind::BadInput
+            }
             CliError::Damaged(_) => Kind::Damaged,
             _ => match daemon_error_name(self) {
                 Some("NotFound" | "AlreadyExists" | "InvalidArgument" | "AccessDenied") => {
@@ -90,6 +108,9 @@ impl CliError {
     fn hint(&self) -> Option<String> {
         match self {
             CliError::NoStateDir => Some("pass --state-dir DIR or set WS_STATE_DIR".into()),
+            CliError::NoProject(_) => {
+                Some("run ws in a project, or name its directory with -C DIR".into())
+            }
             CliError::Damaged(_) => Some(
                 "the objects named above are damaged; re-import their sources to restore them"
                     .into(),

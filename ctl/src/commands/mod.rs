@@ -1,5 +1,6 @@
 //! Running a parsed command line.
 
+mod build;
 mod store;
 mod workspace;
 
@@ -19,7 +20,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Store(command) => store::run(&state_dir, command),
         Command::Daemon => workspace::daemon(&state_dir),
-        command => workspace::run(&state_dir, command),
+        command => workspace::run(&state_dir, cli.project.as_deref(), command),
     }
 }
 

@@ -65,41 +65,49 @@ async fn checkout(store: &Store1Proxy<'_>, args: CheckoutArgs) -> Result<ExitCod
         Mode::Reflink => "reflink",
         Mode::Copy => "copy",
     };
-    // The daemon writes into a directory the caller passes; a new path is made
-    // here, as the caller, and removed again if the checkout fails.
-    let created = match std::fs::create_dir(&args.dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-        Err(source) => {
-            return Err(CliError::BadPath {
-                path: args.dir.clone(),
-                source,
-            });
-        }
-    };
-    let dest = open_dir(&args.dir)?;
-    let result = {
-        let _spinner = Spinner::start(&format!(
-            "checking out {digest} into {}",
-            args.dir.display()
-        ));
-        store
-            .checkout(&digest.to_string(), (&dest).into(), mode)
-            .await
-    };
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(e) => {
-            if created {
-                let _ = std::fs::remove_dir(&args.dir);
-            }
-            return Err(e.into());
-        }
-    };
+    let stats = checkout_into(store, digest, &args.dir, mode).await?;
     if args.json {
         print_json(&sorted(stats))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `digest` out into `dir` (made if missing), in `mode`; returns the
+/// daemon's counts.
+pub(super) async fn checkout_into(
+    store: &Store1Proxy<'_>,
+    digest: Digest,
+    dir: &std::path::Path,
+    mode: &str,
+) -> Result<HashMap<String, u64>, CliError> {
+    // The daemon writes into a directory the caller passes; a new path is made
+    // here, as the caller, and removed again if the checkout fails.
+    let created = match std::fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(source) => {
+            return Err(CliError::BadPath {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let dest = open_dir(dir)?;
+    let result = {
+        let _spinner = Spinner::start(&format!("checking out {digest} into {}", dir.display()));
+        store
+            .checkout(&digest.to_string(), (&dest).into(), mode)
+            .await
+    };
+    match result {
+        Ok(stats) => Ok(stats),
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_dir(dir);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 async fn diff(store: &Store1Proxy<'_>, args: DiffArgs) -> Result<ExitCode, CliError> {

@@ -1,12 +1,13 @@
 //! The workspace commands: each one a call to the daemon over D-Bus.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{block_on, letter, open_dir, print, print_json};
-use crate::cli::{Backend, Command};
+use super::{block_on, build, letter, open_dir, print, print_json};
+use crate::cli::{ArtifactCommand, Backend, Command};
 use crate::client::{Client, Workspace1Proxy};
 use crate::error::CliError;
 use crate::progress::{Spinner, bytes};
@@ -22,6 +23,10 @@ struct WorkspaceJson {
     source_digest: String,
     dirty: usize,
     socket: String,
+    element: Option<String>,
+    dependency_hash: Option<String>,
+    artifact_ref: Option<String>,
+    last_build: Option<serde_json::Value>,
 }
 
 /// A changed path as `--json` shows it.
@@ -31,19 +36,75 @@ struct ChangeJson {
     change: String,
 }
 
-/// Runs a workspace command on the daemon of `state_dir`.
-pub fn run(state_dir: &Path, command: Command) -> Result<ExitCode, CliError> {
+/// Runs a workspace or project command on the daemon of `state_dir`; `project`
+/// is `-C DIR`.
+pub fn run(
+    state_dir: &Path,
+    project: Option<&Path>,
+    command: Command,
+) -> Result<ExitCode, CliError> {
+    // Found before the daemon is asked anything, so a mistake costs no start.
+    let project_dir = match &command {
+        Command::Build(_) | Command::Show(_) | Command::Artifact(_) => {
+            Some(build::find_project(project)?)
+        }
+        Command::Open(args) if args.source.is_none() => Some(build::find_project(project)?),
+        _ => None,
+    };
     block_on(async {
         let client = Client::connect(state_dir).await?;
         match command {
+            Command::Build(args) => {
+                return build::build(&client, &project_dir.expect("found above"), args).await;
+            }
+            Command::Show(args) => {
+                return build::show(&client, &project_dir.expect("found above"), args).await;
+            }
+            Command::Artifact(ArtifactCommand::Checkout(args)) => {
+                let project = project_dir.expect("found above");
+                return build::artifact_checkout(&client, &project, args).await;
+            }
+            Command::Open(args) if args.source.is_none() => {
+                let backend = args.backend.map(backend_name).unwrap_or("");
+                let project = project_dir.expect("found above");
+                let (path, continued, key) = {
+                    let _spinner = Spinner::start(&format!("opening {}", args.name));
+                    build::open_element(&client, &project, &args, backend).await?
+                };
+                let ws = client.workspace(path).await?;
+                let shown = describe(&client, &ws, 0).await?;
+                if args.json {
+                    print_json(&serde_json::json!({
+                        "workspace": shown,
+                        "cache_key": key,
+                        "continues_failed_build": continued,
+                    }))?;
+                } else {
+                    print(&format!(
+                        "opened {} at {} ({}, source {})\n",
+                        shown.name, shown.path, shown.backend, shown.source_digest
+                    ))?;
+                    if continued {
+                        print(&format!(
+                            "continuing from the failed build's buildtree (key {}): the next `ws build {}` picks up where it stopped\n",
+                            &key[..key.len().min(12)],
+                            shown.name
+                        ))?;
+                    }
+                }
+            }
             Command::Open(args) => {
-                let source = open_dir(&args.source)?;
+                let source_dir = args
+                    .source
+                    .clone()
+                    .expect("the arm above takes open without --source");
+                let source = open_dir(&source_dir)?;
                 let backend = args.backend.map(backend_name).unwrap_or("");
                 let manager = client.manager().await?;
                 let spinner = Spinner::start(&format!(
                     "opening {}: importing {}",
                     args.name,
-                    args.source.display()
+                    source_dir.display()
                 ));
                 let path = match &args.path {
                     Some(at) => {
@@ -340,7 +401,33 @@ async fn describe(
         source_digest: text("SourceDigest")?,
         dirty,
         socket: client.socket().display().to_string(),
+        element: text("Element").ok().filter(|t| !t.is_empty()),
+        dependency_hash: text("DependencyHash").ok().filter(|t| !t.is_empty()),
+        artifact_ref: text("ArtifactRef").ok().filter(|t| !t.is_empty()),
+        last_build: all.get("LastBuild").and_then(last_build_json),
     })
+}
+
+/// The `LastBuild` property as JSON (`None` before a build).
+fn last_build_json(value: &zbus::zvariant::OwnedValue) -> Option<serde_json::Value> {
+    let map =
+        HashMap::<String, zbus::zvariant::OwnedValue>::try_from(value.try_clone().ok()?).ok()?;
+    if map.is_empty() {
+        return None;
+    }
+    let text = |k: &str| {
+        map.get(k)
+            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    };
+    Some(serde_json::json!({
+        "id": text("id"),
+        "cache_key": text("cache_key"),
+        "result": text("result"),
+        "incremental": map.get("incremental").and_then(|v| bool::try_from(v).ok()).unwrap_or(false),
+        "buildtree": Some(text("buildtree")).filter(|t| !t.is_empty()),
+        "time": map.get("time").and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+    }))
 }
 
 fn backend_name(backend: Backend) -> &'static str {
