@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `ws` and `wsd` binaries on real directories.
 
+mod build;
 mod crash_loop;
 mod store;
 mod workspace;

@@ -1,0 +1,6 @@
+#include "hello.h"
+
+const char *greeting(void)
+{
+    return "Hello";
+}
