@@ -1,7 +1,6 @@
 //! `org.ws.Store1` at `/org/ws`: the store itself, for `ws store` and scripts.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use treediff::CaptureMode;
