@@ -242,3 +242,18 @@ fn a_full_disk_while_the_artifact_is_captured_fails_cleanly_and_a_retry_works() 
     let report = build(&m, &p, "big").pop().unwrap();
     assert_eq!(report.result, ElementResult::Built, "{report:?}");
 }
+
+#[test]
+fn declared_caches_are_writable_directories_of_the_caller() {
+    if !privileged("declared_caches_are_writable_directories_of_the_caller") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"src\"\ncaches = [\"ccache\"]\nbuild = [\"echo hit > $WS_CACHEDIR/ccache/entry\", \"cp input $WS_INSTALLDIR/\"]\n",
+    );
+    let report = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(report.result, ElementResult::Built, "{report:?}");
+}

@@ -136,6 +136,17 @@ fn edit(dir: &Path, rel: &str, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
 }
 
+/// Checks the artifact `digest` out and runs its `usr/bin/hello`; its stdout.
+fn run_artifact(ws: &Ws, digest: &str) -> String {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("artifact");
+    ws.ok(&["store", "checkout", digest, target.to_str().unwrap()]);
+    let ran = std::process::Command::new(target.join("usr/bin/hello"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&ran.stdout).into_owned()
+}
+
 const BREAK: (&str, &str) = ("return \"Hello\";", "return \"Hello\" +;");
 
 fn workspace_path(ws: &Ws, name: &str) -> PathBuf {
@@ -283,21 +294,8 @@ fn a_failed_build_is_continued_fixed_committed_and_reused() {
     assert_eq!(compiled(&final_build), (vec![], 0));
 
     // The artifact is the program, with every edit in it.
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("artifact");
-    ws.ok(&[
-        "store",
-        "checkout",
-        reused["artifact"].as_str().unwrap(),
-        target.to_str().unwrap(),
-    ]);
-    let ran = std::process::Command::new(target.join("usr/bin/hello"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&ran.stdout),
-        "Hello, dear ws!\nGoodbye from a ws workspace\n"
-    );
+    let stdout = run_artifact(&ws, reused["artifact"].as_str().unwrap());
+    assert_eq!(stdout, "Hello, dear ws!\nGoodbye from a ws workspace\n");
 }
 
 #[test]
@@ -358,17 +356,8 @@ fn a_buildtree_from_a_clock_ahead_of_this_one_is_continued_and_edits_are_seen() 
         .as_str()
         .unwrap()
         .to_owned();
-    let out = tempfile::tempdir().unwrap();
-    let target = out.path().join("artifact");
-    ws.ok(&["store", "checkout", &artifact, target.to_str().unwrap()]);
-    let ran = std::process::Command::new(target.join("usr/bin/hello"))
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&ran.stdout).starts_with("Hello, world, now!"),
-        "{}",
-        String::from_utf8_lossy(&ran.stdout)
-    );
+    let stdout = run_artifact(&ws, &artifact);
+    assert!(stdout.starts_with("Hello, world, now!"), "{}", stdout);
 }
 
 #[test]
@@ -542,5 +531,42 @@ fn ctrl_c_cancels_the_build_and_leaves_the_workspace_as_it_was() {
     assert_eq!(
         mounts_under(&ws.state.path().join("builds")),
         Vec::<String>::new()
+    );
+}
+
+#[test]
+fn building_a_dependent_uses_the_open_workspace_of_its_dependency() {
+    if !ws_tests::privileged("building_a_dependent_uses_the_open_workspace_of_its_dependency") {
+        return;
+    }
+    let ws = Ws::new();
+    let project = project(None);
+    let p = project.path();
+    let first = in_project(&ws, p, &["build", "hello", "--json"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+
+    // A workspace on the base, edited: building hello uses it, so hello's key
+    // changes and what depends on the header is rebuilt against the edit.
+    ws.ok(&["-C", p.to_str().unwrap(), "open", "base"]);
+    let view = workspace_path(&ws, "base");
+    edit(&view, "include/greet.h", "\"world\"", "\"workspace\"");
+    let dependent = in_project(&ws, p, &["build", "hello", "--json"]);
+    assert_eq!(dependent.code, 0, "{}", dependent.stderr);
+    let base = report(&dependent, "base");
+    assert_eq!(base["workspace"], "base", "{base}");
+    assert_ne!(base["cache_key"], report(&first, "base")["cache_key"]);
+    let hello = report(&dependent, "hello");
+    assert_eq!(hello["result"], "built");
+    assert_ne!(hello["cache_key"], report(&first, "hello")["cache_key"]);
+    let stdout = run_artifact(&ws, hello["artifact"].as_str().unwrap());
+    assert!(stdout.starts_with("Hello, workspace!"), "{}", stdout);
+
+    // Closed, the base is the project's again: hello's first artifact is reused.
+    ws.ok(&["close", "base", "--force"]);
+    let again = in_project(&ws, p, &["build", "hello", "--json"]);
+    assert_eq!(report(&again, "hello")["result"], "cached");
+    assert_eq!(
+        report(&again, "hello")["cache_key"],
+        report(&first, "hello")["cache_key"]
     );
 }

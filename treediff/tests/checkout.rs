@@ -1222,16 +1222,60 @@ impl XfsMount {
 }
 
 impl Drop for XfsMount {
+    /// Unmounts, retrying for a while: a process that another test thread forks
+    /// holds this test's descriptors until it execs, which makes the mount busy
+    /// for a moment. A mount still busy after 5 s fails the test, naming who holds
+    /// it, and is detached so that it does not outlive the test.
     fn drop(&mut self) {
-        let status = std::process::Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .unwrap();
+        let umount = |lazy: bool| {
+            let mut cmd = std::process::Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            cmd.arg(&self.mnt)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+                .success()
+        };
+        for _ in 0..50 {
+            if umount(false) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let holders = holders_of(&self.mnt);
+        umount(true);
         assert!(
-            status.success() || std::thread::panicking(),
-            "umount failed"
+            std::thread::panicking(),
+            "umount of {} failed: busy after 5 s; held by {holders:?}",
+            self.mnt.display()
         );
     }
+}
+
+/// The processes whose working directory or open files are under `dir`.
+fn holders_of(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.path();
+        let mut links: Vec<PathBuf> = vec![pid.join("cwd"), pid.join("root")];
+        if let Ok(fds) = std::fs::read_dir(pid.join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        if links
+            .iter()
+            .any(|l| std::fs::read_link(l).is_ok_and(|t| t.starts_with(dir)))
+        {
+            let cmd = std::fs::read(pid.join("cmdline")).unwrap_or_default();
+            out.push(format!(
+                "{}: {}",
+                entry.file_name().to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    out
 }
 
 #[test]

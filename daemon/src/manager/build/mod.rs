@@ -237,7 +237,7 @@ impl Manager {
             incremental: false,
             commands_run: 0,
             failure: None,
-            workspace: None,
+            workspace: p.workspace.as_ref().map(|w| w.name.clone()),
             owner: caller.uid,
             time: record::now(),
         };
@@ -253,7 +253,7 @@ impl Manager {
             artifact: Some(p.source_digest),
             buildtree: None,
             log: None,
-            workspace: None,
+            workspace: record.workspace,
             message: None,
         })
     }

@@ -76,6 +76,29 @@ struct BuildDirs {
 }
 
 impl BuildDirs {
+    /// The directories of the element's `caches`, empty and the caller's, one per
+    /// name. Persisting them between builds (saved after a success, restored
+    /// before the next build) is not done yet: each build starts them empty.
+    fn caches(&self, names: &[String], owner: Caller) -> Result<Vec<(String, PathBuf)>, Error> {
+        names
+            .iter()
+            .map(|name| {
+                let dir = self.root.join("caches").join(name);
+                std::fs::create_dir_all(&dir)
+                    .and_then(|()| {
+                        nix::unistd::chown(&dir, Some(owner.uid.into()), Some(owner.gid.into()))
+                            .map_err(std::io::Error::from)
+                    })
+                    .map_err(|source| Error::Io {
+                        op: "make the cache directory",
+                        path: dir.clone(),
+                        source,
+                    })?;
+                Ok((name.clone(), dir))
+            })
+            .collect()
+    }
+
     fn make(state: &Path, id: &str, owner: Caller) -> Result<BuildDirs, Error> {
         let root = state.join("builds").join(id);
         let dirs = BuildDirs {
@@ -480,7 +503,7 @@ impl Manager {
             build_dir: view.to_owned(),
             install_dir: Some(dirs.install.clone()),
             sysroot: job.sysroot.clone(),
-            caches: Vec::new(),
+            caches: dirs.caches(&element.caches, job.caller)?,
             hide: vec![self.dirs.root().to_owned()],
             scratch: dirs.scratch.clone(),
             network: element.network,
