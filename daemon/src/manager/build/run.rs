@@ -185,7 +185,11 @@ impl Manager {
         if result.is_err() {
             self.abandon(&start.snapper, &running);
         }
-        trash(&dirs.root);
+        // Never delete through a view that is still mounted: what is left there,
+        // recovery removes at the next start.
+        if !super::super::is_mounted(&dirs.build) {
+            trash(&dirs.root);
+        }
         result
     }
 
@@ -545,12 +549,9 @@ impl Manager {
             })?;
         }
         let failure = describe_failure(&outcome, &steps);
-        let mut tail = String::new();
         if let Some(why) = &failure {
-            tail = format!("ws: {name} failed: {why}\n");
-            on_output(tail.as_bytes());
+            on_output(format!("ws: {name} failed: {why}\n").as_bytes());
         }
-        drop(tail);
         if let Some(e) = log_error {
             return Err(Error::Io {
                 op: "write the build log",
