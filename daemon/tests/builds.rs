@@ -244,16 +244,48 @@ fn a_full_disk_while_the_artifact_is_captured_fails_cleanly_and_a_retry_works() 
 }
 
 #[test]
-fn declared_caches_are_writable_directories_of_the_caller() {
-    if !privileged("declared_caches_are_writable_directories_of_the_caller") {
+fn caches_persist_between_successful_builds_only() {
+    if !privileged("caches_persist_between_successful_builds_only") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let m = manager(&dir.path().join("state"));
-    let p = project(
-        dir.path(),
-        "[element.a]\nsources = \"src\"\ncaches = [\"ccache\"]\nbuild = [\"echo hit > $WS_CACHEDIR/ccache/entry\", \"cp input $WS_INSTALLDIR/\"]\n",
-    );
-    let report = build(&m, &p, "a").pop().unwrap();
-    assert_eq!(report.result, ElementResult::Built, "{report:?}");
+    let toml = |then: &str| {
+        format!(
+            "[element.a]\nsources = \"src\"\ncaches = [\"ccache\"]\nbuild = [\"echo run >> $WS_CACHEDIR/ccache/runs\", \"{then}\"]\ninstall = [\"cp $WS_CACHEDIR/ccache/runs $WS_INSTALLDIR/\"]\n"
+        )
+    };
+    let p = project(dir.path(), &toml("true"));
+    let runs = |m: &Manager, report: &daemon::manager::build::ElementReport| {
+        let tree = report.artifact.expect("an artifact");
+        let node = treediff::Dir::read(m.store(), tree, "").unwrap();
+        let Some(treediff::Entry {
+            node: treediff::Node::File { digest, .. },
+            ..
+        }) = node.get("runs")
+        else {
+            panic!("no runs file in {tree}");
+        };
+        String::from_utf8(m.store().read(digest).unwrap().bytes().to_vec())
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let first = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(first.result, ElementResult::Built, "{first:?}");
+    assert_eq!(runs(&m, &first), 1);
+
+    // Another source: a new key, and the cache the first build saved.
+    std::fs::write(p.join("src/input"), "input 2\n").unwrap();
+    let second = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(runs(&m, &second), 2);
+
+    // A failed build writes into the cache, which is not saved.
+    std::fs::write(p.join("ws.toml"), toml("exit 1")).unwrap();
+    let failed = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(failed.result, ElementResult::Failed);
+    std::fs::write(p.join("ws.toml"), toml("true")).unwrap();
+    std::fs::write(p.join("src/input"), "input 3\n").unwrap();
+    let third = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(runs(&m, &third), 3, "the failed build's write was dropped");
 }

@@ -234,6 +234,7 @@ impl Manager {
             newest_mtime: None,
             buildtree_size: 0,
             log: None,
+            caches: Default::default(),
             incremental: false,
             commands_run: 0,
             failure: None,

@@ -67,6 +67,10 @@ pub struct ArtifactRecord {
     /// The build log, a blob in the store (also held by the ref `log/<key>`).
     #[serde(with = "opt_digest_text")]
     pub log: Option<Digest>,
+    /// The element's caches as this build saved them (name → tree), successful
+    /// builds only; the ref `cache/<uid>/<element>/<name>` holds the latest.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub caches: std::collections::BTreeMap<String, String>,
     /// Whether the build continued from an earlier buildtree.
     pub incremental: bool,
     /// Commands that ran (the failed one included).
@@ -112,6 +116,12 @@ pub fn artifact_ref(key: &CacheKey) -> String {
 /// The ref of a key's buildtree.
 pub fn buildtree_ref(key: &CacheKey) -> String {
     format!("buildtree/{key}")
+}
+
+/// The ref holding the latest saved content of an element's cache, per user:
+/// restored before each build of the element, replaced after each success.
+pub fn cache_ref(uid: u32, element: &str, name: &str) -> String {
+    format!("cache/{uid}/{element}/{name}")
 }
 
 /// The ref of a key's log (a tree holding `build.log`, so gc keeps the blob).

@@ -38,10 +38,13 @@ use treediff::{CaptureMode, CaptureOptions, Digest};
 
 use super::clock;
 use super::plan::Planned;
-use super::record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, now};
+use super::record::{
+    ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, cache_ref, now,
+};
 use super::stage::{log_tree, trash};
 use super::{BuildObserver, ElementReport, ElementResult};
 use crate::error::Error;
+use crate::manager::refs::RefKind;
 use crate::manager::{Caller, Manager, Snapper, new_id};
 use crate::sandbox::{self, Cancel, Spec, Step};
 use crate::workspace::{Buildtree, LastBuild, OpEntry, OpKind, Workspace};
@@ -76,27 +79,9 @@ struct BuildDirs {
 }
 
 impl BuildDirs {
-    /// The directories of the element's `caches`, empty and the caller's, one per
-    /// name. Persisting them between builds (saved after a success, restored
-    /// before the next build) is not done yet: each build starts them empty.
-    fn caches(&self, names: &[String], owner: Caller) -> Result<Vec<(String, PathBuf)>, Error> {
-        names
-            .iter()
-            .map(|name| {
-                let dir = self.root.join("caches").join(name);
-                std::fs::create_dir_all(&dir)
-                    .and_then(|()| {
-                        nix::unistd::chown(&dir, Some(owner.uid.into()), Some(owner.gid.into()))
-                            .map_err(std::io::Error::from)
-                    })
-                    .map_err(|source| Error::Io {
-                        op: "make the cache directory",
-                        path: dir.clone(),
-                        source,
-                    })?;
-                Ok((name.clone(), dir))
-            })
-            .collect()
+    /// Where the build's copy of the element's cache `name` is.
+    fn cache(&self, name: &str) -> PathBuf {
+        self.root.join("caches").join(name)
     }
 
     fn make(state: &Path, id: &str, owner: Caller) -> Result<BuildDirs, Error> {
@@ -285,6 +270,7 @@ impl Manager {
             .map_err(Error::store_on(format!("element {name}")))?;
         let mut artifact = None;
         let mut artifact_size = 0;
+        let mut caches = Vec::new();
         if success {
             let (tree, stats) = treediff::capture(
                 &txn,
@@ -297,6 +283,18 @@ impl Manager {
             .map_err(Error::store_on(format!("the artifact of element {name}")))?;
             artifact = Some(tree);
             artifact_size = stats.bytes;
+            for cache in &element.caches {
+                let (tree, stats) = treediff::capture(
+                    &txn,
+                    &dirs.cache(cache),
+                    &CaptureOptions {
+                        mode: CaptureMode::Buildtree,
+                        ..CaptureOptions::default()
+                    },
+                )
+                .map_err(Error::store_on(format!("cache {cache} of element {name}")))?;
+                caches.push((cache.clone(), tree, stats.bytes));
+            }
         }
         let log_file = std::fs::File::open(&dirs.log).map_err(|source| Error::Io {
             op: "read the build log",
@@ -354,6 +352,10 @@ impl Manager {
             newest_mtime: Some(clock::pair(newest)),
             buildtree_size: size,
             log: Some(log),
+            caches: caches
+                .iter()
+                .map(|(cache, tree, _)| (cache.clone(), tree.to_string()))
+                .collect(),
             incremental,
             commands_run: ran.commands_run,
             failure: ran.failure.clone(),
@@ -385,6 +387,15 @@ impl Manager {
             name,
             |batch| {
                 self.put_artifact(batch, &record, Some(log_tree), artifact_size);
+                for (cache, tree, size) in &caches {
+                    self.put_ref_into(
+                        batch,
+                        &cache_ref(job.caller.uid, name, cache),
+                        *tree,
+                        RefKind::Buildtree,
+                        *size,
+                    );
+                }
                 self.end_running(batch, &running.id);
                 if let Some(mut ws) = workspace {
                     record_in_workspace(&mut ws, &record, &running.id, buildtree);
@@ -507,7 +518,7 @@ impl Manager {
             build_dir: view.to_owned(),
             install_dir: Some(dirs.install.clone()),
             sysroot: job.sysroot.clone(),
-            caches: dirs.caches(&element.caches, job.caller)?,
+            caches: self.restore_caches(dirs, &element.name, &element.caches, job.caller)?,
             hide: vec![self.dirs.root().to_owned()],
             scratch: dirs.scratch.clone(),
             network: element.network,
@@ -566,6 +577,49 @@ impl Manager {
         })
     }
 
+    /// The element's caches for this build, as the caller's directories: each
+    /// restored from the content its last successful build saved (a copy, each
+    /// file checked against its digest), or empty the first time. Only a
+    /// successful build saves them again, so a failed one leaves them as they were.
+    fn restore_caches(
+        &self,
+        dirs: &BuildDirs,
+        element: &str,
+        names: &[String],
+        owner: Caller,
+    ) -> Result<Vec<(String, PathBuf)>, Error> {
+        let mut out = Vec::new();
+        for name in names {
+            let dir = dirs.cache(name);
+            let io = |op, source| Error::Io {
+                op,
+                path: dir.clone(),
+                source,
+            };
+            std::fs::create_dir_all(dir.parent().expect("a cache has a parent"))
+                .map_err(|e| io("make the cache directory", e))?;
+            match self.use_ref(&cache_ref(owner.uid, element, name))? {
+                Some(saved) => {
+                    treediff::checkout::checkout(
+                        &self.store,
+                        saved.tree,
+                        &dir,
+                        &treediff::CheckoutOptions {
+                            mode: treediff::CheckoutMode::Copy,
+                        },
+                    )
+                    .map_err(Error::store_on(format!(
+                        "cache {name} of element {element}"
+                    )))?;
+                }
+                None => std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?,
+            }
+            give_to(&dir, owner).map_err(|e| io("give the cache to the caller", e))?;
+            out.push((name.clone(), dir));
+        }
+        Ok(out)
+    }
+
     /// Drops a build that did not reach its batch: unmounts its view, removes
     /// its active snapshot and its running record. Failures are logged: what is
     /// left, recovery removes at the next start.
@@ -605,6 +659,17 @@ impl Drop for Building<'_> {
             .unwrap_or_else(|e| e.into_inner());
         building.remove(&self.id);
     }
+}
+
+/// Gives `path` and everything under it to `owner`, never following a symlink.
+fn give_to(path: &Path, owner: Caller) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            give_to(&entry?.path(), owner)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the commands did.
