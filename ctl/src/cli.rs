@@ -34,6 +34,9 @@ pub enum Command {
     /// Work with an element's cached artifact
     #[command(subcommand)]
     Artifact(ArtifactCommand),
+    /// List or drop the elements' saved caches (the `caches` of ws.toml)
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Show workspaces and what changed in them since their last commit
     Status(StatusArgs),
     /// Show what changed in a workspace since its last commit
@@ -113,6 +116,23 @@ pub struct ShowArgs {
     /// Print a JSON list, dependencies first
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List your saved caches
+    List(JsonArgs),
+    /// Drop an element's saved cache NAME (all of its caches without NAME): its
+    /// next build starts it empty
+    Drop(CacheDropArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheDropArgs {
+    /// The element
+    pub element: String,
+    /// The cache [default: all of the element's]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

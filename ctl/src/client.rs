@@ -63,6 +63,8 @@ pub trait Manager1 {
     ) -> zbus::Result<(OwnedObjectPath, bool, String)>;
     fn list(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
     fn fsck(&self) -> zbus::Result<(bool, Vec<String>, HashMap<String, u64>)>;
+    fn caches(&self) -> zbus::Result<Vec<(String, String, String, u64, u64)>>;
+    fn drop_cache(&self, element: &str, name: &str) -> zbus::Result<Vec<String>>;
     fn gc(&self, quota: u64) -> zbus::Result<(HashMap<String, u64>, Vec<String>, bool)>;
 }
 

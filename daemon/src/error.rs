@@ -56,6 +56,14 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// The caller has no saved cache of that element (and name).
+    #[error("{} has no saved cache{}; `ws cache list` shows yours", crate::workspace::shown(element), name.as_ref().map(|n| format!(" named {}", crate::workspace::shown(n))).unwrap_or_default())]
+    NoSuchCache {
+        /// The element.
+        element: String,
+        /// The cache's name, if one was given.
+        name: Option<String>,
+    },
     /// The caller already has a workspace of that name.
     #[error(
         "a workspace named {} already exists; choose another name or close it first",
@@ -146,7 +154,7 @@ impl Error {
     /// The kind clients see.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NoSuchWorkspace { .. } => ErrorKind::NotFound,
+            Error::NoSuchWorkspace { .. } | Error::NoSuchCache { .. } => ErrorKind::NotFound,
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Invalid { .. } | Error::Project(_) => ErrorKind::InvalidArgument,
             Error::Busy { .. } => ErrorKind::Busy,

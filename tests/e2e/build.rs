@@ -570,3 +570,35 @@ fn building_a_dependent_uses_the_open_workspace_of_its_dependency() {
         report(&first, "hello")["cache_key"]
     );
 }
+
+#[test]
+fn saved_caches_are_listed_and_dropped() {
+    if !ws_tests::privileged("saved_caches_are_listed_and_dropped") {
+        return;
+    }
+    let ws = Ws::new();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ws.toml",
+        "[element.a]\nsources = \"src\"\ncaches = [\"c\"]\nbuild = [\"echo x > $WS_CACHEDIR/c/f\"]\n",
+    );
+    write(dir.path(), "src/input", "input\n");
+    let built = in_project(&ws, dir.path(), &["build", "a"]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let list = json(&ws.ok(&["cache", "list", "--json"]));
+    assert_eq!(list[0]["element"], "a", "{list}");
+    assert_eq!(list[0]["name"], "c");
+    assert!(list[0]["tree"].is_string());
+    assert!(
+        ws.ok(&["cache", "drop", "a", "c"])
+            .contains("a: dropped cache c")
+    );
+    assert_eq!(
+        json(&ws.ok(&["cache", "list", "--json"])),
+        serde_json::json!([])
+    );
+    let again = ws.run(&["cache", "drop", "a"]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("no saved cache"), "{}", again.stderr);
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{block_on, build, letter, open_dir, print, print_json};
-use crate::cli::{ArtifactCommand, Backend, Command};
+use crate::cli::{ArtifactCommand, Backend, CacheCommand, Command};
 use crate::client::{Client, Workspace1Proxy};
 use crate::error::CliError;
 use crate::progress::{Spinner, bytes};
@@ -59,6 +59,39 @@ pub fn run(
             }
             Command::Show(args) => {
                 return build::show(&client, &project_dir.expect("found above"), args).await;
+            }
+            Command::Cache(CacheCommand::List(args)) => {
+                let caches = client.manager().await?.caches().await?;
+                if args.json {
+                    let list: Vec<serde_json::Value> = caches
+                        .into_iter()
+                        .map(|(element, name, tree, size, last_used)| {
+                            serde_json::json!({
+                                "element": element, "name": name, "tree": tree,
+                                "size": size, "last_used": last_used,
+                            })
+                        })
+                        .collect();
+                    print_json(&list)?;
+                } else {
+                    let text: String = caches
+                        .into_iter()
+                        .map(|(element, name, tree, size, _)| {
+                            format!("{element}\t{name}\t{}\t{tree}\n", bytes(size))
+                        })
+                        .collect();
+                    print(&text)?;
+                }
+            }
+            Command::Cache(CacheCommand::Drop(args)) => {
+                let dropped = client
+                    .manager()
+                    .await?
+                    .drop_cache(&args.element, args.name.as_deref().unwrap_or(""))
+                    .await?;
+                for name in dropped {
+                    print(&format!("{}: dropped cache {name}\n", args.element))?;
+                }
             }
             Command::Artifact(ArtifactCommand::Checkout(args)) => {
                 let project = project_dir.expect("found above");

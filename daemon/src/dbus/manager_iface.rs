@@ -351,6 +351,31 @@ impl ManagerIface {
             .await
     }
 
+    /// The caller's saved element caches: (element, name, tree, size in bytes,
+    /// last use in seconds since the epoch).
+    async fn caches(&self) -> Result<Vec<(String, String, String, u64, u64)>, DbusError> {
+        let caller = self.caller;
+        let caches = self.shared.run(move |m| m.saved_caches(caller)).await?;
+        Ok(caches
+            .into_iter()
+            .map(|c| (c.element, c.name, c.tree.to_string(), c.size, c.last_used))
+            .collect())
+    }
+
+    /// Drops the caller's saved cache `name` of `element` ("" for all of the
+    /// element's): its next build starts it empty. Returns the names dropped.
+    async fn drop_cache(&self, element: String, name: String) -> Result<Vec<String>, DbusError> {
+        bounded("element", &element)?;
+        bounded("name", &name)?;
+        let caller = self.caller;
+        self.shared
+            .run(move |m| {
+                let name = (!name.is_empty()).then_some(name);
+                m.drop_caches(caller, &element, name.as_deref())
+            })
+            .await
+    }
+
     /// The interface's version.
     #[zbus(property)]
     fn version(&self) -> u32 {

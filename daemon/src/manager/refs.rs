@@ -93,7 +93,7 @@ impl Manager {
     }
 
     /// Deletes the refs `names` in one batch.
-    pub(super) fn drop_refs(&self, names: &[String]) -> Result<(), Error> {
+    pub(in crate::manager) fn drop_refs(&self, names: &[String]) -> Result<(), Error> {
         let mut batch = WriteBatch::default();
         for name in names {
             batch.delete_cf(self.db.cf(cf::REFS), name.as_bytes());

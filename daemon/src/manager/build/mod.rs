@@ -11,7 +11,9 @@
 //! | `record` | artifact records by cache key, and running builds for recovery |
 //! | `open` | `ws open ELEMENT`: a workspace on an element, continuing a failed build |
 //! | `show` | `ws show`: each element's key and state, building nothing |
+//! | `caches` | `ws cache`: the elements' saved caches, listed and dropped |
 
+mod caches;
 mod clock;
 mod open;
 mod plan;
@@ -23,6 +25,7 @@ mod stage;
 use serde::Serialize;
 use treediff::Digest;
 
+pub use caches::SavedCache;
 pub use open::{BuildtreeSource, ElementOpen, OpenedElement};
 pub use plan::{LoadedProject, PROJECT_FILE, Planned};
 pub use record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef};
