@@ -549,25 +549,7 @@ fn a_full_disk_fails_the_commit_clearly_and_it_succeeds_once_space_is_freed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=96m", "tmpfs"])
-        .arg(&state)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            for m in overlay::mount_table().unwrap_or_default() {
-                if m.target.starts_with(&self.0) && m.target != self.0 {
-                    let _ = overlay::unmount(&m.target);
-                }
-            }
-            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    let _unmount = Unmount(state.clone());
+    let _tmpfs = overlay::testsuite::SmallTmpfs::mount(&state, "96m");
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("README"), "readme\n").unwrap();

@@ -92,15 +92,7 @@ pub fn restamp(
     view: &Path,
     stamps: &[(String, Mtime)],
 ) -> Result<(), SnapshotError> {
-    let root: OwnedFd = std::fs::File::open(view)
-        .map_err(SnapshotError::io(key, "open the view", view))?
-        .into();
-    let ctx = Ctx {
-        store,
-        key,
-        view,
-        owner: None,
-    };
+    let (ctx, root) = Ctx::open(store, key, view, None)?;
     for (path, mtime) in stamps {
         let time = rustix::fs::Timespec {
             tv_sec: mtime.seconds,
@@ -137,15 +129,7 @@ fn write_reversal(
     changes: &[Change],
     owner: Option<Owner>,
 ) -> Result<(), SnapshotError> {
-    let root: OwnedFd = std::fs::File::open(view)
-        .map_err(SnapshotError::io(key, "open the view", view))?
-        .into();
-    let ctx = Ctx {
-        store,
-        key,
-        view,
-        owner,
-    };
+    let (ctx, root) = Ctx::open(store, key, view, owner)?;
     for change in changes {
         ctx.revert_one(root.as_fd(), change)?;
     }
@@ -160,7 +144,27 @@ struct Ctx<'a> {
     owner: Option<Owner>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The context of writes through the view at `view`, and the view's root.
+    fn open(
+        store: &'a Store,
+        key: &'a str,
+        view: &'a Path,
+        owner: Option<Owner>,
+    ) -> Result<(Ctx<'a>, OwnedFd), SnapshotError> {
+        let root: OwnedFd = std::fs::File::open(view)
+            .map_err(SnapshotError::io(key, "open the view", view))?
+            .into();
+        Ok((
+            Ctx {
+                store,
+                key,
+                view,
+                owner,
+            },
+            root,
+        ))
+    }
     fn io(&self, op: &'static str, rel: &str) -> impl FnOnce(std::io::Error) -> SnapshotError {
         SnapshotError::io(self.key, op, self.view.join(rel))
     }

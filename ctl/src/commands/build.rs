@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use zbus::zvariant::{OwnedValue, Value};
 
-use super::{open_dir, print, print_json};
+use super::{Dict, open_dir, print, print_json};
 use crate::cli::{ArtifactCheckoutArgs, BuildArgs, OpenArgs, ShowArgs};
 use crate::client::Client;
 use crate::error::CliError;
@@ -55,12 +55,9 @@ struct ReportJson {
 
 impl ReportJson {
     fn from_value(map: &HashMap<String, OwnedValue>) -> ReportJson {
-        let text = |k: &str| {
-            map.get(k)
-                .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
-                .unwrap_or_default()
-        };
-        let some = |k: &str| Some(text(k)).filter(|t| !t.is_empty());
+        let dict = Dict(map);
+        let text = |k: &str| dict.text(k);
+        let some = |k: &str| dict.some(k);
         ReportJson {
             element: text("element"),
             cache_key: text("cache_key"),
@@ -258,12 +255,9 @@ pub async fn show(client: &Client, project: &Path, args: ShowArgs) -> Result<Exi
     let list: Vec<ShowJson> = shown
         .iter()
         .map(|map| {
-            let text = |k: &str| {
-                map.get(k)
-                    .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
-                    .unwrap_or_default()
-            };
-            let some = |k: &str| Some(text(k)).filter(|t| !t.is_empty());
+            let dict = Dict(map);
+            let text = |k: &str| dict.text(k);
+            let some = |k: &str| dict.some(k);
             ShowJson {
                 element: text("element"),
                 kind: text("kind"),
@@ -346,12 +340,8 @@ pub async fn artifact_checkout(
     let target = shown.last().ok_or_else(|| {
         CliError::BuildFailed(format!("the daemon showed nothing for {}", args.element))
     })?;
-    let text = |k: &str| {
-        target
-            .get(k)
-            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
-            .unwrap_or_default()
-    };
+    let dict = Dict(target);
+    let text = |k: &str| dict.text(k);
     if text("state") != "cached" {
         return Err(CliError::BuildFailed(format!(
             "{} has no cached artifact under its current key {} (it is {}); run `ws build {}` first",

@@ -78,3 +78,21 @@ pub fn letter(change: &str) -> char {
         _ => '?',
     }
 }
+
+/// A dictionary the daemon returned (`a{sv}`), read by key.
+pub struct Dict<'a>(pub &'a std::collections::HashMap<String, zbus::zvariant::OwnedValue>);
+
+impl Dict<'_> {
+    /// The string under `key`, "" when absent or not a string.
+    pub fn text(&self, key: &str) -> String {
+        self.0
+            .get(key)
+            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    }
+
+    /// The string under `key`, `None` when absent or empty.
+    pub fn some(&self, key: &str) -> Option<String> {
+        Some(self.text(key)).filter(|t| !t.is_empty())
+    }
+}

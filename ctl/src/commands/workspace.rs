@@ -448,17 +448,14 @@ fn last_build_json(value: &zbus::zvariant::OwnedValue) -> Option<serde_json::Val
     if map.is_empty() {
         return None;
     }
-    let text = |k: &str| {
-        map.get(k)
-            .and_then(|v| String::try_from(v.try_clone().ok()?).ok())
-            .unwrap_or_default()
-    };
+    let dict = super::Dict(&map);
+    let text = |k: &str| dict.text(k);
     Some(serde_json::json!({
         "id": text("id"),
         "cache_key": text("cache_key"),
         "result": text("result"),
         "incremental": map.get("incremental").and_then(|v| bool::try_from(v).ok()).unwrap_or(false),
-        "buildtree": Some(text("buildtree")).filter(|t| !t.is_empty()),
+        "buildtree": dict.some("buildtree"),
         "time": map.get("time").and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
     }))
 }

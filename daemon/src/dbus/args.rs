@@ -33,6 +33,22 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// A dictionary as D-Bus returns it (`a{sv}`) from named plain values: new
+/// keys can be added without changing a signature.
+pub fn dict(
+    pairs: Vec<(&str, zbus::zvariant::Value<'_>)>,
+) -> HashMap<String, zbus::zvariant::OwnedValue> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.try_to_owned().expect("plain values have no descriptors"),
+            )
+        })
+        .collect()
+}
+
 /// Named counts as D-Bus returns them (`a{st}`): new ones can be added without
 /// changing a method's signature.
 pub fn counts<const N: usize>(pairs: [(&str, u64); N]) -> HashMap<String, u64> {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::zvariant::{OwnedValue, Value};
 
+use super::args::dict;
 use super::{DbusError, ROOT_PATH};
 use crate::manager::build::{BuildObserver, ElementReport};
 use crate::project::CacheKey;
@@ -106,15 +107,7 @@ pub(super) fn report_value(r: &ElementReport) -> HashMap<String, OwnedValue> {
         ("workspace", r.workspace.clone().unwrap_or_default().into()),
         ("message", r.message.clone().unwrap_or_default().into()),
     ];
-    pairs
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_owned(),
-                v.try_to_owned().expect("plain values have no descriptors"),
-            )
-        })
-        .collect()
+    dict(pairs)
 }
 
 /// Emits `progress` as signals and properties of the build at `path`.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use zbus::object_server::ObjectServer;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
-use super::args::fd_path;
+use super::args::{dict, fd_path};
 use super::build_iface::{self, BuildIface, Forward, Progress, build_path};
 use super::{DbusError, Event, Shared};
 use crate::manager::Caller;
@@ -141,13 +141,5 @@ pub(super) fn shown_value(e: &ShownElement) -> HashMap<String, OwnedValue> {
             e.log.map(|d| d.to_string()).unwrap_or_default().into(),
         ),
     ];
-    pairs
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_owned(),
-                v.try_to_owned().expect("plain values have no descriptors"),
-            )
-        })
-        .collect()
+    dict(pairs)
 }

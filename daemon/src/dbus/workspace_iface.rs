@@ -158,15 +158,7 @@ impl WorkspaceIface {
             ),
             ("time", b.time.into()),
         ];
-        pairs
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_owned(),
-                    v.try_to_owned().expect("plain values have no descriptors"),
-                )
-            })
-            .collect()
+        super::args::dict(pairs)
     }
 
     /// How many paths changed since the last commit, as of the last `Status` or

@@ -90,7 +90,7 @@ impl Manager {
                 if is_mounted(&path.join("build")) {
                     let _ = overlay::unmount(&path.join("build"));
                 }
-                super::build::trash_dir(&path);
+                super::build::stage::trash(&path);
             }
         }
         Ok(())

@@ -46,6 +46,45 @@ pub fn privileged(what: &str) -> bool {
     false
 }
 
+/// A tmpfs of `size` (`96m`) mounted on `dir`, made if missing: a filesystem to
+/// fill in tests of a full disk. Dropped, it unmounts every mount below it
+/// (workspace views, a build's) and then itself.
+#[derive(Debug)]
+pub struct SmallTmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl SmallTmpfs {
+    /// Mounts it; panics when the mount fails (the caller checked [`privileged`]).
+    pub fn mount(dir: &std::path::Path, size: &str) -> SmallTmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {}",
+            dir.display()
+        );
+        SmallTmpfs {
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        for m in crate::mount_table().unwrap_or_default() {
+            if m.target.starts_with(&self.dir) && m.target != self.dir {
+                let _ = crate::unmount(&m.target);
+            }
+        }
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// An error and its sources, one line.
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -20,7 +20,7 @@ mod plan;
 mod record;
 mod run;
 mod show;
-mod stage;
+pub(super) mod stage;
 
 use serde::Serialize;
 use treediff::Digest;
@@ -33,7 +33,7 @@ pub use run::CONFIGURED_MARKER;
 pub use show::{ElementState, ShownElement};
 
 use crate::error::Error;
-use crate::manager::{Caller, Manager};
+use crate::manager::{Caller, Manager, now_secs};
 use crate::project::{CacheKey, ElementKind};
 use crate::sandbox::Cancel;
 
@@ -243,7 +243,7 @@ impl Manager {
             failure: None,
             workspace: p.workspace.as_ref().map(|w| w.name.clone()),
             owner: caller.uid,
-            time: record::now(),
+            time: now_secs(),
         };
         let mut batch = rocksdb::WriteBatch::default();
         self.put_artifact(&mut batch, &record, None, p.source_digest.size());
@@ -261,9 +261,4 @@ impl Manager {
             message: None,
         })
     }
-}
-
-/// Removes a build's directory in the background (recovery).
-pub(super) fn trash_dir(path: &std::path::Path) {
-    stage::trash(path);
 }

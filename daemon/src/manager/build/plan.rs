@@ -77,28 +77,6 @@ impl Manager {
         })
     }
 
-    /// The caller's open workspace for `element` of the project at `root`, if any.
-    pub(super) fn element_workspace(
-        &self,
-        caller: Caller,
-        root: &Path,
-        element: &str,
-    ) -> Result<Option<Workspace>, Error> {
-        Ok(self
-            .list(Caller {
-                uid: caller.uid,
-                gid: caller.gid,
-            })?
-            .into_iter()
-            .find(|ws| {
-                ws.owner == caller.uid
-                    && ws
-                        .element
-                        .as_ref()
-                        .is_some_and(|b| b.project == root && b.element == element)
-            }))
-    }
-
     /// Imports `element`'s sources from the project with the caller's permissions.
     pub(super) fn import_element(
         &self,
@@ -141,9 +119,28 @@ impl Manager {
     ) -> Result<Vec<Planned>, Error> {
         let _store = self.store_guard();
         let order = loaded.project.build_order(target)?;
+        // The caller's workspaces opened for this project's elements, read once.
+        let workspaces: Vec<Workspace> = self
+            .list(caller)?
+            .into_iter()
+            .filter(|ws| {
+                ws.owner == caller.uid
+                    && ws
+                        .element
+                        .as_ref()
+                        .is_some_and(|b| b.project == loaded.root)
+            })
+            .collect();
         let mut planned: Vec<Planned> = Vec::new();
         for element in order {
-            let workspace = self.element_workspace(caller, &loaded.root, &element.name)?;
+            let workspace = workspaces
+                .iter()
+                .find(|ws| {
+                    ws.element
+                        .as_ref()
+                        .is_some_and(|b| b.element == element.name)
+                })
+                .cloned();
             let source_digest = match &workspace {
                 Some(ws) => self.status_of(ws.clone())?.current,
                 None => self.import_element(caller, loaded, element)?,

@@ -9,8 +9,8 @@ use treediff::Digest;
 
 use crate::db::cf;
 use crate::error::Error;
+use crate::manager::Manager;
 use crate::manager::refs::RefKind;
-use crate::manager::{Manager, now_secs};
 use crate::project::CacheKey;
 use crate::workspace::{digest_text, opt_digest_text};
 
@@ -220,9 +220,4 @@ impl Manager {
             })
             .collect()
     }
-}
-
-/// Seconds since the epoch.
-pub(super) fn now() -> u64 {
-    now_secs()
 }

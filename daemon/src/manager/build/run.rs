@@ -38,14 +38,12 @@ use treediff::{CaptureMode, CaptureOptions, Digest};
 
 use super::clock;
 use super::plan::Planned;
-use super::record::{
-    ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, cache_ref, now,
-};
+use super::record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, cache_ref};
 use super::stage::{log_tree, trash};
 use super::{BuildObserver, ElementReport, ElementResult};
 use crate::error::Error;
 use crate::manager::refs::RefKind;
-use crate::manager::{Caller, Manager, Snapper, new_id};
+use crate::manager::{Caller, Manager, Snapper, new_id, now_secs};
 use crate::sandbox::{self, Cancel, Spec, Step};
 use crate::workspace::{Buildtree, LastBuild, OpEntry, OpKind, Workspace};
 
@@ -146,7 +144,7 @@ impl Manager {
             group: start.owner.map_or(0, |o| o.gid),
             snapshot: format!("build-{id}"),
             mount: dirs.build.clone(),
-            started: now(),
+            started: now_secs(),
         };
         let mut txn = start.snapper.snap.begin();
         let plan = start
@@ -361,7 +359,7 @@ impl Manager {
             failure: ran.failure.clone(),
             workspace: planned.workspace.as_ref().map(|w| w.name.clone()),
             owner: job.caller.uid,
-            time: now(),
+            time: now_secs(),
         };
         let buildtree = Buildtree {
             snapshot: buildtree_name,
