@@ -31,6 +31,9 @@ pub enum Command {
     Build(BuildArgs),
     /// Show an element's cache key and state, and those of its dependencies
     Show(ShowArgs),
+    /// Run a shell, or a command, in an element's build environment (its
+    /// changes are dropped when it ends)
+    Shell(ShellArgs),
     /// Work with an element's cached artifact
     #[command(subcommand)]
     Artifact(ArtifactCommand),
@@ -107,6 +110,20 @@ pub struct BuildArgs {
     /// stderr)
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// The element (its dependencies must be built)
+    pub element: String,
+    /// On its buildtree: the one cached under its current key (a failed build's
+    /// too), else its workspace's last, with the edits since [default: on its
+    /// sources]
+    #[arg(long)]
+    pub buildtree: bool,
+    /// The command and its arguments [default: an interactive shell]
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -48,6 +48,17 @@ pub trait Manager1 {
         project: zbus::zvariant::Fd<'_>,
         element: &str,
     ) -> zbus::Result<Vec<HashMap<String, zbus::zvariant::OwnedValue>>>;
+    #[allow(clippy::too_many_arguments)]
+    fn shell(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+        command: Vec<String>,
+        stdin: zbus::zvariant::Fd<'_>,
+        stdout: zbus::zvariant::Fd<'_>,
+        stderr: zbus::zvariant::Fd<'_>,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
     fn open_element(
         &self,
         project: zbus::zvariant::Fd<'_>,
@@ -83,6 +94,11 @@ pub trait Workspace1 {
 
 #[zbus::proxy(interface = "org.ws.Build1", default_service = "org.ws.Daemon")]
 pub trait Build1 {
+    fn cancel(&self) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(interface = "org.ws.Shell1", default_service = "org.ws.Daemon")]
+pub trait Shell1 {
     fn cancel(&self) -> zbus::Result<()>;
 }
 
@@ -178,6 +194,11 @@ impl Client {
     /// The build at `path`.
     pub async fn build_job(&self, path: OwnedObjectPath) -> Result<Build1Proxy<'static>, CliError> {
         Ok(Build1Proxy::builder(&self.conn).path(path)?.build().await?)
+    }
+
+    /// The shell at `path`.
+    pub async fn shell_job(&self, path: OwnedObjectPath) -> Result<Shell1Proxy<'static>, CliError> {
+        Ok(Shell1Proxy::builder(&self.conn).path(path)?.build().await?)
     }
 
     /// The socket this client talks to.

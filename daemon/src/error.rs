@@ -74,6 +74,14 @@ pub enum Error {
         name: String,
     },
     /// The request is malformed.
+    /// What an element needs built is not.
+    #[error("element {element}: {problem}")]
+    NotBuilt {
+        /// The element asked for.
+        element: String,
+        /// What is missing, and what to do.
+        problem: String,
+    },
     #[error("invalid {what}: {problem}")]
     Invalid {
         /// Which argument.
@@ -158,7 +166,7 @@ impl Error {
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Invalid { .. } | Error::Project(_) => ErrorKind::InvalidArgument,
             Error::Busy { .. } => ErrorKind::Busy,
-            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. } | Error::NotBuilt { .. } => ErrorKind::Conflict,
             Error::Denied { .. } => ErrorKind::AccessDenied,
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt

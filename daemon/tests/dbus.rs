@@ -15,6 +15,15 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// A project beside the state: `toml` as its ws.toml, and `src/input`.
+    fn project(&self, toml: &str) -> PathBuf {
+        let project = self.dir.path().join("project");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::write(project.join("src/input"), "input\n").unwrap();
+        std::fs::write(project.join("ws.toml"), toml).unwrap();
+        project
+    }
+
     fn start() -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         // Other users must be able to reach the socket to be refused properly.
@@ -112,6 +121,17 @@ trait Manager1 {
         &self,
         project: zbus::zvariant::Fd<'_>,
         element: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+    #[allow(clippy::too_many_arguments)]
+    fn shell(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        element: &str,
+        command: Vec<String>,
+        stdin: zbus::zvariant::Fd<'_>,
+        stdout: zbus::zvariant::Fd<'_>,
+        stderr: zbus::zvariant::Fd<'_>,
         options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
     ) -> zbus::Result<OwnedObjectPath>;
 }
@@ -425,11 +445,17 @@ async fn the_committed_introspection_xml_matches_the_service() {
             "org.ws.Daemon",
             object,
         ]));
-        let committed = std::fs::read_to_string(docs.join(format!("{name}.xml"))).unwrap();
+        let file = docs.join(format!("{name}.xml"));
+        let mut committed = std::fs::read_to_string(&file).unwrap();
+        if std::env::var_os("WS_UPDATE_DBUS_XML").is_some() {
+            let old = interface_block_raw(&committed, name);
+            committed = committed.replace(&old, &interface_block_raw(&live, name));
+            std::fs::write(&file, &committed).unwrap();
+        }
         assert_eq!(
             interface_block(&committed, name),
             interface_block(&live, name),
-            "docs/dbus/{name}.xml differs from what the daemon serves; update it from `busctl introspect --xml-interface`"
+            "docs/dbus/{name}.xml differs from what the daemon serves; run this test with WS_UPDATE_DBUS_XML=1"
         );
     }
 }
@@ -493,14 +519,9 @@ async fn a_build_streams_its_output_and_reports_over_dbus() {
         return;
     }
     let daemon = Daemon::start();
-    let project = daemon.dir.path().join("project");
-    std::fs::create_dir_all(project.join("src")).unwrap();
-    std::fs::write(project.join("src/input"), "input\n").unwrap();
-    std::fs::write(
-        project.join("ws.toml"),
+    let project = daemon.project(
         "[element.a]\nsources = \"src\"\nbuild = [\"echo built-over-dbus\"]\ninstall = [\"cp input $WS_INSTALLDIR/\"]\n",
-    )
-    .unwrap();
+    );
     let conn = daemon.connect().await;
     // Subscribed before the call: output may come before the reply.
     let mut stream = zbus::MessageStream::from(&conn);
@@ -557,7 +578,80 @@ async fn a_build_streams_its_output_and_reports_over_dbus() {
     assert_eq!(result, "built");
 
     // Its object, on this connection, is what docs/dbus/org.ws.Build1.xml says.
-    let introspect = zbus::fdo::IntrospectableProxy::builder(&conn)
+    assert_committed_xml(&conn, &path, "org.ws.Build1").await;
+}
+
+/// A shell over D-Bus: the command runs on the descriptors passed, the signals
+/// say what it runs on and how it ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_runs_on_the_clients_descriptors_over_dbus() {
+    use futures_util::StreamExt;
+    use std::io::Read;
+    if !privileged("a_shell_runs_on_the_clients_descriptors_over_dbus") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let project = daemon.project("[element.a]\nsources = \"src\"\nbuild = [\"true\"]\n");
+    let conn = daemon.connect().await;
+    let mut stream = zbus::MessageStream::from(&conn);
+    let manager = Manager1Proxy::new(&conn).await.unwrap();
+    let dir = std::fs::File::open(&project).unwrap();
+    let (stdin, stdin_w) = std::io::pipe().unwrap();
+    let (mut out, out_w) = std::io::pipe().unwrap();
+    let err_w = out_w.try_clone().unwrap();
+    let path = manager
+        .shell(
+            (&dir).into(),
+            "a",
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "read line; cat input; echo $line >&2; exit 7".into(),
+            ],
+            (&stdin).into(),
+            (&out_w).into(),
+            (&err_w).into(),
+            std::collections::HashMap::new(),
+        )
+        .await
+        .unwrap();
+    drop((stdin, out_w, err_w));
+    std::io::Write::write_all(&mut { stdin_w }, b"typed\n").unwrap();
+    let mut started = None;
+    let (state, code) = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(Ok(message)) = stream.next().await {
+            let header = message.header();
+            if header.interface().map(|i| i.as_str()) != Some("org.ws.Shell1")
+                || header.path().map(|p| p.as_str()) != Some(path.as_str())
+            {
+                continue;
+            }
+            match header.member().unwrap().as_str() {
+                "Started" => started = Some(message.body().deserialize::<String>().unwrap()),
+                "Finished" => {
+                    let (state, code, _, _, _): (String, i32, Vec<String>, String, String) =
+                        message.body().deserialize().unwrap();
+                    return (state, code);
+                }
+                _ => {}
+            }
+        }
+        panic!("the connection ended before the shell did");
+    })
+    .await
+    .expect("the shell ends");
+    assert_eq!((state.as_str(), code), ("exited", 7));
+    assert_eq!(started.as_deref(), Some("its sources"));
+    let mut printed = String::new();
+    out.read_to_string(&mut printed).unwrap();
+    assert_eq!(printed, "input\ntyped\n");
+    assert_committed_xml(&conn, &path, "org.ws.Shell1").await;
+}
+
+/// The interface `name` of the object at `path` is what docs/dbus/NAME.xml
+/// says (`WS_UPDATE_DBUS_XML=1` writes it).
+async fn assert_committed_xml(conn: &zbus::Connection, path: &OwnedObjectPath, name: &str) {
+    let introspect = zbus::fdo::IntrospectableProxy::builder(conn)
         .destination("org.ws.Daemon")
         .unwrap()
         .path(path.clone())
@@ -566,16 +660,16 @@ async fn a_build_streams_its_output_and_reports_over_dbus() {
         .await
         .unwrap();
     let live = introspect.introspect().await.unwrap();
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dbus/org.ws.Build1.xml");
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/dbus/{name}.xml"));
     if std::env::var_os("WS_UPDATE_DBUS_XML").is_some() {
-        let block = interface_block_raw(&live, "org.ws.Build1");
+        let block = interface_block_raw(&live, name);
         std::fs::write(&docs, format!("<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{block}</interface>\n</node>\n")).unwrap();
     }
     let committed = std::fs::read_to_string(&docs).unwrap();
     assert_eq!(
-        interface_block(&committed, "org.ws.Build1"),
-        interface_block(&live, "org.ws.Build1"),
-        "docs/dbus/org.ws.Build1.xml differs from what the daemon serves; run this test with WS_UPDATE_DBUS_XML=1"
+        interface_block(&committed, name),
+        interface_block(&live, name),
+        "docs/dbus/{name}.xml differs from what the daemon serves; run this test with WS_UPDATE_DBUS_XML=1"
     );
 }
 

@@ -75,6 +75,7 @@ fn spec(dirs: &Dirs, steps: Vec<Step>) -> Spec {
         env: BTreeMap::new(),
         steps,
         interactive: false,
+        terminal: false,
     }
 }
 
@@ -602,6 +603,68 @@ fn interactive_runs_use_the_given_descriptors() {
     .unwrap();
     assert_eq!(outcome.succeeded, 1);
     assert_eq!(reader.join().unwrap(), "got hello\nerr\n");
+}
+
+#[test]
+fn a_terminal_becomes_the_controlling_terminal_of_the_commands() {
+    if !privileged("a_terminal_becomes_the_controlling_terminal_of_the_commands") {
+        return;
+    }
+    use rustix::pty::OpenptFlags;
+    let dirs = dirs();
+    // Field 5 of /proc/PID/stat is the process group, 7 the terminal, 8 the
+    // terminal's foreground group: a session leader in the foreground.
+    let mut spec = spec(
+        &dirs,
+        vec![sh(
+            "shell",
+            "test -t 0 && awk '{print ($7 != 0 && $8 == $5 && $6 == $1) ? \"foreground\" : \"no terminal\"}' /proc/$$/stat",
+        )],
+    );
+    spec.interactive = true;
+    spec.terminal = true;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let master = rustix::pty::openpt(flags).unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags).unwrap();
+    // The commands run as nobody, and reopen the terminal as its owner would.
+    rustix::fs::fchown(&slave, Some(rustix::fs::Uid::from_raw(NOBODY)), None).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut file = std::fs::File::from(master);
+        let mut buf = [0u8; 1024];
+        // EIO once the commands, the last holders of the slave, are gone.
+        while let Ok(n @ 1..) = std::io::Read::read(&mut file, &mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let outcome = sandbox::run(
+        exe(),
+        &spec,
+        Stdio::Inherit {
+            stdin: slave.try_clone().unwrap(),
+            stdout: slave.try_clone().unwrap(),
+            stderr: slave,
+        },
+        &mut |_| panic!("no output is captured"),
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(outcome.succeeded, 1, "{outcome:?}");
+    assert_eq!(reader.join().unwrap().trim(), "foreground");
+}
+
+#[test]
+fn a_terminal_needs_an_interactive_run() {
+    let dirs = dirs();
+    let mut spec = spec(&dirs, vec![sh("build", "true")]);
+    spec.terminal = true;
+    assert!(matches!(
+        run(&spec).0,
+        Err(SandboxError::InvalidSpec { .. })
+    ));
 }
 
 /// Prints how long trivial runs take (spawn to report): `cargo test -p daemon

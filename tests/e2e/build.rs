@@ -193,6 +193,35 @@ fn a_failed_build_is_continued_fixed_committed_and_reused() {
     assert_eq!(shown_hello["state"], "failed", "{shown}");
     assert_eq!(shown_hello["cache_key"], hello["cache_key"]);
 
+    // `ws shell --buildtree` looks into the failed build: main.o only, and
+    // what the shell does there is dropped; the command's exit code is ws's.
+    let looked = in_project(
+        &ws,
+        p,
+        &[
+            "shell",
+            "hello",
+            "--buildtree",
+            "--",
+            "sh",
+            "-c",
+            "ls src/*.o; rm src/main.o; exit 9",
+        ],
+    );
+    assert_eq!(looked.code, 9, "{}", looked.stderr);
+    assert_eq!(looked.stdout, "src/main.o\n");
+    assert!(
+        looked.stderr.contains("its failed buildtree"),
+        "{}",
+        looked.stderr
+    );
+    let again = in_project(
+        &ws,
+        p,
+        &["shell", "hello", "--buildtree", "--", "ls", "src/main.o"],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+
     // 2. `ws open` continues from the failed buildtree.
     let opened = in_project(&ws, p, &["open", "hello", "--json"]);
     assert_eq!(opened.code, 0, "{}", opened.stderr);

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use zbus::zvariant::{OwnedValue, Value};
 
@@ -111,50 +110,35 @@ enum Signal {
     Finished(String, Vec<HashMap<String, OwnedValue>>, String, String),
 }
 
+impl Signal {
+    fn parse(member: &str, message: &zbus::Message) -> Option<Signal> {
+        let body = message.body();
+        match member {
+            "ElementStarted" => body
+                .deserialize::<(String, String, String)>()
+                .ok()
+                .map(|(e, k, w)| Signal::Started(e, k, w)),
+            "Output" => body
+                .deserialize::<(String, Vec<u8>)>()
+                .ok()
+                .map(|(_, data)| Signal::Output(data)),
+            "ElementFinished" => body
+                .deserialize::<HashMap<String, OwnedValue>>()
+                .ok()
+                .map(Signal::ElementFinished),
+            "Finished" => body
+                .deserialize::<(String, Vec<HashMap<String, OwnedValue>>, String, String)>()
+                .ok()
+                .map(|(s, r, n, e)| Signal::Finished(s, r, n, e)),
+            _ => None,
+        }
+    }
+}
+
 /// `ws build ELEMENT`.
 pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<ExitCode, CliError> {
     let dir = open_dir(project)?;
-    // Listen before calling: output may come before the reply. A task drains the
-    // connection's messages so that a full queue never holds up the reply.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut stream = zbus::MessageStream::from(client.connection());
-    let listener = tokio::spawn(async move {
-        while let Some(Ok(message)) = stream.next().await {
-            let header = message.header();
-            if message.message_type() != zbus::message::Type::Signal
-                || header.interface().map(|i| i.as_str()) != Some("org.ws.Build1")
-            {
-                continue;
-            }
-            let path = header.path().map(|p| p.to_string()).unwrap_or_default();
-            let member = header.member().map(|m| m.to_string()).unwrap_or_default();
-            let body = message.body();
-            let signal = match member.as_str() {
-                "ElementStarted" => body
-                    .deserialize::<(String, String, String)>()
-                    .ok()
-                    .map(|(e, k, w)| Signal::Started(e, k, w)),
-                "Output" => body
-                    .deserialize::<(String, Vec<u8>)>()
-                    .ok()
-                    .map(|(_, data)| Signal::Output(data)),
-                "ElementFinished" => body
-                    .deserialize::<HashMap<String, OwnedValue>>()
-                    .ok()
-                    .map(Signal::ElementFinished),
-                "Finished" => body
-                    .deserialize::<(String, Vec<HashMap<String, OwnedValue>>, String, String)>()
-                    .ok()
-                    .map(|(s, r, n, e)| Signal::Finished(s, r, n, e)),
-                _ => None,
-            };
-            if let Some(signal) = signal
-                && tx.send((path, signal)).is_err()
-            {
-                break;
-            }
-        }
-    });
+    let (listener, mut rx) = super::signals(client, "org.ws.Build1");
     let manager = client.manager().await?;
     let path = manager
         .build((&dir).into(), &args.element, HashMap::new())
@@ -165,12 +149,15 @@ pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<E
     let (state, reports, error_name, error) = loop {
         tokio::select! {
             next = rx.recv() => {
-                let Some((from, signal)) = next else {
+                let Some((from, member, message)) = next else {
                     return Err(CliError::BuildFailed("the daemon went away during the build".into()));
                 };
                 if from != path {
                     continue;
                 }
+                let Some(signal) = Signal::parse(&member, &message) else {
+                    continue;
+                };
                 match signal {
                     Signal::Started(element, key, workspace) => {
                         let place = if workspace.is_empty() { String::new() } else { format!(" in workspace {workspace}") };

@@ -1,6 +1,7 @@
 //! Running a parsed command line.
 
 mod build;
+mod shell;
 mod store;
 mod workspace;
 
@@ -22,6 +23,39 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Daemon => workspace::daemon(&state_dir),
         command => workspace::run(&state_dir, cli.project.as_deref(), command),
     }
+}
+
+/// The signals of `interface` on the client's connection, as they come: the
+/// object path, the member and the message. A task drains the connection, so
+/// that a full queue never holds up a reply; start it before the call whose
+/// object sends them (they may come before the reply does), abort it after.
+pub fn signals(
+    client: &crate::client::Client,
+    interface: &'static str,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, zbus::Message)>,
+) {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = zbus::MessageStream::from(client.connection());
+    let listener = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let header = message.header();
+            if message.message_type() != zbus::message::Type::Signal
+                || header.interface().map(|i| i.as_str()) != Some(interface)
+            {
+                continue;
+            }
+            let path = header.path().map(|p| p.to_string()).unwrap_or_default();
+            let member = header.member().map(|m| m.to_string()).unwrap_or_default();
+            drop(header);
+            if tx.send((path, member, message)).is_err() {
+                break;
+            }
+        }
+    });
+    (listener, rx)
 }
 
 /// Writes `text` to stdout; a closed pipe ends the command quietly.

@@ -45,7 +45,7 @@ pub fn run(
 ) -> Result<ExitCode, CliError> {
     // Found before the daemon is asked anything, so a mistake costs no start.
     let project_dir = match &command {
-        Command::Build(_) | Command::Show(_) | Command::Artifact(_) => {
+        Command::Build(_) | Command::Show(_) | Command::Shell(_) | Command::Artifact(_) => {
             Some(build::find_project(project)?)
         }
         Command::Open(args) if args.source.is_none() => Some(build::find_project(project)?),
@@ -59,6 +59,10 @@ pub fn run(
             }
             Command::Show(args) => {
                 return build::show(&client, &project_dir.expect("found above"), args).await;
+            }
+            Command::Shell(args) => {
+                return super::shell::shell(&client, &project_dir.expect("found above"), args)
+                    .await;
             }
             Command::Cache(CacheCommand::List(args)) => {
                 let caches = client.manager().await?.caches().await?;

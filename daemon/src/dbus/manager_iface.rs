@@ -10,7 +10,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
 use super::args::{bounded, counts, digest, fd_path, received};
 use super::{DbusError, Event, Objects, Shared, workspace_path};
-use crate::manager::build::ElementOpen;
+use crate::manager::build::{ElementOpen, ShellRequest, ShellStdio};
 use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, Source};
 
 /// The manager interface of one connection.
@@ -298,6 +298,69 @@ impl ManagerIface {
             self.caller,
             received(project),
             element,
+        )
+        .await
+    }
+
+    /// Runs `command` (an interactive shell if empty) in `element`'s build
+    /// environment, on a throw-away layer over its sources, or over its
+    /// buildtree with the option "buildtree": true (the one cached under its
+    /// current key, a failed one included, else its workspace's last). The
+    /// command runs on `stdin`, `stdout` and `stderr`; with "terminal": true,
+    /// `stdin` is a terminal (a pty the client relays) that becomes its
+    /// controlling terminal. Returns the shell's object (`org.ws.Shell1`) at
+    /// once; subscribe to its signals before calling. Options: "buildtree" (b),
+    /// "terminal" (b).
+    #[allow(clippy::too_many_arguments)]
+    async fn shell(
+        &self,
+        #[zbus(object_server)] server: &ObjectServer,
+        #[zbus(connection)] conn: &zbus::Connection,
+        project: zbus::zvariant::OwnedFd,
+        element: String,
+        command: Vec<String>,
+        stdin: zbus::zvariant::OwnedFd,
+        stdout: zbus::zvariant::OwnedFd,
+        stderr: zbus::zvariant::OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath, DbusError> {
+        bounded("element", &element)?;
+        for arg in &command {
+            bounded("command argument", arg)?;
+        }
+        let mut request = ShellRequest {
+            command,
+            ..ShellRequest::default()
+        };
+        for (key, value) in options {
+            let flag = match key.as_str() {
+                "buildtree" => &mut request.buildtree,
+                "terminal" => &mut request.terminal,
+                other => {
+                    return Err(DbusError::InvalidArgument(format!(
+                        "unknown shell option {}",
+                        crate::workspace::shown(other)
+                    )));
+                }
+            };
+            *flag = bool::try_from(value).map_err(|_| {
+                DbusError::InvalidArgument(format!("option {key:?} must be a boolean"))
+            })?;
+        }
+        let stdio = ShellStdio {
+            stdin: received(stdin),
+            stdout: received(stdout),
+            stderr: received(stderr),
+        };
+        super::shell_job::start(
+            &self.shared,
+            server,
+            conn,
+            self.caller,
+            received(project),
+            element,
+            request,
+            stdio,
         )
         .await
     }

@@ -23,6 +23,7 @@ mod hello;
 mod links;
 mod manager_iface;
 mod relay;
+mod shell_job;
 mod store_iface;
 mod workspace_iface;
 

@@ -31,7 +31,9 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use super::{INIT_SUBCOMMAND, Outcome, REPORT_FILE, Report, SUBCOMMAND, Spec, StepFailure};
+use super::{
+    INIT_SUBCOMMAND, Outcome, REPORT_FILE, Report, SUBCOMMAND, Spec, StepFailure, TTY_SUBCOMMAND,
+};
 
 /// The exit code of a stage that could not set the sandbox up (EX_SOFTWARE).
 const EXIT_SETUP: u8 = 70;
@@ -54,6 +56,7 @@ pub fn child_main() -> ExitCode {
     ) {
         (Some(SUBCOMMAND), Some(spec), 3) => stage_a(Path::new(spec)),
         (Some(INIT_SUBCOMMAND), Some(spec), 3) => stage_b(Path::new(spec)),
+        (Some(TTY_SUBCOMMAND), Some(_), _) => with_terminal(&args[2..]),
         _ => {
             eprintln!("wsd: `{SUBCOMMAND} SPEC` is run by the daemon for builds, not by hand");
             ExitCode::from(64)
@@ -582,12 +585,19 @@ fn run_steps(spec: &Spec) -> Outcome {
         if !spec.interactive {
             say(&format!("▶ {}: {}\n", step.phase, step.display));
         }
-        let mut command = Command::new(&step.argv[0]);
-        command
-            .args(&step.argv[1..])
-            .env_clear()
-            .envs(&env)
-            .current_dir("/ws/build");
+        // A command with a terminal goes through `with_terminal` (the crates deny
+        // the `unsafe` of a `pre_exec` that would call setsid): /proc/self/exe is
+        // this binary even where the sandbox's root does not show it.
+        let mut command = if spec.terminal {
+            let mut c = Command::new("/proc/self/exe");
+            c.arg(TTY_SUBCOMMAND).args(&step.argv);
+            c
+        } else {
+            let mut c = Command::new(&step.argv[0]);
+            c.args(&step.argv[1..]);
+            c
+        };
+        command.env_clear().envs(&env).current_dir("/ws/build");
         // std calls setgroups(0) when it sets the uid of a root parent's child:
         // the commands keep no supplementary group of ours (intended: they get
         // only the uid and gid asked for).
@@ -627,6 +637,29 @@ fn run_steps(spec: &Spec) -> Outcome {
         }
     }
     outcome
+}
+
+/// The terminal stage: starts a session, whose controlling terminal stdin
+/// becomes (a session leader without one that opens a terminal gets it, and its
+/// process group is the foreground one), then executes `argv`.
+fn with_terminal(argv: &[OsString]) -> ExitCode {
+    if let Err(e) = nix::unistd::setsid() {
+        eprintln!("wsd: cannot start a session for the shell: {e}");
+        return ExitCode::from(EXIT_NOT_STARTED as u8);
+    }
+    // Opened without O_NOCTTY: this is what makes it the controlling terminal.
+    // The descriptor itself is not needed (0, 1 and 2 are the terminal already).
+    if let Err(e) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/fd/0")
+    {
+        eprintln!("wsd: stdin is not a terminal the shell can have: {e}");
+        return ExitCode::from(EXIT_NOT_STARTED as u8);
+    }
+    let error = Command::new(&argv[0]).args(&argv[1..]).exec();
+    eprintln!("wsd: cannot run {}: {error}", argv[0].to_string_lossy());
+    ExitCode::from(EXIT_NOT_STARTED as u8)
 }
 
 /// Writes a line of ours into the output stream (ahead of what the next command

@@ -80,6 +80,10 @@ pub const SUBCOMMAND: &str = "__sandbox";
 /// argv\[1\] of stage B, pid 1 of the sandbox's pid namespace.
 const INIT_SUBCOMMAND: &str = "__sandbox-init";
 
+/// argv\[1\] of the stage that gives a command its terminal ([`Spec::terminal`]):
+/// `/proc/self/exe __sandbox-tty ARGV...`, run as the command's user.
+const TTY_SUBCOMMAND: &str = "__sandbox-tty";
+
 /// The spec's file name in the scratch directory.
 const SPEC_FILE: &str = "spec.json";
 
@@ -123,6 +127,11 @@ pub struct Spec {
     /// command, interleaved in one stream) goes to the pipe `run` reads. true (`ws
     /// shell`): the commands use the stdio the caller handed to `run` (a terminal).
     pub interactive: bool,
+    /// With `interactive`: stdin is a terminal (a pty the client relays), made
+    /// each command's controlling terminal in a session of its own, so that a
+    /// shell has job control and Ctrl-C reaches its foreground job.
+    #[serde(default)]
+    pub terminal: bool,
 }
 
 /// One command of a run.
@@ -316,8 +325,8 @@ pub enum Stdio {
     /// Builds: output is read from a pipe and passed to `on_output` as it comes.
     Captured,
     /// `ws shell`: these fds (from the client) are the commands' stdin, stdout,
-    /// stderr. The commands get no controlling terminal (a shell has no job
-    /// control): giving them one needs a pty of the daemon's.
+    /// stderr. With [`Spec::terminal`], stdin is a terminal that becomes the
+    /// commands' controlling terminal.
     Inherit {
         /// The commands' stdin.
         stdin: OwnedFd,
@@ -539,6 +548,12 @@ fn check(spec: &Spec) -> Result<(), SandboxError> {
             ))
         }
     };
+    if spec.terminal && !spec.interactive {
+        return Err(invalid(
+            "terminal".into(),
+            "needs interactive: a build's output is captured, not a terminal",
+        ));
+    }
     absolute("build_dir".into(), &spec.build_dir)?;
     absolute("scratch".into(), &spec.scratch)?;
     if let Some(dir) = &spec.install_dir {

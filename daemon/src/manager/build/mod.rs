@@ -12,6 +12,7 @@
 //! | `open` | `ws open ELEMENT`: a workspace on an element, continuing a failed build |
 //! | `show` | `ws show`: each element's key and state, building nothing |
 //! | `caches` | `ws cache`: the elements' saved caches, listed and dropped |
+//! | `shell` | `ws shell`: a command in an element's build environment, on a throw-away layer |
 
 mod caches;
 mod clock;
@@ -19,6 +20,7 @@ mod open;
 mod plan;
 mod record;
 mod run;
+mod shell;
 mod show;
 pub(super) mod stage;
 
@@ -30,6 +32,7 @@ pub use open::{BuildtreeSource, ElementOpen, OpenedElement};
 pub use plan::{LoadedProject, PROJECT_FILE, Planned};
 pub use record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef};
 pub use run::CONFIGURED_MARKER;
+pub use shell::{ShellEnd, ShellRequest, ShellStdio};
 pub use show::{ElementState, ShownElement};
 
 use crate::error::Error;
@@ -166,25 +169,29 @@ impl Manager {
                     .expect("dependencies are built first and stop the build if they fail")
             })
             .collect();
-        let sysroot = if deps.is_empty() {
-            None
-        } else {
-            let txn = self
-                .store
-                .begin()
-                .map_err(Error::store_on("the dependencies' artifacts".into()))?;
-            let merged = stage::merge_trees(&txn, &deps)?;
-            txn.commit()
-                .map_err(Error::store_on("the dependencies' artifacts".into()))?;
-            merged.map(|tree| self.sysroot(tree)).transpose()?
-        };
         self.run_build(run::Job {
             caller,
             planned: p,
-            sysroot,
+            sysroot: self.dependency_sysroot(&deps)?,
             observer,
             cancel,
         })
+    }
+
+    /// The artifacts `deps` merged and checked out read-only, for the sandbox's
+    /// `/ws/sysroot`; `None` without dependencies.
+    fn dependency_sysroot(&self, deps: &[Digest]) -> Result<Option<std::path::PathBuf>, Error> {
+        if deps.is_empty() {
+            return Ok(None);
+        }
+        let txn = self
+            .store
+            .begin()
+            .map_err(Error::store_on("the dependencies' artifacts".into()))?;
+        let merged = stage::merge_trees(&txn, deps)?;
+        txn.commit()
+            .map_err(Error::store_on("the dependencies' artifacts".into()))?;
+        merged.map(|tree| self.sysroot(tree)).transpose()
     }
 
     /// The report of reusing the artifact cached under `p`'s key, if there is an

@@ -44,6 +44,7 @@ use super::{BuildObserver, ElementReport, ElementResult};
 use crate::error::Error;
 use crate::manager::refs::RefKind;
 use crate::manager::{Caller, Manager, Snapper, new_id, now_secs};
+use crate::project::Element;
 use crate::sandbox::{self, Cancel, Spec, Step};
 use crate::workspace::{Buildtree, LastBuild, OpEntry, OpKind, Workspace};
 
@@ -52,25 +53,32 @@ use crate::workspace::{Buildtree, LastBuild, OpEntry, OpKind, Workspace};
 pub const CONFIGURED_MARKER: &str = ".ws-configured";
 
 /// Where a build starts from.
-struct Start {
-    snapper: std::sync::Arc<Snapper>,
+pub(super) struct Start {
+    pub snapper: std::sync::Arc<Snapper>,
     /// Who the build's files belong to, when not the daemon's user.
-    owner: Option<Owner>,
+    pub owner: Option<Owner>,
     /// The committed snapshot the build's layer goes on.
-    parent: String,
+    pub parent: String,
     /// The tree of that snapshot.
-    parent_tree: Digest,
+    pub parent_tree: Digest,
     /// The source tree in it, which the delta goes from.
-    from: Digest,
+    pub from: Digest,
     /// The buildtree it continues, if any.
-    previous: Option<Buildtree>,
+    pub previous: Option<Buildtree>,
+}
+
+/// A build's (or a shell's) layer: its running record, directories and mount.
+pub(super) struct Layer {
+    pub running: RunningBuild,
+    pub dirs: BuildDirs,
+    pub plan: MountPlan,
 }
 
 /// A build's directories under `<state>/builds/<id>/`: the mount point of its
 /// view, its install root, the sandbox's scratch space and the log.
-struct BuildDirs {
+pub(super) struct BuildDirs {
     root: PathBuf,
-    build: PathBuf,
+    pub build: PathBuf,
     install: PathBuf,
     scratch: PathBuf,
     log: PathBuf,
@@ -133,16 +141,32 @@ impl Manager {
             Some(ws) => Some(self.start_building(ws)?),
             None => None,
         };
-        let start = self.build_start(job.caller, planned)?;
+        let start = self.build_start(job.caller, planned, true)?;
+        let layer = self.prepare_layer(&start, job.caller, name, "build")?;
+        let result = self.run_prepared(&job, &start, &layer.running, &layer.dirs, &layer.plan);
+        self.finish_layer(&start, &layer, result.is_err());
+        result
+    }
+
+    /// Prepares the active snapshot `<what>-<id>` on `start.parent` and the
+    /// directories of a build (or a shell), recorded as running so that a crash
+    /// leaves nothing recovery would not remove.
+    pub(super) fn prepare_layer(
+        &self,
+        start: &Start,
+        caller: Caller,
+        element: &str,
+        what: &str,
+    ) -> Result<Layer, Error> {
         let id = new_id();
-        let dirs = BuildDirs::make(self.dirs.root(), &id, job.caller)?;
+        let dirs = BuildDirs::make(self.dirs.root(), &id, caller)?;
         let running = RunningBuild {
             id: id.clone(),
-            element: name.to_owned(),
+            element: element.to_owned(),
             backend: start.snapper.snap.kind(),
             owner: start.owner.map_or(self.euid, |o| o.uid),
             group: start.owner.map_or(0, |o| o.gid),
-            snapshot: format!("build-{id}"),
+            snapshot: format!("{what}-{id}"),
             mount: dirs.build.clone(),
             started: now_secs(),
         };
@@ -156,24 +180,32 @@ impl Manager {
                 Some(&start.parent),
                 Content::Buildtree,
             )
-            .map_err(Error::snapshot(name))?;
+            .map_err(Error::snapshot(element))?;
         self.commit_snapshots(
             &start.snapper,
             txn,
-            name,
+            element,
             |batch| self.put_running(batch, &running),
             || {},
         )?;
-        let result = self.run_prepared(&job, &start, &running, &dirs, &plan);
-        if result.is_err() {
-            self.abandon(&start.snapper, &running);
+        Ok(Layer {
+            running,
+            dirs,
+            plan,
+        })
+    }
+
+    /// Ends a layer's run: drops its snapshot if asked (a build that failed to
+    /// reach its batch, every shell), then its directories.
+    pub(super) fn finish_layer(&self, start: &Start, layer: &Layer, drop_snapshot: bool) {
+        if drop_snapshot {
+            self.abandon(&start.snapper, &layer.running);
         }
         // Never delete through a view that is still mounted: what is left there,
         // recovery removes at the next start.
-        if !super::super::is_mounted(&dirs.build) {
-            trash(&dirs.root);
+        if !super::super::is_mounted(&layer.dirs.build) {
+            trash(&layer.dirs.root);
         }
-        result
     }
 
     /// Refuses a second build of a workspace while one runs.
@@ -190,8 +222,15 @@ impl Manager {
         })
     }
 
-    /// Which snapshotter and parent a build of `planned` starts from.
-    fn build_start(&self, caller: Caller, planned: &Planned) -> Result<Start, Error> {
+    /// Which snapshotter and parent a build of `planned` starts from: its
+    /// workspace's buildtree (if `from_buildtree` and it has one), else its
+    /// workspace's or the project's sources.
+    pub(super) fn build_start(
+        &self,
+        caller: Caller,
+        planned: &Planned,
+        from_buildtree: bool,
+    ) -> Result<Start, Error> {
         let name = planned.element.name.as_str();
         match &planned.workspace {
             Some(ws) => {
@@ -200,7 +239,7 @@ impl Manager {
                     uid: ws.owner,
                     gid: ws.group,
                 });
-                match &ws.buildtree {
+                match ws.buildtree.as_ref().filter(|_| from_buildtree) {
                     Some(bt) => Ok(Start {
                         snapper,
                         owner,
@@ -450,37 +489,7 @@ impl Manager {
         let planned = job.planned;
         let element = &planned.element;
         let name = element.name.as_str();
-        let mut configured = false;
-        if let Some(previous) = &start.previous {
-            let newest = clock::from_pair(previous.newest_mtime);
-            if clock::is_ahead(newest) {
-                let stamps = clock::future_stamps(&self.store, previous.tree, newest)
-                    .map_err(Error::store_on(format!("the buildtree of element {name}")))?;
-                tracing::info!(
-                    element = name,
-                    entries = stamps.len(),
-                    "the buildtree's mtimes are ahead of this clock: moved back"
-                );
-                overlay::restamp(&self.store, key, view, &stamps).map_err(Error::snapshot(name))?;
-            } else {
-                clock::settle(newest);
-            }
-            configured = treediff::Dir::read(&self.store, previous.tree, "")
-                .map_err(Error::store_on(format!("the buildtree of element {name}")))?
-                .get(CONFIGURED_MARKER)
-                .is_some();
-        }
-        if start.from != planned.source_digest {
-            overlay::lay_over(
-                &self.store,
-                key,
-                view,
-                start.from,
-                planned.source_digest,
-                start.owner,
-            )
-            .map_err(Error::snapshot(name))?;
-        }
+        let configured = self.lay_delta(start, planned, key, view)?;
         let mut steps = Vec::new();
         let configure_steps = if configured {
             0
@@ -512,20 +521,14 @@ impl Manager {
                 });
             }
         }
-        let spec = Spec {
-            build_dir: view.to_owned(),
-            install_dir: Some(dirs.install.clone()),
-            sysroot: job.sysroot.clone(),
-            caches: self.restore_caches(dirs, &element.name, &element.caches, job.caller)?,
-            hide: vec![self.dirs.root().to_owned()],
-            scratch: dirs.scratch.clone(),
-            network: element.network,
-            uid: job.caller.uid,
-            gid: job.caller.gid,
-            env: element.env.clone(),
-            steps: steps.clone(),
-            interactive: false,
-        };
+        let spec = self.sandbox_spec(
+            job.caller,
+            element,
+            job.sysroot.clone(),
+            dirs,
+            view,
+            steps.clone(),
+        )?;
         let mut log = std::fs::File::create(&dirs.log).map_err(|source| Error::Io {
             op: "create the build log",
             path: dirs.log.clone(),
@@ -575,6 +578,80 @@ impl Manager {
         })
     }
 
+    /// Makes the mounted `view` of the layer `key` what the commands are to see:
+    /// a continued buildtree whose mtimes are ahead of this clock is moved back
+    /// (order kept), and the source changes since `start.from` are laid over it.
+    /// Returns whether the buildtree it continues was configured.
+    pub(super) fn lay_delta(
+        &self,
+        start: &Start,
+        planned: &Planned,
+        key: &str,
+        view: &Path,
+    ) -> Result<bool, Error> {
+        let name = planned.element.name.as_str();
+        let mut configured = false;
+        if let Some(previous) = &start.previous {
+            let newest = clock::from_pair(previous.newest_mtime);
+            if clock::is_ahead(newest) {
+                let stamps = clock::future_stamps(&self.store, previous.tree, newest)
+                    .map_err(Error::store_on(format!("the buildtree of element {name}")))?;
+                tracing::info!(
+                    element = name,
+                    entries = stamps.len(),
+                    "the buildtree's mtimes are ahead of this clock: moved back"
+                );
+                overlay::restamp(&self.store, key, view, &stamps).map_err(Error::snapshot(name))?;
+            } else {
+                clock::settle(newest);
+            }
+            configured = treediff::Dir::read(&self.store, previous.tree, "")
+                .map_err(Error::store_on(format!("the buildtree of element {name}")))?
+                .get(CONFIGURED_MARKER)
+                .is_some();
+        }
+        if start.from != planned.source_digest {
+            overlay::lay_over(
+                &self.store,
+                key,
+                view,
+                start.from,
+                planned.source_digest,
+                start.owner,
+            )
+            .map_err(Error::snapshot(name))?;
+        }
+        Ok(configured)
+    }
+
+    /// The sandbox's spec for running `steps` of `element` in `view`, the
+    /// element's caches restored (a build's output is captured).
+    pub(super) fn sandbox_spec(
+        &self,
+        caller: Caller,
+        element: &Element,
+        sysroot: Option<PathBuf>,
+        dirs: &BuildDirs,
+        view: &Path,
+        steps: Vec<Step>,
+    ) -> Result<Spec, Error> {
+        Ok(Spec {
+            build_dir: view.to_owned(),
+            install_dir: Some(dirs.install.clone()),
+            sysroot,
+            caches: self.restore_caches(dirs, &element.name, &element.caches, caller)?,
+            hide: vec![self.dirs.root().to_owned()],
+            scratch: dirs.scratch.clone(),
+            network: element.network,
+            uid: caller.uid,
+            gid: caller.gid,
+            env: element.env.clone(),
+            steps,
+            interactive: false,
+            terminal: false,
+        })
+    }
+
     /// The element's caches for this build, as the caller's directories: each
     /// restored from the content its last successful build saved (a copy, each
     /// file checked against its digest), or empty the first time. Only a
@@ -621,7 +698,7 @@ impl Manager {
     /// Drops a build that did not reach its batch: unmounts its view, removes
     /// its active snapshot and its running record. Failures are logged: what is
     /// left, recovery removes at the next start.
-    fn abandon(&self, snapper: &Snapper, running: &RunningBuild) {
+    pub(super) fn abandon(&self, snapper: &Snapper, running: &RunningBuild) {
         if super::super::is_mounted(&running.mount) {
             let _ = overlay::unmount(&running.mount);
         }
