@@ -106,6 +106,11 @@ pub struct OpenArgs {
 pub struct BuildArgs {
     /// The element to build
     pub element: String,
+    /// Then rebuild it cleanly in a scratch layer (sources only, caches empty)
+    /// and compare the artifacts file by file; differences are printed as a
+    /// diff and make the command fail
+    #[arg(long)]
+    pub verify: bool,
     /// Print a JSON list with a report per element (the commands' output goes to
     /// stderr)
     #[arg(long)]

@@ -52,6 +52,14 @@ fn project(build: Option<&str>) -> tempfile::TempDir {
     dir
 }
 
+/// A project of `toml` with one source file, `src/input`.
+fn one_element(toml: &str, input: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ws.toml", toml);
+    write(dir.path(), "src/input", input);
+    dir
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     for entry in walkdir(from) {
         let rel = entry.strip_prefix(from).unwrap();
@@ -606,13 +614,10 @@ fn saved_caches_are_listed_and_dropped() {
         return;
     }
     let ws = Ws::new();
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "ws.toml",
+    let dir = one_element(
         "[element.a]\nsources = \"src\"\ncaches = [\"c\"]\nbuild = [\"echo x > $WS_CACHEDIR/c/f\"]\n",
+        "input\n",
     );
-    write(dir.path(), "src/input", "input\n");
     let built = in_project(&ws, dir.path(), &["build", "a"]);
     assert_eq!(built.code, 0, "{}", built.stderr);
     let list = json(&ws.ok(&["cache", "list", "--json"]));
@@ -630,4 +635,49 @@ fn saved_caches_are_listed_and_dropped() {
     let again = ws.run(&["cache", "drop", "a"]);
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("no saved cache"), "{}", again.stderr);
+}
+
+#[test]
+fn verify_catches_what_an_incremental_build_left_stale() {
+    if !ws_tests::privileged("verify_catches_what_an_incremental_build_left_stale") {
+        return;
+    }
+    let ws = Ws::new();
+    // A rule with a missing dependency: `out` is made once and never again.
+    let dir = one_element(
+        "[element.a]\nsources = \"src\"\nbuild = [\"[ -f out ] || cp input out\"]\ninstall = [\"cp out $WS_INSTALLDIR/\"]\n",
+        "first\n",
+    );
+    let p = dir.path();
+    let verified = in_project(&ws, p, &["build", "a", "--verify", "--json"]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert_eq!(report(&verified, "a")["verify"]["result"], "identical");
+
+    // In a workspace the second build is incremental and keeps the stale
+    // `out`; a clean rebuild does not, and --verify says so, as a diff.
+    // Its first build there is a hit, whose buildtree the workspace adopts.
+    ws.ok(&["-C", p.to_str().unwrap(), "open", "a"]);
+    let hit = in_project(&ws, p, &["build", "a", "--json"]);
+    assert_eq!(report(&hit, "a")["result"], "cached", "{}", hit.stderr);
+    let status = json(&ws.ok(&["status", "a", "--json"]));
+    assert_eq!(status["last_build"]["result"], "cached", "{status}");
+    edit(&workspace_path(&ws, "a"), "input", "first", "second");
+    let stale = in_project(&ws, p, &["build", "a", "--verify", "--json"]);
+    assert_eq!(stale.code, 1, "{}", stale.stderr);
+    let a = report(&stale, "a");
+    assert_eq!(
+        (a["result"].as_str(), a["incremental"].as_bool()),
+        (Some("built"), Some(true))
+    );
+    assert_eq!(a["verify"]["result"], "differs", "{a}");
+    assert_eq!(
+        a["verify"]["differences"],
+        serde_json::json!(["modified out"])
+    );
+    assert!(stale.stderr.contains("-first\n+second"), "{}", stale.stderr);
+    assert!(
+        stale.stderr.contains("a is not reproducible"),
+        "{}",
+        stale.stderr
+    );
 }

@@ -50,6 +50,40 @@ struct ReportJson {
     log: Option<String>,
     workspace: Option<String>,
     message: Option<String>,
+    /// With `--verify`, for the target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<VerifyJson>,
+}
+
+/// What `--verify`'s clean rebuild found (docs/cli.md).
+#[derive(Debug, Serialize)]
+struct VerifyJson {
+    /// "identical", "differs" or "failed".
+    result: String,
+    clean_artifact: Option<String>,
+    /// "modified PATH", "added PATH", ...
+    differences: Vec<String>,
+    message: Option<String>,
+}
+
+impl VerifyJson {
+    /// One line for people.
+    fn line(&self, element: &str) -> String {
+        match self.result.as_str() {
+            "identical" => format!("{element}: verified: a clean rebuild gives the same artifact"),
+            "differs" => format!(
+                "{element}: NOT verified: a clean rebuild's artifact differs in {} path(s): {}",
+                self.differences.len(),
+                self.differences.join(", ")
+            ),
+            _ => format!(
+                "{element}: NOT verified: {}",
+                self.message
+                    .as_deref()
+                    .unwrap_or("the clean rebuild failed")
+            ),
+        }
+    }
 }
 
 impl ReportJson {
@@ -74,6 +108,12 @@ impl ReportJson {
             log: some("log"),
             workspace: some("workspace"),
             message: some("message"),
+            verify: some("verify").map(|result| VerifyJson {
+                result,
+                clean_artifact: some("clean_artifact"),
+                differences: dict.texts("differences"),
+                message: some("verify_message"),
+            }),
         }
     }
 
@@ -140,9 +180,11 @@ pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<E
     let dir = open_dir(project)?;
     let (listener, mut rx) = super::signals(client, "org.ws.Build1");
     let manager = client.manager().await?;
-    let path = manager
-        .build((&dir).into(), &args.element, HashMap::new())
-        .await?;
+    let mut options: HashMap<&str, Value<'_>> = HashMap::new();
+    if args.verify {
+        options.insert("verify", true.into());
+    }
+    let path = manager.build((&dir).into(), &args.element, options).await?;
     let job = client.build_job(path.clone()).await?;
     let path = path.to_string();
     let mut cancelled = false;
@@ -173,7 +215,11 @@ pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<E
                     }
                     Signal::ElementFinished(report) => {
                         if !args.json {
-                            eprintln!("ws: {}", ReportJson::from_value(&report).line());
+                            let report = ReportJson::from_value(&report);
+                            eprintln!("ws: {}", report.line());
+                            if let Some(verify) = &report.verify {
+                                eprintln!("ws: {}", verify.line(&report.element));
+                            }
                         }
                     }
                     Signal::Finished(state, reports, name, error) => break (state, reports, name, error),
@@ -191,8 +237,23 @@ pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<E
     if args.json {
         print_json(&reports)?;
     }
+    let unverified = reports.iter().find_map(|r| {
+        r.verify
+            .as_ref()
+            .filter(|v| v.result != "identical")
+            .map(|v| (r, v))
+    });
     match state.as_str() {
-        "succeeded" => Ok(ExitCode::SUCCESS),
+        "succeeded" => match unverified {
+            None => Ok(ExitCode::SUCCESS),
+            Some((r, v)) => Err(CliError::BuildFailed(match v.result.as_str() {
+                "differs" => format!(
+                    "{} is not reproducible: a clean rebuild differs from its artifact",
+                    r.element
+                ),
+                _ => format!("{} could not be verified", r.element),
+            })),
+        },
         "error" => Err(CliError::Remote {
             name: error_name,
             message: error,

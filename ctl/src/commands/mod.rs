@@ -129,4 +129,12 @@ impl Dict<'_> {
     pub fn some(&self, key: &str) -> Option<String> {
         Some(self.text(key)).filter(|t| !t.is_empty())
     }
+
+    /// The strings under `key`, none when absent or not strings.
+    pub fn texts(&self, key: &str) -> Vec<String> {
+        self.0
+            .get(key)
+            .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    }
 }

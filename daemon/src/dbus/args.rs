@@ -33,6 +33,30 @@ pub fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Reads `options` (`a{sv}`) that are all booleans into `flags`; an unknown key
+/// or a value of another type is refused, naming it.
+pub fn bool_options(
+    options: HashMap<String, zbus::zvariant::OwnedValue>,
+    what: &str,
+    flags: &mut [(&str, &mut bool)],
+) -> Result<(), DbusError> {
+    for (key, value) in options {
+        let Some((_, flag)) = flags.iter_mut().find(|(name, _)| *name == key) else {
+            return Err(DbusError::InvalidArgument(format!(
+                "unknown {what} option {}",
+                crate::workspace::shown(&key)
+            )));
+        };
+        **flag = bool::try_from(value).map_err(|_| {
+            DbusError::InvalidArgument(format!(
+                "{what} option {} must be a boolean",
+                crate::workspace::shown(&key)
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// A dictionary as D-Bus returns it (`a{sv}`) from named plain values: new
 /// keys can be added without changing a signature.
 pub fn dict(

@@ -63,7 +63,7 @@ pub(super) enum Progress {
         element: String,
         data: Vec<u8>,
     },
-    Finished(ElementReport),
+    Finished(Box<ElementReport>),
 }
 
 /// The observer of a build run on the blocking pool: it forwards to the
@@ -88,7 +88,7 @@ impl BuildObserver for Forward {
     }
 
     fn element_finished(&self, report: &ElementReport) {
-        let _ = self.0.send(Progress::Finished(report.clone()));
+        let _ = self.0.send(Progress::Finished(Box::new(report.clone())));
     }
 }
 
@@ -106,6 +106,34 @@ pub(super) fn report_value(r: &ElementReport) -> HashMap<String, OwnedValue> {
         ("log", text(r.log).into()),
         ("workspace", r.workspace.clone().unwrap_or_default().into()),
         ("message", r.message.clone().unwrap_or_default().into()),
+        (
+            "verify",
+            r.verification
+                .as_ref()
+                .map_or("", |v| v.result.name())
+                .into(),
+        ),
+        (
+            "clean_artifact",
+            text(r.verification.as_ref().and_then(|v| v.clean_artifact)).into(),
+        ),
+        (
+            "differences",
+            r.verification
+                .iter()
+                .flat_map(|v| &v.differences)
+                .map(|c| format!("{} {}", c.change, c.path))
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        (
+            "verify_message",
+            r.verification
+                .as_ref()
+                .and_then(|v| v.message.clone())
+                .unwrap_or_default()
+                .into(),
+        ),
     ];
     dict(pairs)
 }

@@ -12,7 +12,7 @@ use super::args::{dict, fd_path};
 use super::build_iface::{self, BuildIface, Forward, Progress, build_path};
 use super::{DbusError, Event, Shared};
 use crate::manager::Caller;
-use crate::manager::build::{ElementResult, ShownElement};
+use crate::manager::build::{BuildOptions, ElementResult, ShownElement};
 use crate::sandbox::Cancel;
 
 /// Starts building `element` of the project `project` for `caller`; returns
@@ -24,6 +24,7 @@ pub(super) async fn start(
     caller: Caller,
     project: OwnedFd,
     element: String,
+    options: BuildOptions,
 ) -> Result<OwnedObjectPath, DbusError> {
     let path = build_path(&crate::manager::new_id());
     let object =
@@ -45,7 +46,14 @@ pub(super) async fn start(
         let observer = Forward(tx);
         let job_cancel = cancel.clone();
         let job = shared.run(move |m| {
-            let reports = m.build(caller, &fd_path(&project), &element, &observer, &job_cancel);
+            let reports = m.build_with(
+                caller,
+                &fd_path(&project),
+                &element,
+                options,
+                &observer,
+                &job_cancel,
+            );
             drop(project);
             reports
         });

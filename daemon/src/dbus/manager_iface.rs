@@ -8,9 +8,9 @@ use overlay::BackendKind;
 use zbus::object_server::ObjectServer;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
-use super::args::{bounded, counts, digest, fd_path, received};
+use super::args::{bool_options, bounded, counts, digest, fd_path, received};
 use super::{DbusError, Event, Objects, Shared, workspace_path};
-use crate::manager::build::{ElementOpen, ShellRequest, ShellStdio};
+use crate::manager::build::{BuildOptions, ElementOpen, ShellRequest, ShellStdio};
 use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, Source};
 
 /// The manager interface of one connection.
@@ -274,7 +274,9 @@ impl ManagerIface {
     /// the client opened; its `ws.toml` and sources are read with the caller's
     /// permissions) and what it depends on. Returns the build's object
     /// (`org.ws.Build1`) at once; subscribe to its signals before calling.
-    /// `options`: none yet.
+    /// `options`: "verify" (b): once the target is built or reused, rebuild it
+    /// cleanly on a scratch layer and compare the artifacts (its report says
+    /// "verify": "identical", "differs" or "failed", with "differences").
     async fn build(
         &self,
         #[zbus(object_server)] server: &ObjectServer,
@@ -284,12 +286,8 @@ impl ManagerIface {
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath, DbusError> {
         bounded("element", &element)?;
-        if let Some(key) = options.keys().next() {
-            return Err(DbusError::InvalidArgument(format!(
-                "unknown build option {}",
-                crate::workspace::shown(key)
-            )));
-        }
+        let mut build = BuildOptions::default();
+        bool_options(options, "build", &mut [("verify", &mut build.verify)])?;
         self.objects.ensure(server).await;
         super::build_job::start(
             &self.shared,
@@ -298,6 +296,7 @@ impl ManagerIface {
             self.caller,
             received(project),
             element,
+            build,
         )
         .await
     }
@@ -332,21 +331,14 @@ impl ManagerIface {
             command,
             ..ShellRequest::default()
         };
-        for (key, value) in options {
-            let flag = match key.as_str() {
-                "buildtree" => &mut request.buildtree,
-                "terminal" => &mut request.terminal,
-                other => {
-                    return Err(DbusError::InvalidArgument(format!(
-                        "unknown shell option {}",
-                        crate::workspace::shown(other)
-                    )));
-                }
-            };
-            *flag = bool::try_from(value).map_err(|_| {
-                DbusError::InvalidArgument(format!("option {key:?} must be a boolean"))
-            })?;
-        }
+        bool_options(
+            options,
+            "shell",
+            &mut [
+                ("buildtree", &mut request.buildtree),
+                ("terminal", &mut request.terminal),
+            ],
+        )?;
         let stdio = ShellStdio {
             stdin: received(stdin),
             stdout: received(stdout),

@@ -13,6 +13,7 @@
 //! | `show` | `ws show`: each element's key and state, building nothing |
 //! | `caches` | `ws cache`: the elements' saved caches, listed and dropped |
 //! | `shell` | `ws shell`: a command in an element's build environment, on a throw-away layer |
+//! | `verify` | `ws build --verify`: a clean rebuild on a scratch layer, compared file by file |
 
 mod caches;
 mod clock;
@@ -23,6 +24,7 @@ mod run;
 mod shell;
 mod show;
 pub(super) mod stage;
+mod verify;
 
 use serde::Serialize;
 use treediff::Digest;
@@ -34,6 +36,7 @@ pub use record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef};
 pub use run::CONFIGURED_MARKER;
 pub use shell::{ShellEnd, ShellRequest, ShellStdio};
 pub use show::{ElementState, ShownElement};
+pub use verify::{Verification, VerifyResult};
 
 use crate::error::Error;
 use crate::manager::{Caller, Manager, now_secs};
@@ -86,6 +89,16 @@ pub struct ElementReport {
     pub workspace: Option<String>,
     /// Why it failed, or where a reused artifact came from.
     pub message: Option<String>,
+    /// What a clean rebuild found (`ws build --verify`, the target only).
+    pub verification: Option<Verification>,
+}
+
+/// How to build.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildOptions {
+    /// Once the target is built (or reused), rebuild it cleanly on a scratch
+    /// layer and compare the two artifacts (see `verify`).
+    pub verify: bool,
 }
 
 /// Who watches a build as it runs (the D-Bus job, a test).
@@ -108,6 +121,20 @@ impl BuildObserver for Unobserved {
     fn element_finished(&self, _: &ElementReport) {}
 }
 
+/// The artifacts of what `p` depends on, from the reports of the elements
+/// built before it.
+fn dependency_artifacts(planned: &[Planned], p: &Planned, done: &[ElementReport]) -> Vec<Digest> {
+    plan::closure(planned, &p.element.name)
+        .iter()
+        .map(|d| {
+            done.iter()
+                .find(|r| r.element == d.element.name)
+                .and_then(|r| r.artifact)
+                .expect("dependencies are built first and stop the build if they fail")
+        })
+        .collect()
+}
+
 impl Manager {
     /// Builds `target` of the project at `dir` (the caller's descriptor's path)
     /// and what it depends on, dependencies first, stopping at the first that
@@ -118,6 +145,26 @@ impl Manager {
         caller: Caller,
         dir: &std::path::Path,
         target: &str,
+        observer: &dyn BuildObserver,
+        cancel: &Cancel,
+    ) -> Result<Vec<ElementReport>, Error> {
+        self.build_with(
+            caller,
+            dir,
+            target,
+            BuildOptions::default(),
+            observer,
+            cancel,
+        )
+    }
+
+    /// [`Manager::build`] with options.
+    pub fn build_with(
+        &self,
+        caller: Caller,
+        dir: &std::path::Path,
+        target: &str,
+        options: BuildOptions,
         observer: &dyn BuildObserver,
         cancel: &Cancel,
     ) -> Result<Vec<ElementReport>, Error> {
@@ -134,7 +181,18 @@ impl Manager {
                 &p.key,
                 p.workspace.as_ref().map(|w| w.name.as_str()),
             );
-            let report = self.build_one(caller, &planned, p, &reports, observer, cancel)?;
+            let mut report = self.build_one(caller, &planned, p, &reports, observer, cancel)?;
+            if options.verify
+                && p.element.name == target
+                && p.element.kind != ElementKind::Import
+                && report.result != ElementResult::Failed
+                && !cancel.is_cancelled()
+            {
+                let sysroot =
+                    self.dependency_sysroot(&dependency_artifacts(&planned, p, &reports))?;
+                report.verification =
+                    Some(self.verify(caller, p, &report, sysroot, observer, cancel)?);
+            }
             observer.element_finished(&report);
             let failed = report.result == ElementResult::Failed;
             reports.push(report);
@@ -155,20 +213,13 @@ impl Manager {
         cancel: &Cancel,
     ) -> Result<ElementReport, Error> {
         if let Some(report) = self.cached(p)? {
+            self.record_hit_in_workspace(p)?;
             return Ok(report);
         }
         if p.element.kind == ElementKind::Import {
             return self.record_import(caller, p);
         }
-        let deps: Vec<Digest> = plan::closure(planned, &p.element.name)
-            .iter()
-            .map(|d| {
-                done.iter()
-                    .find(|r| r.element == d.element.name)
-                    .and_then(|r| r.artifact)
-                    .expect("dependencies are built first and stop the build if they fail")
-            })
-            .collect();
+        let deps = dependency_artifacts(planned, p, done);
         self.run_build(run::Job {
             caller,
             planned: p,
@@ -227,6 +278,7 @@ impl Manager {
             log: record.log,
             workspace: p.workspace.as_ref().map(|w| w.name.clone()),
             message: Some(from),
+            verification: None,
         }))
     }
 
@@ -266,6 +318,7 @@ impl Manager {
             log: None,
             workspace: record.workspace,
             message: None,
+            verification: None,
         })
     }
 }

@@ -55,6 +55,19 @@ pub struct BuildtreeSource {
     pub snapshot: Option<SnapshotRef>,
 }
 
+impl BuildtreeSource {
+    /// The buildtree `record` keeps, if it keeps one.
+    pub fn of(record: &super::ArtifactRecord) -> Option<BuildtreeSource> {
+        record.buildtree.map(|tree| BuildtreeSource {
+            tree,
+            source_digest: record.source_digest,
+            newest_mtime: record.newest_mtime.unwrap_or((0, 0)),
+            size: record.buildtree_size,
+            snapshot: record.snapshot.clone(),
+        })
+    }
+}
+
 impl Manager {
     /// Opens a workspace named after `request.element` on the element's sources
     /// in the project; see the module documentation.
@@ -70,13 +83,7 @@ impl Manager {
         let target = planned.last().expect("a plan ends with its target").clone();
         let failed = match (request.fresh, self.artifact(&target.key)?) {
             (false, Some(record)) if record.outcome == Outcome::Failed => {
-                record.buildtree.map(|tree| BuildtreeSource {
-                    tree,
-                    source_digest: record.source_digest,
-                    newest_mtime: record.newest_mtime.unwrap_or((0, 0)),
-                    size: record.buildtree_size,
-                    snapshot: record.snapshot.clone(),
-                })
+                BuildtreeSource::of(&record)
             }
             _ => None,
         };

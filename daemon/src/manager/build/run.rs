@@ -37,6 +37,7 @@ use overlay::{Content, MountPlan, Owner};
 use treediff::{CaptureMode, CaptureOptions, Digest};
 
 use super::clock;
+use super::open::BuildtreeSource;
 use super::plan::Planned;
 use super::record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, cache_ref};
 use super::stage::{log_tree, trash};
@@ -79,7 +80,7 @@ pub(super) struct Layer {
 pub(super) struct BuildDirs {
     root: PathBuf,
     pub build: PathBuf,
-    install: PathBuf,
+    pub install: PathBuf,
     scratch: PathBuf,
     log: PathBuf,
 }
@@ -206,6 +207,44 @@ impl Manager {
         if !super::super::is_mounted(&layer.dirs.build) {
             trash(&layer.dirs.root);
         }
+    }
+
+    /// Records a cache hit in `p`'s workspace, if it has one: its last build
+    /// says "cached", and it continues from the hit's buildtree, which was built
+    /// from exactly its current sources, so its next edit builds incrementally
+    /// over it instead of from scratch.
+    pub(super) fn record_hit_in_workspace(&self, p: &Planned) -> Result<(), Error> {
+        let (Some(ws), Some(record)) = (&p.workspace, self.artifact(&p.key)?) else {
+            return Ok(());
+        };
+        let name = p.element.name.as_str();
+        let adopted = match BuildtreeSource::of(&record) {
+            Some(source) if ws.buildtree.as_ref().is_none_or(|b| b.tree != source.tree) => {
+                let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+                Some(self.adopt_buildtree(&snapper, name, source)?)
+            }
+            _ => None,
+        };
+        let lock = self.lock(ws)?;
+        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ws = self.reread(ws.clone())?;
+        if let Some(buildtree) = adopted {
+            ws.buildtree = Some(buildtree);
+        }
+        ws.artifact_ref = Some(artifact_ref(&record.key));
+        ws.dependency_hash = Some(record.dependency_hash.clone());
+        ws.last_build = Some(LastBuild {
+            id: new_id(),
+            cache_key: record.key.to_string(),
+            result: "cached".to_owned(),
+            incremental: record.incremental,
+            buildtree: record.buildtree,
+            time: now_secs(),
+        });
+        let mut batch = rocksdb::WriteBatch::default();
+        self.put_workspace(&mut batch, &mut ws, None);
+        self.db.write(batch)?;
+        Ok(())
     }
 
     /// Refuses a second build of a workspace while one runs.
@@ -474,6 +513,7 @@ impl Manager {
             log: Some(log),
             workspace: record.workspace.clone(),
             message: ran.failure,
+            verification: None,
         })
     }
 
@@ -490,37 +530,12 @@ impl Manager {
         let element = &planned.element;
         let name = element.name.as_str();
         let configured = self.lay_delta(start, planned, key, view)?;
-        let mut steps = Vec::new();
         let configure_steps = if configured {
             0
         } else {
             element.configure.len()
         };
-        for (phase, commands) in [
-            (
-                "configure",
-                if configured {
-                    &[][..]
-                } else {
-                    &element.configure[..]
-                },
-            ),
-            ("build", &element.build[..]),
-            ("install", &element.install[..]),
-        ] {
-            for command in commands {
-                steps.push(Step {
-                    phase: phase.to_owned(),
-                    argv: vec![
-                        "/bin/sh".to_owned(),
-                        "-e".to_owned(),
-                        "-c".to_owned(),
-                        command.clone(),
-                    ],
-                    display: command.clone(),
-                });
-            }
-        }
+        let steps = steps(element, configured);
         let spec = self.sandbox_spec(
             job.caller,
             element,
@@ -528,6 +543,7 @@ impl Manager {
             dirs,
             view,
             steps.clone(),
+            true,
         )?;
         let mut log = std::fs::File::create(&dirs.log).map_err(|source| Error::Io {
             op: "create the build log",
@@ -624,8 +640,10 @@ impl Manager {
         Ok(configured)
     }
 
-    /// The sandbox's spec for running `steps` of `element` in `view`, the
-    /// element's caches restored (a build's output is captured).
+    /// The sandbox's spec for running `steps` of `element` in `view`, with the
+    /// element's caches as saved (`saved_caches`) or empty (a build's output is
+    /// captured).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn sandbox_spec(
         &self,
         caller: Caller,
@@ -634,12 +652,13 @@ impl Manager {
         dirs: &BuildDirs,
         view: &Path,
         steps: Vec<Step>,
+        saved_caches: bool,
     ) -> Result<Spec, Error> {
         Ok(Spec {
             build_dir: view.to_owned(),
             install_dir: Some(dirs.install.clone()),
             sysroot,
-            caches: self.restore_caches(dirs, &element.name, &element.caches, caller)?,
+            caches: self.restore_caches(dirs, element, caller, saved_caches)?,
             hide: vec![self.dirs.root().to_owned()],
             scratch: dirs.scratch.clone(),
             network: element.network,
@@ -654,17 +673,19 @@ impl Manager {
 
     /// The element's caches for this build, as the caller's directories: each
     /// restored from the content its last successful build saved (a copy, each
-    /// file checked against its digest), or empty the first time. Only a
-    /// successful build saves them again, so a failed one leaves them as they were.
+    /// file checked against its digest), or empty the first time or unless
+    /// `saved`. Only a successful build saves them again, so a failed one leaves
+    /// them as they were.
     fn restore_caches(
         &self,
         dirs: &BuildDirs,
-        element: &str,
-        names: &[String],
+        element: &Element,
         owner: Caller,
+        saved: bool,
     ) -> Result<Vec<(String, PathBuf)>, Error> {
         let mut out = Vec::new();
-        for name in names {
+        let element_name = element.name.as_str();
+        for name in &element.caches {
             let dir = dirs.cache(name);
             let io = |op, source| Error::Io {
                 op,
@@ -673,7 +694,12 @@ impl Manager {
             };
             std::fs::create_dir_all(dir.parent().expect("a cache has a parent"))
                 .map_err(|e| io("make the cache directory", e))?;
-            match self.use_ref(&cache_ref(owner.uid, element, name))? {
+            let restored = if saved {
+                self.use_ref(&cache_ref(owner.uid, element_name, name))?
+            } else {
+                None
+            };
+            match restored {
                 Some(saved) => {
                     treediff::checkout::checkout(
                         &self.store,
@@ -684,7 +710,7 @@ impl Manager {
                         },
                     )
                     .map_err(Error::store_on(format!(
-                        "cache {name} of element {element}"
+                        "cache {name} of element {element_name}"
                     )))?;
                 }
                 None => std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?,
@@ -747,15 +773,40 @@ fn give_to(path: &Path, owner: Caller) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The commands of `element`, as sandbox steps: configure (unless the
+/// buildtree is `configured`), build, install.
+pub(super) fn steps(element: &Element, configured: bool) -> Vec<Step> {
+    let configure: &[String] = if configured { &[] } else { &element.configure };
+    [
+        ("configure", configure),
+        ("build", &element.build[..]),
+        ("install", &element.install[..]),
+    ]
+    .into_iter()
+    .flat_map(|(phase, commands)| {
+        commands.iter().map(move |command| Step {
+            phase: phase.to_owned(),
+            argv: vec![
+                "/bin/sh".to_owned(),
+                "-e".to_owned(),
+                "-c".to_owned(),
+                command.clone(),
+            ],
+            display: command.clone(),
+        })
+    })
+    .collect()
+}
+
 /// What the commands did.
-struct Ran {
+pub(super) struct Ran {
     /// Why the build failed, if it did.
     failure: Option<String>,
     commands_run: u32,
 }
 
 /// Why a run failed, in words; `None` if it did not.
-fn describe_failure(outcome: &sandbox::Outcome, steps: &[Step]) -> Option<String> {
+pub(super) fn describe_failure(outcome: &sandbox::Outcome, steps: &[Step]) -> Option<String> {
     if outcome.cancelled {
         return Some("the build was cancelled".to_owned());
     }

@@ -141,21 +141,11 @@ impl Manager {
             return Ok((self.build_start(caller, p, false)?, what));
         }
         if let Some(record) = self.artifact(&p.key)?
-            && let Some(tree) = record.buildtree
+            && let Some(source) = BuildtreeSource::of(&record)
         {
             // The snapshotter and owner its builds have (its workspace's, if open).
             let start = self.build_start(caller, p, false)?;
-            let bt = self.adopt_buildtree(
-                &start.snapper,
-                name,
-                BuildtreeSource {
-                    tree,
-                    source_digest: record.source_digest,
-                    newest_mtime: record.newest_mtime.unwrap_or((0, 0)),
-                    size: record.buildtree_size,
-                    snapshot: record.snapshot.clone(),
-                },
-            )?;
+            let bt = self.adopt_buildtree(&start.snapper, name, source)?;
             let what = match record.outcome {
                 Outcome::Failed => "its failed buildtree",
                 Outcome::Success => "its buildtree",
@@ -219,8 +209,15 @@ impl Manager {
                 display: argv.join(" "),
                 argv,
             };
-            let mut spec =
-                self.sandbox_spec(caller, &p.element, sysroot, &layer.dirs, &view, vec![step])?;
+            let mut spec = self.sandbox_spec(
+                caller,
+                &p.element,
+                sysroot,
+                &layer.dirs,
+                &view,
+                vec![step],
+                true,
+            )?;
             spec.interactive = true;
             spec.terminal = request.terminal;
             sandbox::run(
