@@ -271,3 +271,36 @@ fn caches_persist_between_successful_builds_only() {
     let third = build(&m, &p, "a").pop().unwrap();
     assert_eq!(runs(&m, &third), 3, "the failed build's write was dropped");
 }
+
+#[test]
+fn an_edit_of_the_project_sources_right_after_a_build_is_built() {
+    if !privileged("an_edit_of_the_project_sources_right_after_a_build_is_built") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"src\"\ninstall = [\"cp -r . $WS_INSTALLDIR/\"]\n",
+    );
+    let first = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(first.result, ElementResult::Built);
+    // The sources are watched since that import; each edit, made just before
+    // the build, must change the key (never the remembered tree reused).
+    let edits: [&dyn Fn(); 3] = [
+        &|| std::fs::write(p.join("src/input"), "edited\n").unwrap(),
+        &|| std::fs::create_dir_all(p.join("src/new/dir")).unwrap(),
+        &|| std::fs::write(p.join("src/new/dir/file"), "x").unwrap(),
+    ];
+    let mut keys = vec![first.cache_key.clone()];
+    for edit in edits {
+        edit();
+        let again = build(&m, &p, "a").pop().unwrap();
+        assert_eq!(again.result, ElementResult::Built, "{again:?}");
+        assert!(!keys.contains(&again.cache_key));
+        keys.push(again.cache_key.clone());
+        let unchanged = build(&m, &p, "a").pop().unwrap();
+        assert_eq!(unchanged.result, ElementResult::Cached);
+        assert_eq!(unchanged.cache_key, again.cache_key);
+    }
+}

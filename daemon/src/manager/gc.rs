@@ -122,6 +122,11 @@ impl Manager {
 
     fn mark_and_sweep(&self) -> Result<SweepStats, Error> {
         let _exclusive = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+        // Remembered imports may name trees this sweep removes: the next
+        // build walks its sources again.
+        if let Some(watch) = &self.source_watch {
+            watch.forget_trees();
+        }
         let roots = self.roots()?;
         let reachable = treediff::gc::mark(&self.store, &roots).map_err(Error::store_on(
             "gc: a root tree does not read, so nothing was removed; `ws fsck` says more".to_owned(),

@@ -108,6 +108,8 @@ pub struct Manager {
     /// The `wsd` binary that runs build sandboxes (`wsd __sandbox`): this
     /// process's own executable, unless set otherwise (tests).
     sandbox_exe: PathBuf,
+    /// Project sources watched since their last import (`None`: no inotify).
+    source_watch: Option<source_watch::SourceWatch>,
 }
 
 /// A name reserved by an open in progress; released when dropped.
@@ -173,6 +175,7 @@ impl Manager {
             gc_lock: RwLock::new(()),
             building: Mutex::new(Default::default()),
             sandbox_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wsd")),
+            source_watch: source_watch::SourceWatch::start(),
         };
         manager.recover()?;
         Ok(manager)
@@ -510,6 +513,7 @@ mod mount_point;
 mod open;
 mod recover;
 mod refs;
+mod source_watch;
 mod store_ops;
 mod undo;
 

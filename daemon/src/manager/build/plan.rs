@@ -8,6 +8,7 @@ use treediff::Digest;
 
 use crate::error::Error;
 use crate::manager::import::ImportOptions;
+use crate::manager::source_watch::SourceKey;
 use crate::manager::{Caller, Manager};
 use crate::project::{CacheKey, Element, Project, cache_key, dependency_hash};
 use crate::workspace::Workspace;
@@ -94,8 +95,22 @@ impl Manager {
             ignore: element.ignore.clone(),
             ..ImportOptions::default()
         };
+        // Unchanged since its last import (watched): no walk.
+        let watch = self.source_watch.as_ref();
+        let key = watch.and_then(|_| SourceKey::new(caller, &path, &options));
+        if let (Some(watch), Some(key)) = (watch, &key)
+            && let Some(tree) = watch.unchanged(key)
+        {
+            return Ok(tree);
+        }
+        let armed = watch.zip(key.as_ref()).and_then(|(w, k)| w.arm(k, &path));
         match self.import_source(caller, &path, &options) {
-            Ok((tree, _)) => Ok(tree),
+            Ok((tree, _)) => {
+                if let (Some(watch), Some(key), Some(generation)) = (watch, &key, armed) {
+                    watch.record(key, generation, tree);
+                }
+                Ok(tree)
+            }
             Err(Error::Invalid { problem, .. }) => Err(Error::Invalid {
                 what: "element",
                 problem: format!(
