@@ -48,8 +48,10 @@ pub struct Workspace {
     pub backend: BackendKind,
     /// See [`State`].
     pub state: State,
-    /// The directory it was opened over, if any (for display only: the daemon never
-    /// reads it again).
+    /// The directory it was opened over (for an element, the element's sources in
+    /// the project), if any: shown to clients, which pass a descriptor of it to
+    /// write a commit back (`ws commit --write-back`). The daemon never opens it
+    /// by this name.
     pub source: Option<PathBuf>,
     /// The source tree it was opened over.
     #[serde(with = "digest_text")]

@@ -125,6 +125,8 @@ trait Workspace1 {
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn source(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn source_digest(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn dirty(&self) -> zbus::Result<u32>;
@@ -196,6 +198,11 @@ async fn an_ide_opens_edits_commits_discards_and_closes_over_dbus() {
         .unwrap();
     assert_eq!(ws.name().await.unwrap(), "hello");
     assert_eq!(ws.state().await.unwrap(), "open");
+    // Where the source really is, not the descriptor the daemon read it through.
+    assert_eq!(
+        PathBuf::from(ws.source().await.unwrap()),
+        daemon.src().canonicalize().unwrap()
+    );
     let view = PathBuf::from(ws.path().await.unwrap());
     let changed_properties = tokio::spawn(properties_changed(conn.clone(), path.to_string()));
     std::fs::write(view.join("README"), "edited\n").unwrap();

@@ -102,6 +102,17 @@ impl WorkspaceIface {
         self.ws.backend.to_string()
     }
 
+    /// The directory it was opened over (for an element workspace, the element's
+    /// sources in the project); "" when it was opened over a tree.
+    #[zbus(property)]
+    fn source(&self) -> String {
+        self.ws
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
     /// The source tree it was opened over (`<hex>/<size>`).
     #[zbus(property)]
     fn base_source_digest(&self) -> String {
