@@ -140,6 +140,10 @@ impl WorkspaceIface {
         self.ws
             .source
             .as_ref()
+            // Records made before the real path was kept hold the path of the
+            // descriptor the source was read through, which names nothing now
+            // (and, opened by a client, would name one of its own descriptors).
+            .filter(|p| !p.starts_with("/proc/self/fd"))
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     }
