@@ -95,4 +95,20 @@ impl Dict<'_> {
     pub fn some(&self, key: &str) -> Option<String> {
         Some(self.text(key)).filter(|t| !t.is_empty())
     }
+
+    /// The number under `key`, 0 when absent or not a `u64`.
+    pub fn number(&self, key: &str) -> u64 {
+        self.0
+            .get(key)
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or_default()
+    }
+
+    /// The strings under `key`, none when absent or not a list of strings.
+    pub fn texts(&self, key: &str) -> Vec<String> {
+        self.0
+            .get(key)
+            .and_then(|v| Vec::<String>::try_from(v.try_clone().ok()?).ok())
+            .unwrap_or_default()
+    }
 }
