@@ -208,6 +208,11 @@ pub struct CommitArgs {
     /// What the commit is about
     #[arg(short, long, value_name = "MSG")]
     pub message: Option<String>,
+    /// Then write the committed sources into DIR [default: the directory the
+    /// workspace was opened over; for an element, its sources in the project].
+    /// Refused, writing nothing, where DIR changed since the workspace was opened
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true)]
+    pub write_back: Option<Option<PathBuf>>,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

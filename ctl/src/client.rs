@@ -83,9 +83,16 @@ pub trait Manager1 {
 pub trait Workspace1 {
     #[zbus(property)]
     fn source_digest(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn source(&self) -> zbus::Result<String>;
     fn status(&self) -> zbus::Result<Vec<(String, String)>>;
     fn diff(&self) -> zbus::Result<String>;
     fn commit(&self, message: &str) -> zbus::Result<String>;
+    fn commit_with(
+        &self,
+        message: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
     fn discard(&self) -> zbus::Result<u32>;
     fn close(&self, force: bool) -> zbus::Result<()>;
     fn log(&self) -> zbus::Result<Vec<(u64, String, String, String, u64, String, u64)>>;

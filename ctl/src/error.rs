@@ -52,6 +52,12 @@ pub enum CliError {
     /// A build did not succeed (its output and reports were printed).
     #[error("{0}")]
     BuildFailed(String),
+    /// `ws commit --write-back` without a directory, on a workspace opened over
+    /// a tree.
+    #[error(
+        "workspace {0:?} was opened over a tree, not a directory, so there is no directory to write back into"
+    )]
+    NoWriteBackDir(String),
     /// A directory argument that cannot be opened.
     #[error("cannot open {}: {source}", path.display())]
     BadPath {
@@ -91,9 +97,10 @@ enum Kind {
 impl CliError {
     fn kind(&self) -> Kind {
         match self {
-            CliError::BadDigest(_) | CliError::BadPath { .. } | CliError::NoProject(_) => {
-                Kind::BadInput
-            }
+            CliError::BadDigest(_)
+            | CliError::BadPath { .. }
+            | CliError::NoProject(_)
+            | CliError::NoWriteBackDir(_) => Kind::BadInput,
             CliError::Damaged(_) => Kind::Damaged,
             _ => match daemon_error_name(self) {
                 Some("NotFound" | "AlreadyExists" | "InvalidArgument" | "AccessDenied") => {
@@ -110,6 +117,9 @@ impl CliError {
             CliError::NoStateDir => Some("pass --state-dir DIR or set WS_STATE_DIR".into()),
             CliError::NoProject(_) => {
                 Some("run ws in a project, or name its directory with -C DIR".into())
+            }
+            CliError::NoWriteBackDir(_) => {
+                Some("name the directory to write into: --write-back=DIR".into())
             }
             CliError::Damaged(_) => Some(
                 "the objects named above are damaged; re-import their sources to restore them"

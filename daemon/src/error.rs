@@ -142,6 +142,36 @@ pub enum Error {
         #[source]
         source: crate::sandbox::SandboxError,
     },
+    /// A write-back would overwrite paths of its directory that the workspace
+    /// does not know; nothing was written.
+    #[error(
+        "{}",
+        crate::manager::write_back::conflict_message(name, dir, conflicts)
+    )]
+    WriteBackConflict {
+        /// The workspace.
+        name: String,
+        /// The directory it was to write into.
+        dir: PathBuf,
+        /// The paths, and why.
+        conflicts: Vec<crate::manager::WriteBackConflict>,
+    },
+    /// A write-back stopped partway; running it again finishes it.
+    #[error(
+        "writing workspace {} back into {} stopped {}: it could not {} {}",
+        crate::workspace::shown(&at.name),
+        at.dir.display(),
+        progress(at.done, at.total),
+        at.op,
+        at.dir.join(&at.path).display()
+    )]
+    WriteBackFailed {
+        /// Where it stopped (boxed: errors travel through every `Result`).
+        at: Box<crate::manager::WriteBackStop>,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The database failed.
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
@@ -166,7 +196,9 @@ impl Error {
             Error::NameTaken { .. } => ErrorKind::AlreadyExists,
             Error::Invalid { .. } | Error::Project(_) => ErrorKind::InvalidArgument,
             Error::Busy { .. } => ErrorKind::Busy,
-            Error::Conflict { .. } | Error::NotBuilt { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. } | Error::NotBuilt { .. } | Error::WriteBackConflict { .. } => {
+                ErrorKind::Conflict
+            }
             Error::Denied { .. } => ErrorKind::AccessDenied,
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt
@@ -176,6 +208,12 @@ impl Error {
             Error::Store { .. } if is_damage(self) => ErrorKind::Corrupt,
             // The caller's own permissions refused a read (see `crate::access`).
             Error::Store { .. } if has_os_error(self, &[nix::libc::EACCES]) => {
+                ErrorKind::AccessDenied
+            }
+            // Or a write-back's writes, made with them too.
+            Error::WriteBackFailed { .. }
+                if has_os_error(self, &[nix::libc::EACCES, nix::libc::EPERM]) =>
+            {
                 ErrorKind::AccessDenied
             }
             _ => ErrorKind::Io,
@@ -204,6 +242,17 @@ impl Error {
             subject,
             source: Box::new(source),
         }
+    }
+}
+
+/// How far a stopped write-back got, for its message.
+fn progress(done: usize, total: usize) -> String {
+    if done == 0 {
+        "before it replaced or removed anything there (the same command runs it again once the cause is fixed)".to_owned()
+    } else {
+        format!(
+            "after {done} of its {total} changes, the others not made (run the same command again to finish it once the cause is fixed)"
+        )
     }
 }
 

@@ -48,8 +48,10 @@ pub struct Workspace {
     pub backend: BackendKind,
     /// See [`State`].
     pub state: State,
-    /// The directory it was opened over, if any (for display only: the daemon never
-    /// reads it again).
+    /// The directory it was opened over (for an element, the element's sources in
+    /// the project), if any: shown to clients, which pass a descriptor of it to
+    /// write a commit back (`ws commit --write-back`). The daemon never opens it
+    /// by this name.
     pub source: Option<PathBuf>,
     /// The source tree it was opened over.
     #[serde(with = "digest_text")]
@@ -92,6 +94,10 @@ pub struct ElementBinding {
     pub project: PathBuf,
     /// The element's name in the project.
     pub element: String,
+    /// The element's `ignore` patterns when it was opened: its sources were read
+    /// with them, and a write-back reads them again the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
 }
 
 /// A buildtree that a build continues from: a committed snapshot in the
@@ -150,6 +156,10 @@ pub enum OpKind {
     Build,
     /// A build failed and left the workspace as it was (`message` says why).
     BuildFailed,
+    /// Its committed source tree was written into a directory (`message` names
+    /// it; `before` is the tree the directory was expected to hold, `after` the
+    /// tree written, `changes` the paths written or removed).
+    WriteBack,
 }
 
 impl OpKind {
@@ -163,6 +173,7 @@ impl OpKind {
             OpKind::Undo => "undo",
             OpKind::Build => "build",
             OpKind::BuildFailed => "build-failed",
+            OpKind::WriteBack => "write-back",
         }
     }
 }
@@ -257,4 +268,37 @@ pub fn validate_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_element_binding_recorded_without_ignore_patterns_still_decodes() {
+        let old = r#"{"project":"/p","element":"hello"}"#;
+        let binding: ElementBinding = serde_json::from_str(old).unwrap();
+        assert_eq!(binding.element, "hello");
+        assert!(binding.ignore.is_empty());
+        // And one without patterns is written as before.
+        assert_eq!(serde_json::to_string(&binding).unwrap(), old);
+    }
+
+    #[test]
+    fn a_write_back_entry_is_recorded_under_its_stable_name() {
+        let entry = OpEntry {
+            seq: 3,
+            op: OpKind::WriteBack,
+            before: None,
+            after: None,
+            changes: 2,
+            message: Some("/p/hello".to_owned()),
+            time: 0,
+            undoes: None,
+        };
+        let text = serde_json::to_string(&entry).unwrap();
+        assert!(text.contains(r#""op":"write-back""#), "{text}");
+        assert_eq!(serde_json::from_str::<OpEntry>(&text).unwrap(), entry);
+        assert_eq!(OpKind::WriteBack.name(), "write-back");
+    }
 }

@@ -145,15 +145,33 @@ trait Workspace1 {
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn source(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn source_digest(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn dirty(&self) -> zbus::Result<u32>;
     fn status(&self) -> zbus::Result<Vec<(String, String)>>;
     fn diff(&self) -> zbus::Result<String>;
     fn commit(&self, message: &str) -> zbus::Result<String>;
+    fn commit_with(
+        &self,
+        message: &str,
+        options: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>>;
     fn discard(&self) -> zbus::Result<u32>;
     fn close(&self, force: bool) -> zbus::Result<()>;
     fn log(&self) -> zbus::Result<Vec<(u64, String, String, String, u64, String, u64)>>;
+}
+
+/// The workspace object at `path`, its properties read afresh at every get.
+async fn workspace(conn: &zbus::Connection, path: OwnedObjectPath) -> Workspace1Proxy<'static> {
+    Workspace1Proxy::builder(conn)
+        .path(path)
+        .unwrap()
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
 }
 
 /// The names of the properties in the first PropertiesChanged signal of `path`.
@@ -207,15 +225,14 @@ async fn an_ide_opens_edits_commits_discards_and_closes_over_dbus() {
     let (conn, manager, path) = daemon.open_hello().await;
     assert!(path.as_str().starts_with("/org/ws/workspace/"), "{path}");
     assert!(!path.as_str().contains("hello"), "object paths are opaque");
-    let ws = Workspace1Proxy::builder(&conn)
-        .path(path.clone())
-        .unwrap()
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .unwrap();
+    let ws = workspace(&conn, path.clone()).await;
     assert_eq!(ws.name().await.unwrap(), "hello");
     assert_eq!(ws.state().await.unwrap(), "open");
+    // Where the source really is, not the descriptor the daemon read it through.
+    assert_eq!(
+        PathBuf::from(ws.source().await.unwrap()),
+        daemon.src().canonicalize().unwrap()
+    );
     let view = PathBuf::from(ws.path().await.unwrap());
     let changed_properties = tokio::spawn(properties_changed(conn.clone(), path.to_string()));
     std::fs::write(view.join("README"), "edited\n").unwrap();
@@ -273,6 +290,71 @@ async fn an_ide_opens_edits_commits_discards_and_closes_over_dbus() {
     assert!(manager.list().await.unwrap().is_empty());
     let err = manager.get("hello").await.unwrap_err();
     assert!(err.to_string().contains("org.ws.Error.NotFound"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_is_written_back_into_its_source_over_dbus() {
+    use std::collections::HashMap;
+    use std::os::fd::AsFd;
+    use zbus::zvariant::{Fd, OwnedValue, Value};
+    if !privileged("a_commit_is_written_back_into_its_source_over_dbus") {
+        return;
+    }
+    let daemon = Daemon::start();
+    let (conn, _manager, path) = daemon.open_hello().await;
+    let ws = workspace(&conn, path).await;
+    let view = PathBuf::from(ws.path().await.unwrap());
+    std::fs::write(view.join("README"), "edited\n").unwrap();
+    std::fs::remove_dir_all(view.join("sub")).unwrap();
+    let src = daemon.src();
+    let dir = std::fs::File::open(&src).unwrap();
+    let with_dir = || HashMap::from([("write_back", Value::from(Fd::from(dir.as_fd())))]);
+    let number = |reply: &HashMap<String, OwnedValue>, key: &str| {
+        u64::try_from(reply[key].try_clone().unwrap()).unwrap()
+    };
+
+    let reply = ws.commit_with("write it back", with_dir()).await.unwrap();
+
+    assert!(bool::try_from(&reply["committed"]).unwrap());
+    assert_eq!(
+        String::try_from(reply["source_digest"].try_clone().unwrap()).unwrap(),
+        ws.source_digest().await.unwrap()
+    );
+    assert_eq!(
+        String::try_from(reply["write_back_dir"].try_clone().unwrap()).unwrap(),
+        src.canonicalize().unwrap().display().to_string()
+    );
+    assert_eq!(number(&reply, "written"), 1);
+    assert_eq!(number(&reply, "removed"), 2, "sub/file.c and sub");
+    assert_eq!(
+        std::fs::read_to_string(src.join("README")).unwrap(),
+        "edited\n"
+    );
+    assert!(!src.join("sub").exists());
+    let log: Vec<String> = ws.log().await.unwrap().into_iter().map(|e| e.1).collect();
+    assert_eq!(log, ["open", "commit", "write-back"]);
+
+    // Edited in both places: the commit is recorded, the write-back refused.
+    std::fs::write(view.join("README"), "from the workspace\n").unwrap();
+    std::fs::write(src.join("README"), "from the project\n").unwrap();
+    let err = ws.commit_with("", with_dir()).await.unwrap_err();
+    assert!(err.to_string().contains("org.ws.Error.Conflict"), "{err}");
+    assert!(err.to_string().contains("README (changed there"), "{err}");
+    assert_eq!(ws.dirty().await.unwrap(), 0, "the commit is recorded");
+    assert_eq!(
+        std::fs::read_to_string(src.join("README")).unwrap(),
+        "from the project\n"
+    );
+
+    let err = ws
+        .commit_with("", HashMap::from([("write_forward", Value::from(1u32))]))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("org.ws.Error.InvalidArgument")
+            && err.to_string().contains("write_forward"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -310,15 +310,28 @@ fn a_failed_build_is_continued_fixed_committed_and_reused() {
     ws.ok(&["commit", "hello", "-m", "dear"]);
     let last = report(&after_discard, "hello");
 
-    // 7. The project's sources become the committed ones; the workspace closes;
-    //    the final build has the same key and reuses its artifact: zero commands.
-    for rel in [
-        "src/greeting.c",
-        "src/names.c",
-        "src/main.c",
-        "src/farewell.c",
-    ] {
-        std::fs::copy(view.join(rel), p.join("hello").join(rel)).unwrap();
+    // 7. `ws commit --write-back` makes the project's sources the committed ones
+    //    (the fixed greeting.c and the edited names.c and main.c); the workspace
+    //    closes; the final build has the same key and reuses its artifact: zero
+    //    commands.
+    let sources = p.join("hello").canonicalize().unwrap();
+    let status = json(&ws.ok(&["status", "hello", "--json"]));
+    assert_eq!(status["source"], sources.display().to_string(), "{status}");
+    let written = ws.ok(&["commit", "hello", "--write-back"]);
+    assert!(written.contains("hello: nothing to commit"), "{written}");
+    assert!(
+        written.contains(&format!(
+            "hello: wrote back 3 change(s) into {}: 3 file(s) written",
+            sources.display()
+        )),
+        "{written}"
+    );
+    for rel in ["src/greeting.c", "src/names.c", "src/main.c"] {
+        assert_eq!(
+            std::fs::read(view.join(rel)).unwrap(),
+            std::fs::read(sources.join(rel)).unwrap(),
+            "{rel}"
+        );
     }
     ws.ok(&["close", "hello"]);
     let final_build = in_project(&ws, p, &["build", "hello", "--json"]);

@@ -98,6 +98,82 @@ fn a_workspace_is_opened_edited_committed_discarded_and_closed() {
 }
 
 #[test]
+fn a_commit_is_written_back_into_its_source_from_the_command_line() {
+    let ws = Ws::new();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "README", "readme\n");
+    write(src.path(), "src/main.c", "int main(void) { return 0; }\n");
+    let source = src.path().canonicalize().unwrap();
+    let opened = json(&ws.ok(&[
+        "open",
+        "hello",
+        "--source",
+        src.path().to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(opened["source"], source.display().to_string(), "{opened}");
+    let view = std::path::PathBuf::from(opened["path"].as_str().unwrap());
+    write(&view, "README", "edited\n");
+    write(&view, "NEWS", "news\n");
+
+    let committed = json(&ws.ok(&["commit", "hello", "--write-back", "--json"]));
+    assert_eq!(
+        committed["write_back"],
+        serde_json::json!({
+            "dir": source.display().to_string(), "written": 2, "made_dirs": 0,
+            "removed": 0, "already": 0, "kept": [],
+        }),
+        "{committed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(source.join("NEWS")).unwrap(),
+        "news\n"
+    );
+    let again = ws.ok(&["commit", "hello", "--write-back"]);
+    assert_eq!(
+        again,
+        format!(
+            "hello: nothing to commit\nhello: {} holds the commit already\n",
+            source.display()
+        )
+    );
+    let log = json(&ws.ok(&["log", "hello", "--json"]));
+    assert_eq!(log.as_array().unwrap().last().unwrap()["op"], "write-back");
+
+    // Edited in the workspace and in the directory: refused, nothing written.
+    write(&view, "src/main.c", "int main(void) { return 1; }\n");
+    write(&view, "README", "edited again\n");
+    write(src.path(), "src/main.c", "int main(void) { return 2; }\n");
+    let refused = ws.run(&["commit", "hello", "-m", "both", "--write-back"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stdout.starts_with("hello: committed "),
+        "the commit stays: {}",
+        refused.stdout
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("src/main.c (changed there since the workspace was opened)")
+            && refused.stderr.contains("nothing was written"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(source.join("README")).unwrap(),
+        "edited\n"
+    );
+
+    let nowhere = ws.run(&["commit", "hello", "--write-back=/no/such/dir"]);
+    assert_eq!(nowhere.code, 2, "{}", nowhere.stderr);
+    assert!(
+        nowhere.stderr.contains("/no/such/dir"),
+        "{}",
+        nowhere.stderr
+    );
+}
+
+#[test]
 fn clients_starting_at_once_start_one_daemon() {
     let ws = Ws::new();
     // One after the other: the first starts the daemon, the others find it.

@@ -130,7 +130,15 @@ impl Dict<'_> {
         Some(self.text(key)).filter(|t| !t.is_empty())
     }
 
-    /// The strings under `key`, none when absent or not strings.
+    /// The number under `key`, 0 when absent or not a `u64`.
+    pub fn number(&self, key: &str) -> u64 {
+        self.0
+            .get(key)
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or_default()
+    }
+
+    /// The strings under `key`, none when absent or not a list of strings.
     pub fn texts(&self, key: &str) -> Vec<String> {
         self.0
             .get(key)

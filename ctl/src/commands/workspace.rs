@@ -1,13 +1,14 @@
 //! The workspace commands: each one a call to the daemon over D-Bus.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
 
 use super::{block_on, build, letter, open_dir, print, print_json};
-use crate::cli::{ArtifactCommand, Backend, CacheCommand, Command};
+use crate::cli::{ArtifactCommand, Backend, CacheCommand, Command, CommitArgs};
 use crate::client::{Client, Workspace1Proxy};
 use crate::error::CliError;
 use crate::progress::{Spinner, bytes};
@@ -19,6 +20,7 @@ struct WorkspaceJson {
     path: String,
     state: String,
     backend: String,
+    source: Option<String>,
     base_source_digest: String,
     source_digest: String,
     dirty: usize,
@@ -27,6 +29,26 @@ struct WorkspaceJson {
     dependency_hash: Option<String>,
     artifact_ref: Option<String>,
     last_build: Option<serde_json::Value>,
+}
+
+/// `ws commit --json`: the workspace, and what `--write-back` did.
+#[derive(Debug, Serialize)]
+struct CommitJson {
+    #[serde(flatten)]
+    workspace: WorkspaceJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_back: Option<WriteBackJson>,
+}
+
+/// What a write-back did, as `ws commit --write-back --json` shows it.
+#[derive(Debug, Serialize)]
+struct WriteBackJson {
+    dir: String,
+    written: u64,
+    made_dirs: u64,
+    removed: u64,
+    already: u64,
+    kept: Vec<String>,
 }
 
 /// A changed path as `--json` shows it.
@@ -229,21 +251,7 @@ pub fn run(
                     print(&ws.diff().await?)?;
                 }
             }
-            Command::Commit(args) => {
-                let ws = client.workspace_named(&args.name).await?;
-                let before = ws.source_digest().await?;
-                let after = {
-                    let _spinner = Spinner::start(&format!("committing {}", args.name));
-                    ws.commit(args.message.as_deref().unwrap_or("")).await?
-                };
-                if args.json {
-                    print_json(&describe(&client, &ws, 0).await?)?;
-                } else if before == after {
-                    print(&format!("{}: nothing to commit\n", args.name))?;
-                } else {
-                    print(&format!("{}: committed {after}\n", args.name))?;
-                }
-            }
+            Command::Commit(args) => return commit(&client, args).await,
             Command::Discard(args) => {
                 let ws = client.workspace_named(&args.name).await?;
                 let dropped = {
@@ -389,6 +397,98 @@ pub fn run(
     })
 }
 
+/// `ws commit`, and with `--write-back` the committed sources written into the
+/// workspace's source directory or the one named.
+async fn commit(client: &Client, args: CommitArgs) -> Result<ExitCode, CliError> {
+    let ws = client.workspace_named(&args.name).await?;
+    let before = ws.source_digest().await?;
+    let message = args.message.as_deref().unwrap_or("");
+    // Opened before anything is committed: a wrong directory costs nothing.
+    let write_back = match &args.write_back {
+        None => None,
+        Some(dir) => {
+            let dir = match dir {
+                Some(dir) => dir.clone(),
+                None => Some(PathBuf::from(ws.source().await?))
+                    .filter(|dir| !dir.as_os_str().is_empty())
+                    .ok_or_else(|| CliError::NoWriteBackDir(args.name.clone()))?,
+            };
+            Some(open_dir(&dir)?)
+        }
+    };
+    let (after, written) = match &write_back {
+        None => {
+            let _spinner = Spinner::start(&format!("committing {}", args.name));
+            (ws.commit(message).await?, None)
+        }
+        Some(dir) => {
+            let _spinner = Spinner::start(&format!("committing {} and writing it back", args.name));
+            let options = HashMap::from([(
+                "write_back",
+                zbus::zvariant::Value::from(zbus::zvariant::Fd::from(dir.as_fd())),
+            )]);
+            let reply = match ws.commit_with(message, options).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    // The commit comes first and stays when the write-back is
+                    // refused or fails: say so before the error.
+                    drop(_spinner);
+                    if let Ok(now) = ws.source_digest().await
+                        && now != before
+                    {
+                        print(&format!("{}: committed {now}\n", args.name))?;
+                    }
+                    return Err(e.into());
+                }
+            };
+            let dict = super::Dict(&reply);
+            let written = WriteBackJson {
+                dir: dict.text("write_back_dir"),
+                written: dict.number("written"),
+                made_dirs: dict.number("made_dirs"),
+                removed: dict.number("removed"),
+                already: dict.number("already"),
+                kept: dict.texts("kept"),
+            };
+            (dict.text("source_digest"), Some(written))
+        }
+    };
+    if args.json {
+        print_json(&CommitJson {
+            workspace: describe(client, &ws, 0).await?,
+            write_back: written,
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = if before == after {
+        format!("{}: nothing to commit\n", args.name)
+    } else {
+        format!("{}: committed {after}\n", args.name)
+    };
+    if let Some(w) = written {
+        let changes = w.written + w.made_dirs + w.removed;
+        if changes == 0 {
+            text.push_str(&format!(
+                "{}: {} holds the commit already\n",
+                args.name, w.dir
+            ));
+        } else {
+            text.push_str(&format!(
+                "{}: wrote back {changes} change(s) into {}: {} file(s) written, {} removed, {} dir(s) made\n",
+                args.name, w.dir, w.written, w.removed, w.made_dirs
+            ));
+        }
+        for kept in &w.kept {
+            text.push_str(&format!(
+                "{}: kept {}/{kept}, which the commit deletes: it holds ignored files\n",
+                args.name, w.dir
+            ));
+        }
+    }
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `ws daemon`: runs `wsd` for `state_dir` in the foreground.
 pub fn daemon(state_dir: &Path) -> Result<ExitCode, CliError> {
     use std::os::unix::process::CommandExt;
@@ -434,6 +534,7 @@ async fn describe(
         path: text("Path")?,
         state: text("State")?,
         backend: text("Backend")?,
+        source: text("Source").ok().filter(|t| !t.is_empty()),
         base_source_digest: text("BaseSourceDigest")?,
         source_digest: text("SourceDigest")?,
         dirty,
@@ -460,7 +561,7 @@ fn last_build_json(value: &zbus::zvariant::OwnedValue) -> Option<serde_json::Val
         "result": text("result"),
         "incremental": map.get("incremental").and_then(|v| bool::try_from(v).ok()).unwrap_or(false),
         "buildtree": dict.some("buildtree"),
-        "time": map.get("time").and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+        "time": dict.number("time"),
     }))
 }
 

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use zbus::object_server::{ObjectServer, SignalEmitter};
 use zbus::zvariant::{OwnedValue, Value};
 
+use super::args::received;
 use super::{DbusError, Event, Shared, workspace_path};
-use crate::manager::Caller;
+use crate::manager::{Caller, MountPoint};
 use crate::workspace::Workspace;
 
 /// One workspace's object on one connection.
@@ -74,6 +75,36 @@ impl WorkspaceIface {
     fn name_of(&self) -> String {
         self.ws.name.clone()
     }
+
+    /// Commits, and shows the outcome on this object and the owner's others;
+    /// returns the source digest.
+    async fn commit_shown(
+        &mut self,
+        emitter: &SignalEmitter<'_>,
+        message: String,
+    ) -> Result<String, DbusError> {
+        let (caller, name) = (self.caller, self.name_of());
+        let message = (!message.is_empty()).then_some(message);
+        let status = self
+            .shared
+            .run(move |m| m.commit(caller, &name, message))
+            .await?;
+        let digest = status.workspace.source_digest.to_string();
+        if status.workspace.source_digest != self.ws.source_digest {
+            self.ws = status.workspace;
+            self.dirty = 0;
+            self.source_digest_changed(emitter)
+                .await
+                .map_err(DbusError::ZBus)?;
+            self.dirty_changed(emitter).await.map_err(DbusError::ZBus)?;
+            // The owner's other connections.
+            self.shared.notify(Event::Changed {
+                ws: Box::new(self.ws.clone()),
+                dirty: 0,
+            });
+        }
+        Ok(digest)
+    }
 }
 
 #[zbus::interface(name = "org.ws.Workspace1")]
@@ -100,6 +131,21 @@ impl WorkspaceIface {
     #[zbus(property)]
     fn backend(&self) -> String {
         self.ws.backend.to_string()
+    }
+
+    /// The directory it was opened over (for an element workspace, the element's
+    /// sources in the project); "" when it was opened over a tree.
+    #[zbus(property)]
+    fn source(&self) -> String {
+        self.ws
+            .source
+            .as_ref()
+            // Records made before the real path was kept hold the path of the
+            // descriptor the source was read through, which names nothing now
+            // (and, opened by a client, would name one of its own descriptors).
+            .filter(|p| !p.starts_with("/proc/self/fd"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     }
 
     /// The source tree it was opened over (`<hex>/<size>`).
@@ -209,29 +255,66 @@ impl WorkspaceIface {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         message: String,
     ) -> Result<String, DbusError> {
-        let (caller, name) = (self.caller, self.name_of());
-        let message = (!message.is_empty()).then_some(message);
-        let status = self
-            .shared
-            .run(move |m| m.commit(caller, &name, message))
-            .await?;
-        let digest = status.workspace.source_digest.to_string();
-        if status.workspace.source_digest != self.ws.source_digest {
-            self.ws = status.workspace;
-            self.dirty = 0;
-            self.source_digest_changed(&emitter)
-                .await
-                .map_err(DbusError::ZBus)?;
-            self.dirty_changed(&emitter)
-                .await
-                .map_err(DbusError::ZBus)?;
-            // The owner's other connections.
-            self.shared.notify(Event::Changed {
-                ws: Box::new(self.ws.clone()),
-                dirty: 0,
-            });
+        self.commit_shown(&emitter, message).await
+    }
+
+    /// As `Commit`, with `options`: "write_back" (h), a directory the client
+    /// opened, into which the committed source tree is then written with the
+    /// caller's permissions (refused, writing nothing, where the directory
+    /// changed since the workspace was opened; see docs/dbus.md). Returns
+    /// "source_digest" (s), "committed" (b: whether there was anything to
+    /// commit) and, with "write_back", "write_back_dir" (s), "written",
+    /// "made_dirs", "removed", "already" (t: paths that held the committed
+    /// entry already) and "kept" (as: directories the commit deletes that hold
+    /// ignored files). A refused or failed write-back is an error; the commit
+    /// before it stays recorded.
+    async fn commit_with(
+        &mut self,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+        message: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<HashMap<String, OwnedValue>, DbusError> {
+        let mut write_back = None;
+        for (key, value) in options {
+            match key.as_str() {
+                "write_back" => {
+                    let fd = zbus::zvariant::Fd::try_from(value).map_err(|_| {
+                        DbusError::InvalidArgument(
+                            "option \"write_back\" must be a descriptor (h) of a directory".into(),
+                        )
+                    })?;
+                    write_back = Some(MountPoint::from_fd(received(fd.into())));
+                }
+                other => {
+                    return Err(DbusError::InvalidArgument(format!(
+                        "unknown commit option {}; known: write_back",
+                        crate::workspace::shown(other)
+                    )));
+                }
+            }
         }
-        Ok(digest)
+        let before = self.ws.source_digest.to_string();
+        let digest = self.commit_shown(&emitter, message).await?;
+        let mut pairs: Vec<(&str, Value<'_>)> = vec![
+            ("committed", (digest != before).into()),
+            ("source_digest", digest.into()),
+        ];
+        if let Some(dir) = write_back {
+            let (caller, name) = (self.caller, self.name_of());
+            let report = self
+                .shared
+                .run(move |m| m.write_back(caller, &name, &dir))
+                .await?;
+            pairs.extend([
+                ("write_back_dir", report.dir.display().to_string().into()),
+                ("written", report.written.into()),
+                ("made_dirs", report.made_dirs.into()),
+                ("removed", report.removed.into()),
+                ("already", report.already.into()),
+                ("kept", report.kept.into()),
+            ]);
+        }
+        Ok(super::args::dict(pairs))
     }
 
     /// Drops the changes since the last commit, writing the reversal through the

@@ -516,6 +516,7 @@ mod refs;
 mod source_watch;
 mod store_ops;
 mod undo;
+pub mod write_back;
 
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::{GcOptions, GcReport};
@@ -524,6 +525,9 @@ pub use mount_point::MountPoint;
 pub use refs::{Ref, RefKind};
 pub use store_ops::TreeChange;
 pub use undo::Undone;
+pub use write_back::{
+    Conflict as WriteBackConflict, ConflictCause, WriteBackReport, WriteBackStop,
+};
 
 /// The stable name of a change kind, as clients see it.
 pub fn change_name(kind: treediff::ChangeKind) -> &'static str {

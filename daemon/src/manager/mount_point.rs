@@ -55,12 +55,18 @@ impl MountPoint {
         Ok(path)
     }
 
-    /// Where the directory is now, as the kernel names it.
-    fn path(&self) -> std::io::Result<PathBuf> {
-        let path = std::fs::read_link(format!(
+    /// The path that reaches the directory through this descriptor
+    /// (`/proc/self/fd/N`), for walks that must not go by its name.
+    pub(super) fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&*self.0)
-        ))?;
+        ))
+    }
+
+    /// Where the directory is now, as the kernel names it.
+    pub(super) fn path(&self) -> std::io::Result<PathBuf> {
+        let path = std::fs::read_link(self.fd_path())?;
         if !path.is_absolute() || path.to_string_lossy().ends_with(" (deleted)") {
             return Err(std::io::Error::other("it has been deleted"));
         }

@@ -64,7 +64,12 @@ impl Manager {
         let (tree, source) = match &request.source {
             Source::Dir(dir) => {
                 let (tree, _) = self.import_source(caller, dir, &ImportOptions::default())?;
-                (tree, Some(dir.clone()))
+                // Recorded where it really is: `dir` is the path of the client's
+                // descriptor (`/proc/self/fd/N`), which means nothing after this call.
+                (
+                    tree,
+                    Some(dir.canonicalize().unwrap_or_else(|_| dir.clone())),
+                )
             }
             Source::Tree(tree) => {
                 treediff::Dir::read(&self.store, *tree, "").map_err(|e| Error::Invalid {

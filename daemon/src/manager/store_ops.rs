@@ -124,10 +124,10 @@ impl Manager {
 }
 
 /// A thread acting with a caller's credentials until dropped.
-struct AsCaller<'a>(&'a CallerAccess);
+pub(super) struct AsCaller<'a>(&'a CallerAccess);
 
 impl AsCaller<'_> {
-    fn enter(access: &CallerAccess) -> std::io::Result<AsCaller<'_>> {
+    pub(super) fn enter(access: &CallerAccess) -> std::io::Result<AsCaller<'_>> {
         access.as_reader()?;
         Ok(AsCaller(access))
     }

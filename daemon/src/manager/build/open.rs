@@ -100,6 +100,7 @@ impl Manager {
                 element: Some(ElementBinding {
                     project: loaded.root.clone(),
                     element: element.name.clone(),
+                    ignore: element.ignore.clone(),
                 }),
                 buildtree: failed,
                 shown_source: Some(loaded.root.join(&element.sources)),
