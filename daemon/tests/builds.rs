@@ -304,3 +304,52 @@ fn an_edit_of_the_project_sources_right_after_a_build_is_built() {
         assert_eq!(unchanged.cache_key, again.cache_key);
     }
 }
+
+#[test]
+fn gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces() {
+    use daemon::manager::GcOptions;
+    use daemon::manager::build::ElementOpen;
+    if !privileged("gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.a]\nsources = \"src\"\nbuild = [\"cat input > out\"]\ninstall = [\"cp out $WS_INSTALLDIR/\"]\n",
+    );
+    let first = build(&m, &p, "a").pop().unwrap();
+    std::fs::write(p.join("src/input"), "second\n").unwrap();
+    let second = build(&m, &p, "a").pop().unwrap();
+    assert_ne!(first.cache_key, second.cache_key);
+
+    // Without a quota every cached buildtree is kept.
+    let kept = m.gc(ROOT, GcOptions::default()).unwrap();
+    assert_eq!(kept.removed_snapshots, 0, "{kept:?}");
+    let snapshot = |key| m.artifact(key).unwrap().unwrap().snapshot;
+    assert!(snapshot(&first.cache_key).is_some() && snapshot(&second.cache_key).is_some());
+
+    // A workspace continues from the second key's buildtree; the quota evicts
+    // both keys' refs: the first buildtree goes, the workspace's stays.
+    let opened = m
+        .open_element(
+            ROOT,
+            ElementOpen {
+                project_dir: p.clone(),
+                element: "a".into(),
+                fresh: false,
+                path: None,
+                backend: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(build(&m, &p, "a").pop().unwrap().result, ElementResult::Cached);
+    let evicted = m.gc(ROOT, GcOptions { quota: Some(1) }).unwrap();
+    assert!(evicted.removed_snapshots >= 1, "{evicted:?}");
+    assert_eq!(snapshot(&first.cache_key), None, "the record forgets it");
+    // The workspace still builds incrementally over its buildtree.
+    std::fs::write(opened.workspace.path.join("input"), "third\n").unwrap();
+    let third = build(&m, &p, "a").pop().unwrap();
+    assert_eq!(third.result, ElementResult::Built, "{third:?}");
+    assert!(third.incremental, "{third:?}");
+}

@@ -6,7 +6,10 @@
 //! What stays: every live workspace's base and source trees and every tree its op
 //! log names (undo needs them); every committed snapshot's tree; every ref; the
 //! trees `ws store import` recorded. Base snapshots (the checkouts workspaces are
-//! layered on) that no workspace sits on are removed.
+//! layered on) that no workspace sits on are removed, and so are buildtree
+//! snapshots that no workspace continues from and whose artifact record lost its
+//! `buildtree/` ref (evicted) or was replaced: without that, every build's
+//! buildtree would stay a root for good.
 //!
 //! # Running transactions
 //!
@@ -21,8 +24,10 @@ use serde::Serialize;
 use treediff::Digest;
 use treediff::gc::SweepStats;
 
+use super::build::buildtree_ref;
 use super::{Caller, Manager};
 use crate::error::Error;
+use overlay::BackendKind;
 
 /// How to collect.
 #[derive(Clone, Copy, Debug, Default)]
@@ -62,6 +67,7 @@ impl Manager {
             ..GcReport::default()
         };
         loop {
+            report.removed_snapshots += self.remove_unused_buildtrees()?;
             let stats = self.mark_and_sweep()?;
             report.sweep.removed_objects += stats.removed_objects;
             report.sweep.removed_bytes += stats.removed_bytes;
@@ -162,6 +168,79 @@ impl Manager {
                 }
                 self.commit_snapshots(&snapper, txn, "", |_| {}, || {})?;
                 removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes the buildtree snapshots nothing needs any more: no workspace
+    /// continues from them, and the artifact record that named them was
+    /// replaced or lost its `buildtree/` ref (evicted for the quota). Such a
+    /// record forgets its buildtree first, so that nothing reaches for it later.
+    /// A snapshot that others sit on stays (its removal is refused). Returns how
+    /// many went.
+    fn remove_unused_buildtrees(&self) -> Result<u64, Error> {
+        let _exclusive = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+        let workspaces = self.list(Caller { uid: 0, gid: 0 })?;
+        let refs: HashSet<String> = self.refs()?.into_iter().map(|r| r.name).collect();
+        // (backend, owner, snapshot) of every buildtree still needed.
+        let mut used: HashSet<(BackendKind, u32, String)> = HashSet::new();
+        for ws in &workspaces {
+            if let Some(bt) = &ws.buildtree {
+                used.insert((ws.backend, ws.owner, bt.snapshot.clone()));
+            }
+        }
+        let mut forgotten = rocksdb::WriteBatch::default();
+        for mut record in self.artifacts()? {
+            let Some(snapshot) = record.snapshot.clone() else {
+                continue;
+            };
+            if refs.contains(&buildtree_ref(&record.key)) {
+                used.insert((snapshot.backend, snapshot.owner, snapshot.name));
+            } else {
+                record.buildtree = None;
+                record.snapshot = None;
+                record.buildtree_size = 0;
+                self.put_artifact_record(&mut forgotten, &record);
+            }
+        }
+        self.db.write(forgotten)?;
+        let mut removed = 0;
+        for (dir, snapper) in self.all_snappers(&workspaces)? {
+            let Some((backend, owner)) = super::parse_snapper_dir(&dir) else {
+                continue;
+            };
+            let owner = owner.unwrap_or(self.euid);
+            let mut unused = Vec::new();
+            snapper
+                .snap
+                .walk(&mut |info| {
+                    if info.key.starts_with("buildtree-")
+                        && !used.contains(&(backend, owner, info.key.clone()))
+                    {
+                        unused.push(info.key.clone());
+                    }
+                })
+                .map_err(Error::snapshot(""))?;
+            // A parent goes once its children have: passes until one removes
+            // nothing, so a chain of unneeded buildtrees goes whole.
+            loop {
+                let before = unused.len();
+                let mut kept = Vec::new();
+                for key in unused {
+                    let mut txn = snapper.snap.begin();
+                    if let Err(e) = snapper.snap.remove(&mut txn, &key) {
+                        tracing::debug!(snapshot = key, error = %e, "kept for now");
+                        kept.push(key);
+                        continue;
+                    }
+                    self.commit_snapshots(&snapper, txn, "", |_| {}, || {})?;
+                    removed += 1;
+                }
+                unused = kept;
+                if unused.is_empty() || unused.len() == before {
+                    break;
+                }
             }
         }
         Ok(removed)

@@ -32,7 +32,7 @@ use treediff::Digest;
 pub use caches::SavedCache;
 pub use open::{BuildtreeSource, ElementOpen, OpenedElement};
 pub use plan::{LoadedProject, PROJECT_FILE, Planned};
-pub use record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef};
+pub use record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, buildtree_ref};
 pub use run::CONFIGURED_MARKER;
 pub use shell::{ShellEnd, ShellRequest, ShellStdio};
 pub use show::{ElementState, ShownElement};

@@ -165,11 +165,7 @@ impl Manager {
         log_tree: Option<Digest>,
         artifact_size: u64,
     ) {
-        batch.put_cf(
-            self.db.cf(cf::ARTIFACTS),
-            record.key.as_str().as_bytes(),
-            serde_json::to_vec(record).expect("artifact records serialize"),
-        );
+        self.put_artifact_record(batch, record);
         if let Some(tree) = record.artifact {
             self.put_ref_into(
                 batch,
@@ -192,6 +188,19 @@ impl Manager {
             let size = record.log.map_or(0, |d| d.size());
             self.put_ref_into(batch, &log_ref(&record.key), tree, RefKind::Buildtree, size);
         }
+    }
+
+    /// Puts `record` alone into `batch`, its refs as they are.
+    pub(in crate::manager) fn put_artifact_record(
+        &self,
+        batch: &mut WriteBatch,
+        record: &ArtifactRecord,
+    ) {
+        batch.put_cf(
+            self.db.cf(cf::ARTIFACTS),
+            record.key.as_str().as_bytes(),
+            serde_json::to_vec(record).expect("artifact records serialize"),
+        );
     }
 
     /// Records `build` as running (durable before its snapshot is mounted).
