@@ -343,7 +343,10 @@ fn gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces() {
             },
         )
         .unwrap();
-    assert_eq!(build(&m, &p, "a").pop().unwrap().result, ElementResult::Cached);
+    assert_eq!(
+        build(&m, &p, "a").pop().unwrap().result,
+        ElementResult::Cached
+    );
     let evicted = m.gc(ROOT, GcOptions { quota: Some(1) }).unwrap();
     assert!(evicted.removed_snapshots >= 1, "{evicted:?}");
     assert_eq!(snapshot(&first.cache_key), None, "the record forgets it");
@@ -352,4 +355,36 @@ fn gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces() {
     let third = build(&m, &p, "a").pop().unwrap();
     assert_eq!(third.result, ElementResult::Built, "{third:?}");
     assert!(third.incremental, "{third:?}");
+}
+
+#[test]
+fn gc_removes_unused_sysroots_and_builds_make_them_again() {
+    use daemon::manager::GcOptions;
+    if !privileged("gc_removes_unused_sysroots_and_builds_make_them_again") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let m = manager(&state);
+    let p = project(
+        dir.path(),
+        "[element.base]\nkind = \"import\"\nsources = \"src\"\n\n[element.app]\nsources = \"src\"\ndepends = [\"base\"]\ninstall = [\"cp $WS_SYSROOT/input $WS_INSTALLDIR/\"]\n",
+    );
+    assert_eq!(build(&m, &p, "app").pop().unwrap().result, ElementResult::Built);
+    let sysroots = || -> Vec<String> {
+        std::fs::read_dir(state.join("sysroots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".trash-"))
+            .collect()
+    };
+    assert_eq!(sysroots().len(), 1);
+    let report = m.gc(ROOT, GcOptions::default()).unwrap();
+    assert_eq!(report.removed_sysroots, 1, "{report:?}");
+    assert!(sysroots().is_empty());
+    // The next build that needs it makes it again.
+    std::fs::write(p.join("src/input"), "changed\n").unwrap();
+    let again = build(&m, &p, "app").pop().unwrap();
+    assert_eq!(again.result, ElementResult::Built, "{again:?}");
+    assert_eq!(sysroots().len(), 1);
 }

@@ -369,6 +369,7 @@ pub fn run(
                         "kept_objects": count("kept_objects"),
                         "kept_bytes": count("kept_bytes"),
                         "removed_snapshots": count("removed_snapshots"),
+                        "removed_sysroots": count("removed_sysroots"),
                         "evicted_refs": evicted,
                         "within_quota": within,
                     }))?;

@@ -253,7 +253,8 @@ impl ManagerIface {
     /// Collects garbage (root only); with `quota` > 0, evicts cached refs until
     /// the store's objects take at most `quota` bytes. Returns counts
     /// ("removed_objects", "removed_bytes", "kept_objects", "kept_bytes",
-    /// "removed_snapshots"), the evicted refs, and whether the quota holds.
+    /// "removed_snapshots", "removed_sysroots"), the evicted refs, and whether
+    /// the quota holds.
     async fn gc(&self, quota: u64) -> Result<(HashMap<String, u64>, Vec<String>, bool), DbusError> {
         let caller = self.caller;
         let options = GcOptions {
@@ -266,6 +267,7 @@ impl ManagerIface {
             ("kept_objects", report.sweep.kept_objects),
             ("kept_bytes", report.sweep.kept_bytes),
             ("removed_snapshots", report.removed_snapshots),
+            ("removed_sysroots", report.removed_sysroots),
         ]);
         Ok((counts, report.evicted_refs, report.within_quota))
     }

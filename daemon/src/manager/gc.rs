@@ -47,6 +47,8 @@ pub struct GcReport {
     pub sweep: SweepStats,
     /// Base snapshots removed.
     pub removed_snapshots: u64,
+    /// Dependency sysroots removed (made again by the next build that needs one).
+    pub removed_sysroots: u64,
     /// Refs evicted for the quota, oldest use first.
     pub evicted_refs: Vec<String>,
     /// Whether the store fits the quota (true without one).
@@ -68,6 +70,7 @@ impl Manager {
         };
         loop {
             report.removed_snapshots += self.remove_unused_buildtrees()?;
+            report.removed_sysroots += self.remove_unused_sysroots()?;
             let stats = self.mark_and_sweep()?;
             report.sweep.removed_objects += stats.removed_objects;
             report.sweep.removed_bytes += stats.removed_bytes;
@@ -240,6 +243,50 @@ impl Manager {
                 unused = kept;
                 if unused.is_empty() || unused.len() == before {
                     break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes the dependency sysroots (`<state>/sysroots/`) no running build or
+    /// shell uses: each is a hardlink checkout of a merged tree, made again when
+    /// a build needs it, and its links would keep swept blobs' space in use. They
+    /// are moved aside at once and deleted in the background.
+    fn remove_unused_sysroots(&self) -> Result<u64, Error> {
+        let _exclusive = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+        let root = self.dirs.root().join("sysroots");
+        let in_use: HashSet<std::path::PathBuf> = self
+            .running_builds()?
+            .into_iter()
+            .filter_map(|b| b.sysroot)
+            .collect();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "list",
+                    path: root,
+                    source,
+                });
+            }
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if in_use.contains(&path) || name.to_string_lossy().starts_with(".trash-") {
+                continue;
+            }
+            let aside = root.join(format!(".trash-{}", super::new_id()));
+            match std::fs::rename(&path, &aside) {
+                Ok(()) => {
+                    super::build::stage::trash(&aside);
+                    removed += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove the sysroot")
                 }
             }
         }

@@ -106,6 +106,9 @@ pub struct RunningBuild {
     pub mount: std::path::PathBuf,
     /// Seconds since the epoch, at its start.
     pub started: u64,
+    /// The dependencies' sysroot it uses (gc keeps it while it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sysroot: Option<std::path::PathBuf>,
 }
 
 /// The ref names of what a cache key holds.

@@ -143,7 +143,8 @@ impl Manager {
             None => None,
         };
         let start = self.build_start(job.caller, planned, true)?;
-        let layer = self.prepare_layer(&start, job.caller, name, "build")?;
+        let layer =
+            self.prepare_layer(&start, job.caller, name, "build", job.sysroot.as_deref())?;
         let result = self.run_prepared(&job, &start, &layer.running, &layer.dirs, &layer.plan);
         self.finish_layer(&start, &layer, result.is_err());
         result
@@ -158,6 +159,7 @@ impl Manager {
         caller: Caller,
         element: &str,
         what: &str,
+        sysroot: Option<&Path>,
     ) -> Result<Layer, Error> {
         let id = new_id();
         let dirs = BuildDirs::make(self.dirs.root(), &id, caller)?;
@@ -170,6 +172,7 @@ impl Manager {
             snapshot: format!("{what}-{id}"),
             mount: dirs.build.clone(),
             started: now_secs(),
+            sysroot: sysroot.map(Path::to_owned),
         };
         let mut txn = start.snapper.snap.begin();
         let plan = start

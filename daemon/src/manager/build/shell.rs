@@ -114,7 +114,7 @@ impl Manager {
             let sysroot = self.dependency_sysroot(&deps)?;
             let p = planned.pop().expect("a plan ends with its target");
             let (start, what) = self.shell_start(caller, &p, request.buildtree)?;
-            let layer = self.prepare_layer(&start, caller, target, "shell")?;
+            let layer = self.prepare_layer(&start, caller, target, "shell", sysroot.as_deref())?;
             (p, start, sysroot, what, layer)
         };
         on_start(&what);

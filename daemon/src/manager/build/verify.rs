@@ -77,7 +77,7 @@ impl Manager {
             format!("ws: {name}: verifying: a clean rebuild in a scratch layer\n").as_bytes(),
         );
         let start = self.build_start(caller, p, false)?;
-        let layer = self.prepare_layer(&start, caller, name, "verify")?;
+        let layer = self.prepare_layer(&start, caller, name, "verify", sysroot.as_deref())?;
         let built = self.clean_rebuild(caller, p, &start, &layer, sysroot, observer, cancel);
         self.finish_layer(&start, &layer, true);
         let clean = match built? {
