@@ -370,7 +370,10 @@ fn gc_removes_unused_sysroots_and_builds_make_them_again() {
         dir.path(),
         "[element.base]\nkind = \"import\"\nsources = \"src\"\n\n[element.app]\nsources = \"src\"\ndepends = [\"base\"]\ninstall = [\"cp $WS_SYSROOT/input $WS_INSTALLDIR/\"]\n",
     );
-    assert_eq!(build(&m, &p, "app").pop().unwrap().result, ElementResult::Built);
+    assert_eq!(
+        build(&m, &p, "app").pop().unwrap().result,
+        ElementResult::Built
+    );
     let sysroots = || -> Vec<String> {
         std::fs::read_dir(state.join("sysroots"))
             .unwrap()

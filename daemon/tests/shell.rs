@@ -37,10 +37,23 @@ fn manager(state: &Path) -> Manager {
     m
 }
 
-/// Runs `script` with `sh -c` in `element`'s environment; returns how it ended,
-/// what it printed (stdout and stderr) and what the daemon said it runs on.
+/// Runs `script` with `sh -c` in `element`'s environment as root; returns how
+/// it ended, what it printed (stdout and stderr) and what the daemon said it
+/// runs on.
 fn shell(
     m: &Manager,
+    project: &Path,
+    element: &str,
+    buildtree: bool,
+    script: &str,
+) -> (Result<ShellEnd, Error>, String, String) {
+    shell_as(m, ROOT, project, element, buildtree, script)
+}
+
+/// [`shell`] as `caller`.
+fn shell_as(
+    m: &Manager,
+    caller: Caller,
     project: &Path,
     element: &str,
     buildtree: bool,
@@ -57,7 +70,7 @@ fn shell(
     });
     let mut on = String::new();
     let end = m.shell(
-        ROOT,
+        caller,
         project,
         element,
         ShellRequest {
@@ -245,5 +258,36 @@ fn a_shell_needs_what_it_runs_on_built() {
     let (end, _, _) = shell(&m, &p, "base", false, "true");
     let message = end.unwrap_err().to_string();
     assert!(message.contains("is an import"), "{message}");
+    assert_nothing_left(&state);
+}
+
+#[test]
+fn a_shell_runs_as_its_caller_never_as_root() {
+    if !privileged("a_shell_runs_as_its_caller_never_as_root") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: Caller = Caller {
+        uid: 65534,
+        gid: 65534,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The caller reads the project with their own permissions.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let m = manager(&state);
+    let p = project(dir.path(), "true");
+    m.build(NOBODY, &p, "base", &Unobserved, &Cancel::new())
+        .unwrap();
+    let (end, out, _) = shell_as(
+        &m,
+        NOBODY,
+        &p,
+        "app",
+        false,
+        "id -u; id -g; touch mine; stat -c %u mine",
+    );
+    assert_eq!(end.unwrap().code, 0, "{out}");
+    assert_eq!(out, "65534\n65534\n65534\n");
     assert_nothing_left(&state);
 }
