@@ -25,7 +25,7 @@ use treediff::Digest;
 use treediff::gc::SweepStats;
 
 use super::build::buildtree_ref;
-use super::{Caller, Manager};
+use super::{Caller, Manager, Snapper};
 use crate::error::Error;
 use overlay::BackendKind;
 
@@ -162,16 +162,7 @@ impl Manager {
                     }
                 })
                 .map_err(Error::snapshot(""))?;
-            for key in unused {
-                let mut txn = snapper.snap.begin();
-                if let Err(e) = snapper.snap.remove(&mut txn, &key) {
-                    // A snapshot that still has children or a mount is in use.
-                    tracing::debug!(snapshot = key, error = %e, "kept");
-                    continue;
-                }
-                self.commit_snapshots(&snapper, txn, "", |_| {}, || {})?;
-                removed += 1;
-            }
+            removed += self.remove_snapshots(&snapper, unused)?;
         }
         Ok(removed)
     }
@@ -225,28 +216,36 @@ impl Manager {
                     }
                 })
                 .map_err(Error::snapshot(""))?;
-            // A parent goes once its children have: passes until one removes
-            // nothing, so a chain of unneeded buildtrees goes whole.
-            loop {
-                let before = unused.len();
-                let mut kept = Vec::new();
-                for key in unused {
-                    let mut txn = snapper.snap.begin();
-                    if let Err(e) = snapper.snap.remove(&mut txn, &key) {
-                        tracing::debug!(snapshot = key, error = %e, "kept for now");
-                        kept.push(key);
-                        continue;
-                    }
-                    self.commit_snapshots(&snapper, txn, "", |_| {}, || {})?;
-                    removed += 1;
-                }
-                unused = kept;
-                if unused.is_empty() || unused.len() == before {
-                    break;
-                }
-            }
+            removed += self.remove_snapshots(&snapper, unused)?;
         }
         Ok(removed)
+    }
+
+    /// Removes the committed snapshots `keys` of `snapper`, each in its own
+    /// transaction; returns how many went. One that still has children or a
+    /// mount is in use and stays; a parent goes once its children have, so the
+    /// passes go on until one removes nothing (a chain of unneeded buildtrees
+    /// goes whole).
+    fn remove_snapshots(&self, snapper: &Snapper, mut keys: Vec<String>) -> Result<u64, Error> {
+        let mut removed = 0;
+        loop {
+            let before = keys.len();
+            let mut kept = Vec::new();
+            for key in keys {
+                let mut txn = snapper.snap.begin();
+                if let Err(e) = snapper.snap.remove(&mut txn, &key) {
+                    tracing::debug!(snapshot = key, error = %e, "kept");
+                    kept.push(key);
+                    continue;
+                }
+                self.commit_snapshots(snapper, txn, "", |_| {}, || {})?;
+                removed += 1;
+            }
+            keys = kept;
+            if keys.is_empty() || keys.len() == before {
+                return Ok(removed);
+            }
+        }
     }
 
     /// Removes the dependency sysroots (`<state>/sysroots/`) no running build or
