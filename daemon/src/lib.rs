@@ -9,6 +9,7 @@ pub mod dbus;
 pub mod error;
 pub mod manager;
 pub mod project;
+pub mod remote;
 pub mod run;
 pub mod sandbox;
 pub mod state_dir;
