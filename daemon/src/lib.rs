@@ -1,6 +1,7 @@
 //! The library side of `wsd`: state in RocksDB ([`db`]), workspaces and their
 //! transactions ([`manager`]), and the records they keep ([`workspace`]). The
-//! D-Bus service and the `wsd` binary sit on top.
+//! D-Bus service and the `wsd` binary sit on top; [`remote`] is the REAPI
+//! remote cache client.
 
 pub mod access;
 mod crash;
