@@ -343,7 +343,10 @@ fn gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces() {
             },
         )
         .unwrap();
-    assert_eq!(build(&m, &p, "a").pop().unwrap().result, ElementResult::Cached);
+    assert_eq!(
+        build(&m, &p, "a").pop().unwrap().result,
+        ElementResult::Cached
+    );
     let evicted = m.gc(ROOT, GcOptions { quota: Some(1) }).unwrap();
     assert!(evicted.removed_snapshots >= 1, "{evicted:?}");
     assert_eq!(snapshot(&first.cache_key), None, "the record forgets it");
