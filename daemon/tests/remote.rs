@@ -423,3 +423,69 @@ fn an_unknown_instance_is_refused_by_name() {
         "{message}"
     );
 }
+
+#[test]
+fn batches_stay_under_the_message_limit() {
+    let Some(url) = server("batches_stay_under_the_message_limit") else {
+        return;
+    };
+    // 5,000 blobs of 1 KiB: 5 MB, over BuildGrid's 4 MiB batch and message
+    // limits once encoded, so both ways need several batches.
+    let rt = runtime();
+    let (a, b) = (side(), side());
+    let nonce = nonce("batches");
+    let src = a.dir.path().join("src");
+    for d in 0..10 {
+        let dir = src.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..500 {
+            let mut content = format!("{nonce} {d} {f} ").into_bytes();
+            content.resize(1024, b'.');
+            std::fs::write(dir.join(format!("f{f}")), content).unwrap();
+        }
+    }
+    let tree = a.capture(&src, CaptureMode::Source);
+    let remote = Remote::connect(rt.handle().clone(), &url, "").unwrap();
+    let before = remote.stats();
+    let start = std::time::Instant::now();
+    let pushed = remote.push_tree(&a.store, &a.map, tree).unwrap();
+    let pushed_in = start.elapsed();
+    let after = remote.stats();
+    assert_eq!(pushed.sent_blobs, 5000 + 11);
+    let updates = after.batch_update_calls - before.batch_update_calls;
+    assert!(updates >= 2, "{updates} batches");
+    let start = std::time::Instant::now();
+    assert_eq!(
+        remote
+            .pull_tree(&b.store, &b.map, pushed.roots[0], Some(tree))
+            .unwrap(),
+        tree
+    );
+    let pulled_in = start.elapsed();
+    let reads = remote.stats().batch_read_calls - after.batch_read_calls;
+    assert!(
+        reads >= 3,
+        "{reads} batch reads: the directories, then 2+ of contents"
+    );
+    eprintln!(
+        "5,011 blobs: pushed in {pushed_in:?} ({updates} batches), pulled in {pulled_in:?} ({reads} batch reads)"
+    );
+}
+
+#[test]
+fn the_blocking_api_works_from_spawn_blocking() {
+    // As the daemon will call it: from a blocking thread of its own runtime.
+    let rt = runtime();
+    let handle = rt.handle().clone();
+    let url = server("the_blocking_api_works_from_spawn_blocking")
+        .unwrap_or_else(|| "grpc://127.0.0.1:1".to_owned());
+    let result = rt
+        .block_on(rt.spawn_blocking(move || {
+            Remote::connect(handle, &url, "").map(|remote| remote.function())
+        }))
+        .unwrap();
+    match result {
+        Ok(function) => assert_eq!(function, Function::Sha256),
+        Err(err) => assert!(err.to_string().contains("UNAVAILABLE"), "{err}"),
+    }
+}
