@@ -444,7 +444,9 @@ fn batches_stay_under_the_message_limit() {
             std::fs::write(dir.join(format!("f{f}")), content).unwrap();
         }
     }
+    let start = std::time::Instant::now();
     let tree = a.capture(&src, CaptureMode::Source);
+    let captured_in = start.elapsed();
     let remote = Remote::connect(rt.handle().clone(), &url, "").unwrap();
     let before = remote.stats();
     let start = std::time::Instant::now();
@@ -468,7 +470,7 @@ fn batches_stay_under_the_message_limit() {
         "{reads} batch reads: the directories, then 2+ of contents"
     );
     eprintln!(
-        "5,011 blobs: pushed in {pushed_in:?} ({updates} batches), pulled in {pulled_in:?} ({reads} batch reads)"
+        "5,011 blobs: captured in {captured_in:?}, pushed in {pushed_in:?} ({updates} batches), pulled in {pulled_in:?} ({reads} batch reads)"
     );
 }
 

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use treediff::tree::MAX_DEPTH;
-use treediff::{Digest, Dir, Node, Store, StoreTxn};
+use treediff::{Digest, Dir, Node, Store, StoreError, StoreTxn};
 
 use super::client::Client;
 use super::digest_map::{DigestMap, Kind};
@@ -103,11 +103,11 @@ impl<'a, 's> Puller<'a, 's> {
     }
 
     /// Fetches the blobs `digests` (directory messages or contents), verified,
-    /// handing each to `each` as it arrives: batches cut by size, ByteStream for
-    /// those too large for one.
+    /// handing them to `each` as they arrive, a batch at a time: batches cut by
+    /// size, ByteStream (a batch of one) for those too large for one.
     fn fetch<F>(&mut self, digests: &[RemoteDigest], mut each: F) -> Result<(), RemoteError>
     where
-        F: FnMut(&mut Self, RemoteDigest, Vec<u8>) -> Result<(), RemoteError>,
+        F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
     {
         let remote = self.remote;
         let mut batch = Vec::new();
@@ -115,7 +115,7 @@ impl<'a, 's> Puller<'a, 's> {
         for digest in digests {
             if !remote.client.fits_batch(digest.size) {
                 let bytes = remote.block_on(remote.client.read(*digest))?;
-                each(self, *digest, bytes)?;
+                each(self, vec![(*digest, bytes)])?;
                 continue;
             }
             let c = Client::batch_cost(digest.size);
@@ -135,18 +135,18 @@ impl<'a, 's> Puller<'a, 's> {
         each: &mut F,
     ) -> Result<(), RemoteError>
     where
-        F: FnMut(&mut Self, RemoteDigest, Vec<u8>) -> Result<(), RemoteError>,
+        F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
     {
         if batch.is_empty() {
             return Ok(());
         }
         let remote = self.remote;
         let mut blobs = remote.block_on(remote.client.batch_read(batch))?;
-        for digest in batch.drain(..) {
-            let bytes = blobs.remove(&digest).unwrap_or_default();
-            each(self, digest, bytes)?;
-        }
-        Ok(())
+        let blobs = batch
+            .drain(..)
+            .map(|digest| (digest, blobs.remove(&digest).unwrap_or_default()))
+            .collect();
+        each(self, blobs)
     }
 
     /// Fetches the directory messages under `root` that the store lacks, level
@@ -176,13 +176,16 @@ impl<'a, 's> Puller<'a, 's> {
                 want.push(digest);
             }
             let mut next = Vec::new();
-            self.fetch(&want, |this, digest, bytes| {
-                let proto = encode::decode_remote(&bytes).map_err(|p| this.invalid(digest, p))?;
-                let (files, subdirs) =
-                    encode::children(&proto).map_err(|p| this.invalid(digest, p))?;
-                contents.extend(files);
-                next.extend(subdirs);
-                this.fetched.insert(digest, proto);
+            self.fetch(&want, |this, blobs| {
+                for (digest, bytes) in blobs {
+                    let proto =
+                        encode::decode_remote(&bytes).map_err(|p| this.invalid(digest, p))?;
+                    let (files, subdirs) =
+                        encode::children(&proto).map_err(|p| this.invalid(digest, p))?;
+                    contents.extend(files);
+                    next.extend(subdirs);
+                    this.fetched.insert(digest, proto);
+                }
                 Ok(())
             })?;
             level = next;
@@ -221,13 +224,15 @@ impl<'a, 's> Puller<'a, 's> {
                 digest: digest.to_string(),
             });
         }
-        self.fetch(&want, |this, digest, bytes| {
-            // Verified by its remote digest already; BLAKE3 names it here.
-            let local = this.txn.put(&bytes)?;
-            if this.function() == Function::Sha256 {
-                this.pairs.push((Kind::File, local, digest));
+        self.fetch(&want, |this, blobs| {
+            // Verified by their remote digests already; BLAKE3 names them here.
+            let locals = put_all(this.txn, &blobs)?;
+            for ((digest, _), local) in blobs.iter().zip(locals) {
+                if this.function() == Function::Sha256 {
+                    this.pairs.push((Kind::File, local, *digest));
+                }
+                this.files.insert(*digest, local);
             }
-            this.files.insert(digest, local);
             Ok(())
         })
     }
@@ -282,6 +287,38 @@ impl<'a, 's> Puller<'a, 's> {
         self.fetch_files(vec![remote])?;
         Ok(self.files[&remote])
     }
+}
+
+/// Threads staging a batch of contents: creating a file costs most of a
+/// millisecond here, and a batch holds up to thousands of small blobs.
+const PUT_THREADS: usize = 8;
+
+/// Stages `blobs` in `txn` on several threads; their local digests, in order.
+fn put_all(
+    txn: &StoreTxn<'_>,
+    blobs: &[(RemoteDigest, Vec<u8>)],
+) -> Result<Vec<Digest>, StoreError> {
+    if blobs.len() < 2 * PUT_THREADS {
+        return blobs.iter().map(|(_, bytes)| txn.put(bytes)).collect();
+    }
+    let chunk = blobs.len().div_ceil(PUT_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = blobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, bytes)| txn.put(bytes))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(blobs.len());
+        for worker in workers {
+            out.extend(worker.join().expect("staging threads do not panic")?);
+        }
+        Ok(out)
+    })
 }
 
 impl Remote {
