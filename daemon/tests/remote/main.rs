@@ -10,6 +10,13 @@
 //!     cargo test -p daemon --test remote
 //! .ci/buildgrid/stop.sh /tmp/bgd
 //! ```
+//!
+//! What BuildGrid cannot show (a BLAKE3 remote, resumed ByteStream transfers)
+//! is tested against an in-process fake server (`fake.rs`, `blake3_remote.rs`),
+//! which always runs.
+
+mod blake3_remote;
+mod fake;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
