@@ -145,3 +145,15 @@ impl Remote {
         self.runtime.block_on(future)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The daemon shares one `Remote` between the blocking threads of its
+    /// operations.
+    #[test]
+    fn a_remote_is_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Remote>();
+        shared::<super::DigestMap>();
+    }
+}
