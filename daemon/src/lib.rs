@@ -1,6 +1,7 @@
 //! The library side of `wsd`: state in RocksDB ([`db`]), workspaces and their
 //! transactions ([`manager`]), and the records they keep ([`workspace`]). The
-//! D-Bus service and the `wsd` binary sit on top.
+//! D-Bus service and the `wsd` binary sit on top; [`remote`] is the REAPI
+//! remote cache client.
 
 pub mod access;
 mod crash;
@@ -9,6 +10,7 @@ pub mod dbus;
 pub mod error;
 pub mod manager;
 pub mod project;
+pub mod remote;
 pub mod run;
 pub mod sandbox;
 pub mod state_dir;

@@ -145,6 +145,20 @@ impl Dir {
 
     /// The canonical encoding: a REAPI `Directory` message.
     pub fn encode(&self) -> Vec<u8> {
+        self.to_proto_with(|node| match node {
+            Node::File { digest, .. } | Node::Dir { digest } => digest.to_proto(),
+            Node::Symlink { .. } => unreachable!("symlinks have no digest"),
+        })
+        .encode_to_vec()
+    }
+
+    /// The node as a REAPI `Directory` message whose file and directory digests are
+    /// `digest(node)` (called for files and directories, never symlinks): the same
+    /// message in another digest space, such as a SHA-256 remote cache's.
+    pub fn to_proto_with(
+        &self,
+        mut digest: impl FnMut(&Node) -> reapi::Digest,
+    ) -> reapi::Directory {
         let mut proto = reapi::Directory {
             node_properties: self.props.map(props_to_proto),
             ..Default::default()
@@ -153,15 +167,15 @@ impl Dir {
             let node_properties = entry.props.map(props_to_proto);
             let name = entry.name.clone();
             match &entry.node {
-                Node::File { digest, executable } => proto.files.push(reapi::FileNode {
+                Node::File { executable, .. } => proto.files.push(reapi::FileNode {
                     name,
-                    digest: Some(digest.to_proto()),
+                    digest: Some(digest(&entry.node)),
                     is_executable: *executable,
                     node_properties,
                 }),
-                Node::Dir { digest } => proto.directories.push(reapi::DirectoryNode {
+                Node::Dir { .. } => proto.directories.push(reapi::DirectoryNode {
                     name,
-                    digest: Some(digest.to_proto()),
+                    digest: Some(digest(&entry.node)),
                 }),
                 Node::Symlink { target } => proto.symlinks.push(reapi::SymlinkNode {
                     name,
@@ -170,7 +184,7 @@ impl Dir {
                 }),
             }
         }
-        proto.encode_to_vec()
+        proto
     }
 
     /// The digest of the canonical encoding.

@@ -17,12 +17,13 @@ pub use statcache::RocksStatCache;
 /// key or value encoding; an unknown version is refused, never guessed at.
 /// Version 2 added the `artifacts` and `builds` column families (and build fields
 /// of workspace records, which default when absent): a version 1 database is
-/// upgraded in place at open.
-pub const SCHEMA_VERSION: u32 = 2;
+/// upgraded in place at open. Version 3 added the `digestmap` column family (the
+/// remote cache's BLAKE3 ↔ SHA-256 table): versions 1 and 2 are upgraded alike.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Older versions this build upgrades at open (nothing to rewrite: the new
 /// column families are created empty).
-const UPGRADABLE: [u32; 1] = [1];
+const UPGRADABLE: [u32; 2] = [1, 2];
 
 /// Column families.
 pub(crate) mod cf {
@@ -45,9 +46,12 @@ pub(crate) mod cf {
     /// build id → a build that has started and not ended (JSON): what recovery
     /// removes after a crash.
     pub const BUILDS: &str = "builds";
+    /// kind + digest → digest: the remote cache's BLAKE3 ↔ SHA-256 table (see
+    /// `remote::digest_map`).
+    pub const DIGESTMAP: &str = "digestmap";
     /// All of them, in the order they are created.
-    pub const ALL: [&str; 9] = [
-        META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS, ARTIFACTS, BUILDS,
+    pub const ALL: [&str; 10] = [
+        META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS, ARTIFACTS, BUILDS, DIGESTMAP,
     ];
 }
 
@@ -235,5 +239,55 @@ impl Db {
             what,
             problem: problem.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database as a version 2 wsd left it: its column families only.
+    fn version_2_db(path: &Path) {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let v2 = &cf::ALL[..9];
+        assert!(!v2.contains(&cf::DIGESTMAP));
+        let db = DB::open_cf(&options, path, v2).unwrap();
+        let meta = db.cf_handle(cf::META).unwrap();
+        db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
+        db.put_cf(db.cf_handle(cf::REFS).unwrap(), b"artifact/x", b"{}")
+            .unwrap();
+    }
+
+    #[test]
+    fn version_2_is_upgraded_with_an_empty_digest_map() {
+        let dir = tempfile::tempdir().unwrap();
+        version_2_db(dir.path());
+        let db = Db::open(dir.path()).unwrap();
+        let meta = db.cf(cf::META);
+        assert_eq!(
+            db.get(meta, b"schema").unwrap().unwrap(),
+            SCHEMA_VERSION.to_be_bytes()
+        );
+        assert_eq!(SCHEMA_VERSION, 3);
+        assert!(db.scan(db.cf(cf::DIGESTMAP), b"").unwrap().is_empty());
+        // What version 2 recorded is still there.
+        assert!(db.get(db.cf(cf::REFS), b"artifact/x").unwrap().is_some());
+        drop(db);
+        // And it opens again as version 3.
+        Db::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(db.cf(cf::META), b"schema", 4u32.to_be_bytes());
+        db.write(batch).unwrap();
+        drop(db);
+        let err = Db::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("schema version 4"), "{err}");
     }
 }

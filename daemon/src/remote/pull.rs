@@ -1,0 +1,386 @@
+//! Pulling trees and blobs into the store: the directory messages level by
+//! level (`BatchReadBlobs`, ByteStream for a large one), then the file contents
+//! the store lacks, each checked against its remote digest as it arrives, then
+//! the nodes rebuilt bottom-up in BLAKE3 space and validated like any node read
+//! from the store. Everything goes through one store transaction, committed
+//! only when all of it arrived intact: a missing or corrupt blob leaves nothing.
+//!
+//! Not `GetTree`: BuildGrid's skips a missing subdirectory without an error and
+//! returns re-serialized messages, so its answer cannot be verified by digest.
+//! A walk costs one round trip per level of the tree (and per batch).
+
+use std::collections::{HashMap, HashSet};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
+use treediff::tree::MAX_DEPTH;
+use treediff::{Digest, Dir, Node, Store, StoreError, StoreTxn};
+
+use super::client::Client;
+use super::digest_map::{DigestMap, Kind};
+use super::encode;
+use super::space::{Function, RemoteDigest};
+use super::{Remote, RemoteError};
+
+/// One pull's work, possibly of several roots into one transaction.
+pub(super) struct Puller<'a, 's> {
+    remote: &'a Remote,
+    store: &'s Store,
+    map: &'a DigestMap,
+    txn: &'a StoreTxn<'s>,
+    /// Directory messages fetched, by remote digest.
+    fetched: HashMap<RemoteDigest, reapi::Directory>,
+    /// Directories (remote → local) whose whole subtree is in the store or the
+    /// transaction.
+    dirs: HashMap<RemoteDigest, Digest>,
+    /// File contents (remote → local) in the store or the transaction.
+    files: HashMap<RemoteDigest, Digest>,
+    /// Subtrees of the store already checked complete.
+    complete: HashSet<Digest>,
+    /// New digest table entries, written after the commit.
+    pub(super) pairs: Vec<(Kind, Digest, RemoteDigest)>,
+}
+
+impl<'a, 's> Puller<'a, 's> {
+    pub(super) fn new(
+        remote: &'a Remote,
+        map: &'a DigestMap,
+        txn: &'a StoreTxn<'s>,
+    ) -> Puller<'a, 's> {
+        Puller {
+            remote,
+            store: txn.store(),
+            map,
+            txn,
+            fetched: HashMap::new(),
+            dirs: HashMap::new(),
+            files: HashMap::new(),
+            complete: HashSet::new(),
+            pairs: Vec::new(),
+        }
+    }
+
+    fn function(&self) -> Function {
+        self.remote.function()
+    }
+
+    fn invalid(&self, digest: RemoteDigest, problem: String) -> RemoteError {
+        RemoteError::InvalidDirectory {
+            url: self.remote.url().to_owned(),
+            digest: digest.to_string(),
+            problem,
+        }
+    }
+
+    /// The local digest of a remote object, if the table (or, in BLAKE3 space,
+    /// identity) knows it; whether the store holds it is the caller's check.
+    fn known(&self, kind: Kind, remote: RemoteDigest) -> Result<Option<Digest>, RemoteError> {
+        match self.function() {
+            Function::Blake3 => Ok(Some(remote.to_local())),
+            Function::Sha256 => Ok(self.map.blake3_of(kind, remote)?),
+        }
+    }
+
+    /// Whether the store holds the tree `digest` with every blob under it.
+    fn is_complete(&mut self, digest: Digest) -> bool {
+        if self.complete.contains(&digest) {
+            return true;
+        }
+        let Ok(dir) = Dir::read(self.store, digest, "") else {
+            return false;
+        };
+        for entry in dir.entries() {
+            let ok = match &entry.node {
+                Node::File { digest, .. } => self.store.contains(digest).unwrap_or(false),
+                Node::Dir { digest } => self.is_complete(*digest),
+                Node::Symlink { .. } => true,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        self.complete.insert(digest);
+        true
+    }
+
+    /// Fetches the blobs `digests` (directory messages or contents), verified,
+    /// handing them to `each` as they arrive, a batch at a time: batches cut by
+    /// size, ByteStream (a batch of one) for those too large for one.
+    fn fetch<F>(&mut self, digests: &[RemoteDigest], mut each: F) -> Result<(), RemoteError>
+    where
+        F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
+    {
+        let remote = self.remote;
+        let mut batch = Vec::new();
+        let mut cost = 0;
+        for digest in digests {
+            if !remote.client.fits_batch(digest.size) {
+                let bytes = remote.block_on(remote.client.read(*digest))?;
+                each(self, vec![(*digest, bytes)])?;
+                continue;
+            }
+            let c = Client::batch_cost(digest.size);
+            if cost + c > remote.client.batch_limit() {
+                self.fetch_batch(&mut batch, &mut each)?;
+                cost = 0;
+            }
+            cost += c;
+            batch.push(*digest);
+        }
+        self.fetch_batch(&mut batch, &mut each)
+    }
+
+    fn fetch_batch<F>(
+        &mut self,
+        batch: &mut Vec<RemoteDigest>,
+        each: &mut F,
+    ) -> Result<(), RemoteError>
+    where
+        F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
+    {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let remote = self.remote;
+        let mut blobs = remote.block_on(remote.client.batch_read(batch))?;
+        let blobs = batch
+            .drain(..)
+            .map(|digest| (digest, blobs.remove(&digest).unwrap_or_default()))
+            .collect();
+        each(self, blobs)
+    }
+
+    /// Fetches the directory messages under `root` that the store lacks, level
+    /// by level, and returns the contents they name.
+    fn fetch_dirs(&mut self, root: RemoteDigest) -> Result<Vec<RemoteDigest>, RemoteError> {
+        let mut contents = Vec::new();
+        let mut seen = HashSet::new();
+        let mut level = vec![root];
+        let mut depth = 0;
+        while !level.is_empty() {
+            if depth > MAX_DEPTH {
+                return Err(
+                    self.invalid(root, format!("the tree is deeper than {MAX_DEPTH} levels"))
+                );
+            }
+            let mut want = Vec::new();
+            for digest in level.drain(..) {
+                if !seen.insert(digest) || self.dirs.contains_key(&digest) {
+                    continue;
+                }
+                if let Some(local) = self.known(Kind::Dir, digest)?
+                    && self.is_complete(local)
+                {
+                    self.dirs.insert(digest, local);
+                    continue;
+                }
+                want.push(digest);
+            }
+            let mut next = Vec::new();
+            self.fetch(&want, |this, blobs| {
+                for (digest, bytes) in blobs {
+                    let proto =
+                        encode::decode_remote(&bytes).map_err(|p| this.invalid(digest, p))?;
+                    let (files, subdirs) =
+                        encode::children(&proto).map_err(|p| this.invalid(digest, p))?;
+                    contents.extend(files);
+                    next.extend(subdirs);
+                    this.fetched.insert(digest, proto);
+                }
+                Ok(())
+            })?;
+            level = next;
+            depth += 1;
+        }
+        Ok(contents)
+    }
+
+    /// Fetches the contents the store lacks into the transaction. The server
+    /// is asked first which it lacks, so that a missing blob is reported as
+    /// such whatever the call that would have read it.
+    fn fetch_files(&mut self, contents: Vec<RemoteDigest>) -> Result<(), RemoteError> {
+        let mut want = Vec::new();
+        let mut seen = HashSet::new();
+        for digest in contents {
+            if !seen.insert(digest) || self.files.contains_key(&digest) {
+                continue;
+            }
+            if let Some(local) = self.known(Kind::File, digest)?
+                && self.store.contains(&local)?
+            {
+                self.files.insert(digest, local);
+                continue;
+            }
+            want.push(digest);
+        }
+        if want.is_empty() {
+            return Ok(());
+        }
+        let remote = self.remote;
+        let missing = remote.block_on(remote.client.find_missing(&want))?;
+        if let Some(digest) = missing.first() {
+            return Err(RemoteError::Missing {
+                url: remote.url().to_owned(),
+                call: "ContentAddressableStorage.FindMissingBlobs",
+                digest: digest.to_string(),
+            });
+        }
+        self.fetch(&want, |this, blobs| {
+            // Verified by their remote digests already; BLAKE3 names them here.
+            let locals = put_all(this.txn, &blobs)?;
+            for ((digest, _), local) in blobs.iter().zip(locals) {
+                if this.function() == Function::Sha256 {
+                    this.pairs.push((Kind::File, local, *digest));
+                }
+                this.files.insert(*digest, local);
+            }
+            Ok(())
+        })
+    }
+
+    /// The local node of the fetched directory `digest`, its children first,
+    /// staged in the transaction.
+    fn rebuild(&mut self, digest: RemoteDigest) -> Result<Digest, RemoteError> {
+        if let Some(local) = self.dirs.get(&digest) {
+            return Ok(*local);
+        }
+        let proto = self
+            .fetched
+            .remove(&digest)
+            .ok_or_else(|| self.invalid(digest, "it was not fetched".into()))?;
+        let (_, subdirs) = encode::children(&proto).map_err(|p| self.invalid(digest, p))?;
+        for subdir in subdirs {
+            self.rebuild(subdir)?;
+        }
+        let dir = encode::from_remote(
+            &proto,
+            |r| {
+                self.files
+                    .get(&r)
+                    .copied()
+                    .ok_or_else(|| format!("file {r} was not fetched"))
+            },
+            |r| {
+                self.dirs
+                    .get(&r)
+                    .copied()
+                    .ok_or_else(|| format!("directory {r} was not fetched"))
+            },
+        )
+        .map_err(|p| self.invalid(digest, p))?;
+        let local = dir.write(self.txn)?;
+        if self.function() == Function::Sha256 {
+            self.pairs.push((Kind::Dir, local, digest));
+        }
+        self.dirs.insert(digest, local);
+        Ok(local)
+    }
+
+    /// Pulls the tree `root` into the transaction; its local digest.
+    pub(super) fn tree(&mut self, root: RemoteDigest) -> Result<Digest, RemoteError> {
+        let contents = self.fetch_dirs(root)?;
+        self.fetch_files(contents)?;
+        self.rebuild(root)
+    }
+
+    /// Pulls the blob `remote` (a file's content) into the transaction.
+    pub(super) fn blob(&mut self, remote: RemoteDigest) -> Result<Digest, RemoteError> {
+        self.fetch_files(vec![remote])?;
+        Ok(self.files[&remote])
+    }
+}
+
+/// Threads staging a batch of contents: creating a file costs most of a
+/// millisecond here, and a batch holds up to thousands of small blobs.
+const PUT_THREADS: usize = 8;
+
+/// Stages `blobs` in `txn` on several threads; their local digests, in order.
+fn put_all(
+    txn: &StoreTxn<'_>,
+    blobs: &[(RemoteDigest, Vec<u8>)],
+) -> Result<Vec<Digest>, StoreError> {
+    if blobs.len() < 2 * PUT_THREADS {
+        return blobs.iter().map(|(_, bytes)| txn.put(bytes)).collect();
+    }
+    let chunk = blobs.len().div_ceil(PUT_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = blobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, bytes)| txn.put(bytes))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(blobs.len());
+        for worker in workers {
+            out.extend(worker.join().expect("staging threads do not panic")?);
+        }
+        Ok(out)
+    })
+}
+
+impl Remote {
+    /// Pulls the tree named `root` in the remote's space into the store and
+    /// returns its local digest, which must be `expected` if given (else nothing
+    /// is stored). Blobs the store holds are not fetched again.
+    pub fn pull_tree(
+        &self,
+        store: &Store,
+        map: &DigestMap,
+        root: RemoteDigest,
+        expected: Option<Digest>,
+    ) -> Result<Digest, RemoteError> {
+        let txn = store.begin()?;
+        let mut puller = Puller::new(self, map, &txn);
+        let local = puller.tree(root)?;
+        if let Some(expected) = expected
+            && expected != local
+        {
+            return Err(RemoteError::WrongTree {
+                url: self.url().to_owned(),
+                remote: root.to_string(),
+                expected: Box::new(expected),
+                got: Box::new(local),
+            });
+        }
+        let pairs = std::mem::take(&mut puller.pairs);
+        txn.commit()?;
+        map.insert(&pairs)?;
+        Ok(local)
+    }
+
+    /// Pulls the tree whose local digest is `tree`, named remotely as the digest
+    /// table recorded (or as itself in BLAKE3 space); the result is `tree`.
+    pub fn pull_local(
+        &self,
+        store: &Store,
+        map: &DigestMap,
+        tree: Digest,
+    ) -> Result<Digest, RemoteError> {
+        let root = self
+            .remote_digest(map, Kind::Dir, tree)?
+            .ok_or(RemoteError::Unmapped {
+                digest: tree,
+                space: self.function().name(),
+            })?;
+        self.pull_tree(store, map, root, Some(tree))
+    }
+
+    /// Pulls one blob (a file's content, a log) into the store; its local digest.
+    pub fn pull_blob(
+        &self,
+        store: &Store,
+        map: &DigestMap,
+        blob: RemoteDigest,
+    ) -> Result<Digest, RemoteError> {
+        let txn = store.begin()?;
+        let mut puller = Puller::new(self, map, &txn);
+        let local = puller.blob(blob)?;
+        let pairs = std::mem::take(&mut puller.pairs);
+        txn.commit()?;
+        map.insert(&pairs)?;
+        Ok(local)
+    }
+}
