@@ -9,6 +9,7 @@
 
 pub mod key;
 mod parse;
+mod remotes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use key::{CacheKey, KEY_FORMAT, cache_key, dependency_hash, key_encoding};
+pub use remotes::{RemoteSpec, parse_user_config};
 
 /// A parsed and checked project file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub struct Project {
     pub file: PathBuf,
     /// The project's name (`[project] name`), if it has one.
     pub name: Option<String>,
+    /// The remote caches its `[[remote]]` tables declare, in file order.
+    pub remotes: Vec<RemoteSpec>,
     /// The elements, by name.
     pub elements: BTreeMap<String, Element>,
 }

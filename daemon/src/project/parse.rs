@@ -17,7 +17,7 @@ use super::{Element, ElementKind, Location, Project, ProjectError, hint};
 use crate::workspace::validate_name;
 
 /// The keys of the top-level table.
-const TOP_KEYS: &[&str] = &["project", "element"];
+const TOP_KEYS: &[&str] = &["project", "element", "remote"];
 /// The keys of `[project]`.
 const PROJECT_KEYS: &[&str] = &["name"];
 /// The keys of an `[element.NAME]` table, in the order the docs list them.
@@ -38,12 +38,12 @@ const NOT_FOR_IMPORT: &[&str] = &["configure", "build", "install", "env", "cache
 /// The variables `ws` sets for every build.
 const RESERVED_ENV: &[&str] = &["WS_BUILDDIR", "WS_INSTALLDIR", "WS_SYSROOT", "WS_CACHEDIR"];
 
-type Key<'i> = Spanned<DeString<'i>>;
-type Value<'i> = Spanned<DeValue<'i>>;
+pub(super) type Key<'i> = Spanned<DeString<'i>>;
+pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 
 /// The file being read: its path and where its lines start, to turn byte offsets
 /// into lines and columns.
-struct Source<'a> {
+pub(super) struct Source<'a> {
     file: &'a Path,
     text: &'a str,
     /// The byte offset of the start of each line.
@@ -51,7 +51,7 @@ struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn new(file: &'a Path, text: &'a str) -> Source<'a> {
+    pub(super) fn new(file: &'a Path, text: &'a str) -> Source<'a> {
         let lines = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -60,7 +60,12 @@ impl<'a> Source<'a> {
 
     /// The location of the byte at `offset`: 1-based line and column, the column
     /// counted in characters.
-    fn at(&self, offset: usize) -> Location {
+    /// The file's path, as given.
+    pub(super) fn file(&self) -> &'a Path {
+        self.file
+    }
+
+    pub(super) fn at(&self, offset: usize) -> Location {
         let offset = offset.min(self.text.len());
         let line = self.lines.partition_point(|&start| start <= offset);
         let start = self.lines[line - 1];
@@ -75,14 +80,14 @@ impl<'a> Source<'a> {
         }
     }
 
-    fn invalid(&self, span: Range<usize>, message: String) -> ProjectError {
+    pub(super) fn invalid(&self, span: Range<usize>, message: String) -> ProjectError {
         ProjectError::Invalid {
             at: self.at(span.start),
             message,
         }
     }
 
-    fn unknown_key(
+    pub(super) fn unknown_key(
         &self,
         key: &Key<'_>,
         table: String,
@@ -98,7 +103,7 @@ impl<'a> Source<'a> {
 }
 
 /// The entries of `table` in file order (`DeTable` iterates in key order).
-fn entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Value<'i>)> {
+pub(super) fn entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Value<'i>)> {
     let mut entries: Vec<_> = table.iter().collect();
     entries.sort_by_key(|(key, _)| key.span().start);
     entries
@@ -114,22 +119,15 @@ struct Read {
 /// Parses and checks a whole project file.
 pub(super) fn parse(file: &Path, text: &str) -> Result<Project, ProjectError> {
     let src = Source::new(file, text);
-    let root = DeTable::parse(text).map_err(|e| ProjectError::Syntax {
-        at: match e.span() {
-            Some(span) => src.at(span.start),
-            None => Location {
-                file: file.to_owned(),
-                position: None,
-            },
-        },
-        message: e.message().trim().replace('\n', "; "),
-    })?;
+    let root = document(&src)?;
 
     let mut name = None;
     let mut read = Vec::new();
+    let mut remotes = Vec::new();
     for (key, value) in entries(root.get_ref()) {
         match key.get_ref().as_ref() {
             "project" => name = read_project(&src, value)?,
+            "remote" => remotes = super::remotes::read_remotes(&src, value)?,
             "element" => {
                 let DeValue::Table(elements) = value.get_ref() else {
                     return Err(src.invalid(
@@ -152,10 +150,25 @@ pub(super) fn parse(file: &Path, text: &str) -> Result<Project, ProjectError> {
     Ok(Project {
         file: file.to_owned(),
         name,
+        remotes,
         elements: read
             .into_iter()
             .map(|r| (r.element.name.clone(), r.element))
             .collect(),
+    })
+}
+
+/// The TOML document of `src`; a syntax error names its line and column.
+pub(super) fn document<'i>(src: &Source<'i>) -> Result<Spanned<DeTable<'i>>, ProjectError> {
+    DeTable::parse(src.text).map_err(|e| ProjectError::Syntax {
+        at: match e.span() {
+            Some(span) => src.at(span.start),
+            None => Location {
+                file: src.file.to_owned(),
+                position: None,
+            },
+        },
+        message: e.message().trim().replace('\n', "; "),
     })
 }
 
@@ -564,7 +577,7 @@ fn is_variable_name(name: &str) -> bool {
 }
 
 /// `a string`, `an integer`...: the type of a value, for messages.
-fn a(value: &Value<'_>) -> String {
+pub(super) fn a(value: &Value<'_>) -> String {
     let ty = value.get_ref().type_str();
     let article = if ty.starts_with(['a', 'i']) {
         "an"
@@ -575,7 +588,11 @@ fn a(value: &Value<'_>) -> String {
 }
 
 /// A string value.
-fn string(src: &Source<'_>, value: &Value<'_>, what: &str) -> Result<String, ProjectError> {
+pub(super) fn string(
+    src: &Source<'_>,
+    value: &Value<'_>,
+    what: &str,
+) -> Result<String, ProjectError> {
     match value.get_ref() {
         DeValue::String(text) => Ok(text.to_string()),
         _ => Err(src.invalid(
@@ -799,7 +816,7 @@ hello.ignore = ["*.log"]
         );
         assert_eq!(
             error("[elements.hello]\n"),
-            "ws.toml:1:2: unknown key \"elements\" at the top level; expected one of project, element"
+            "ws.toml:1:2: unknown key \"elements\" at the top level; expected one of project, element, remote"
         );
         // A sub-table of an element is an unknown key of the element.
         assert_eq!(
