@@ -4,16 +4,19 @@
 //!
 //! The Action is a real REAPI `Action` whose `command_digest` names a `Command`
 //! with the arguments `["ws-build", "--format=1", "<key>"]` and the output paths
-//! `["artifact", "buildtree"]`, and whose `input_root_digest` is the empty
+//! `["artifact", "buildtree", "sources"]`, and whose `input_root_digest` is the empty
 //! directory; nothing else is set. Its digest (in the remote's space) is the
 //! action cache key. Both messages are uploaded with the result, so a server or
 //! a person browsing it can tell what an entry is.
 //!
-//! The `ActionResult` holds the install root as the output directory `artifact`
-//! and the buildtree as `buildtree`, each by `root_directory_digest` (REAPI
-//! 2.3's directory form: no `Tree` message, which would repeat every directory
-//! and can pass 4 MiB), the log as `stdout_digest`, the failure message inline
-//! in `stderr_raw`, and `exit_code` 0 for a success, 1 for a failure.
+//! The `ActionResult` holds the install root as the output directory `artifact`,
+//! the buildtree as `buildtree` and the source tree built as `sources`, each by
+//! `root_directory_digest` (REAPI 2.3's directory form: no `Tree` message, which
+//! would repeat every directory and can pass 4 MiB), the log as
+//! `stdout_digest`, the failure message inline in `stderr_raw`, `exit_code` 0
+//! for a success, 1 for a failure, and what else the local record keeps (the
+//! element, the dependency hash, commands run) as JSON in one
+//! `execution_metadata.auxiliary_metadata` entry of type [`BUILD_INFO_TYPE`].
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use prost::Message;
@@ -35,6 +38,10 @@ pub const RESULT_FORMAT: u32 = 1;
 const ARTIFACT: &str = "artifact";
 /// The output directory holding the buildtree.
 const BUILDTREE: &str = "buildtree";
+/// The output directory holding the source tree.
+const SOURCES: &str = "sources";
+/// The type URL of the `Any` holding [`BuildInfo`] as JSON.
+pub const BUILD_INFO_TYPE: &str = "ws.invalid/ws.BuildInfo.v1+json";
 
 /// What a build under a key left, in local digests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,14 +52,38 @@ pub struct BuildResult {
     pub artifact: Option<Digest>,
     /// The buildtree's tree.
     pub buildtree: Option<Digest>,
+    /// The source tree built.
+    pub sources: Option<Digest>,
     /// The build log, a blob.
     pub log: Option<Digest>,
     /// Why it failed.
     pub failure: Option<String>,
+    /// What else the local record keeps.
+    pub info: BuildInfo,
+}
+
+/// The parts of a build's record that are not trees, as an entry carries them.
+/// Every field has a default, so that an entry lacking one still reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct BuildInfo {
+    /// The element built (for display).
+    pub element: String,
+    /// The dependency hash it was built with.
+    pub dependency_hash: String,
+    /// How many commands ran.
+    pub commands_run: u32,
+    /// Whether it continued from an earlier buildtree.
+    pub incremental: bool,
+    /// When it ended, in seconds since the epoch.
+    pub time: u64,
 }
 
 /// What the action cache had for a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Returned once per lookup and matched at once, never stored: boxing would
+// only cost an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     /// An entry whose every blob was fetched and verified into the store.
     Hit(BuildResult),
@@ -70,7 +101,11 @@ pub fn action_for_key(function: Function, key: &CacheKey) -> (RemoteDigest, Vec<
             format!("--format={RESULT_FORMAT}"),
             key.as_str().to_owned(),
         ],
-        output_paths: vec![ARTIFACT.to_owned(), BUILDTREE.to_owned()],
+        output_paths: vec![
+            ARTIFACT.to_owned(),
+            BUILDTREE.to_owned(),
+            SOURCES.to_owned(),
+        ],
         ..Default::default()
     }
     .encode_to_vec();
@@ -103,7 +138,11 @@ impl Remote {
         }
         let (action, action_bytes, command_bytes) = action_for_key(self.function(), key);
         let mut items = vec![Item::Raw(action_bytes), Item::Raw(command_bytes)];
-        let trees = [(ARTIFACT, result.artifact), (BUILDTREE, result.buildtree)];
+        let trees = [
+            (ARTIFACT, result.artifact),
+            (BUILDTREE, result.buildtree),
+            (SOURCES, result.sources),
+        ];
         for (_, tree) in &trees {
             if let Some(tree) = tree {
                 items.push(Item::Tree(*tree));
@@ -133,6 +172,13 @@ impl Remote {
             },
             stdout_digest: result.log.map(|_| roots.next().unwrap().to_proto()),
             stderr_raw: result.failure.clone().unwrap_or_default().into_bytes(),
+            execution_metadata: Some(reapi::ExecutedActionMetadata {
+                auxiliary_metadata: vec![bazel_remote_apis::google::protobuf::Any {
+                    type_url: BUILD_INFO_TYPE.to_owned(),
+                    value: serde_json::to_vec(&result.info).expect("build info serializes"),
+                }],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         self.block_on(self.client.update_action_result(action, action_result))?;
@@ -149,34 +195,70 @@ impl Remote {
         map: &DigestMap,
         key: &CacheKey,
     ) -> Result<Lookup, RemoteError> {
+        match self.find_result(key)? {
+            Found::Entry(entry) => self.fetch_result(store, map, &entry, Parts::ALL),
+            Found::Miss(reason) => Ok(Lookup::Miss(reason)),
+        }
+    }
+
+    /// Looks `key` up in the action cache without fetching anything: what the
+    /// entry says, to decide what to pull ([`Remote::fetch_result`]). An entry
+    /// not as ws writes it is a miss.
+    pub fn find_result(&self, key: &CacheKey) -> Result<Found, RemoteError> {
         let (action, _, _) = action_for_key(self.function(), key);
         let Some(entry) = self.block_on(self.client.get_action_result(action))? else {
-            return Ok(Lookup::Miss(format!("no entry for action {action}")));
+            return Ok(Found::Miss(format!("no entry for action {action}")));
         };
-        let parsed = match parse(&entry) {
-            Ok(parsed) => parsed,
-            Err(problem) => return Ok(Lookup::Miss(format!("entry {action}: {problem}"))),
-        };
+        Ok(match parse(&entry) {
+            Ok(parsed) => Found::Entry(Entry {
+                key: key.clone(),
+                parsed,
+            }),
+            Err(problem) => Found::Miss(format!("entry {action}: {problem}")),
+        })
+    }
+
+    /// Pulls the `parts` of `entry` into the store, in one transaction: all of
+    /// them, verified, or nothing. A blob missing or corrupt on the server is a
+    /// [`Lookup::Miss`]; the parts not asked for are `None` in the result.
+    pub fn fetch_result(
+        &self,
+        store: &Store,
+        map: &DigestMap,
+        entry: &Entry,
+        parts: Parts,
+    ) -> Result<Lookup, RemoteError> {
+        let parsed = &entry.parsed;
         let txn = store.begin()?;
         let mut puller = Puller::new(self, map, &txn);
         let pulled = (|| {
-            let mut tree =
-                |remote: Option<RemoteDigest>| remote.map(|r| puller.tree(r)).transpose();
-            let artifact = tree(parsed.artifact)?;
-            let buildtree = tree(parsed.buildtree)?;
-            let log = parsed.log.map(|r| puller.blob(r)).transpose()?;
+            let mut tree = |remote: Option<RemoteDigest>, wanted: bool| {
+                remote
+                    .filter(|_| wanted)
+                    .map(|r| puller.tree(r))
+                    .transpose()
+            };
+            let artifact = tree(parsed.artifact, parts.artifact)?;
+            let buildtree = tree(parsed.buildtree, parts.buildtree)?;
+            let sources = tree(parsed.sources, parts.sources)?;
+            let log = match parsed.log.filter(|_| parts.log) {
+                Some(r) => Some(puller.blob(r)?),
+                None => None,
+            };
             Ok::<_, RemoteError>(BuildResult {
                 outcome: parsed.outcome,
                 artifact,
                 buildtree,
+                sources,
                 log,
                 failure: parsed.failure.clone(),
+                info: parsed.info.clone(),
             })
         })();
         let result = match pulled {
             Ok(result) => result,
             Err(e) if e.is_miss() => {
-                tracing::info!(url = self.url(), %key, error = %e, "remote cache entry unusable");
+                tracing::info!(url = self.url(), key = %entry.key, error = %e, "remote cache entry unusable");
                 return Ok(Lookup::Miss(e.to_string()));
             }
             Err(e) => return Err(e),
@@ -188,14 +270,68 @@ impl Remote {
     }
 }
 
+/// What [`Remote::find_result`] found.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // as for Lookup
+pub enum Found {
+    /// An entry as ws writes it; nothing is fetched yet.
+    Entry(Entry),
+    /// None, or one ws cannot use (the reason is for logs).
+    Miss(String),
+}
+
+/// An action cache entry for a key, read but not fetched.
+#[derive(Debug)]
+pub struct Entry {
+    key: CacheKey,
+    parsed: Parsed,
+}
+
+impl Entry {
+    /// How the build ended.
+    pub fn outcome(&self) -> Outcome {
+        self.parsed.outcome
+    }
+
+    /// Whether it has a buildtree.
+    pub fn has_buildtree(&self) -> bool {
+        self.parsed.buildtree.is_some()
+    }
+}
+
+/// Which parts of an entry to pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The install root.
+    pub artifact: bool,
+    /// The buildtree (the largest part, wanted only to continue a build).
+    pub buildtree: bool,
+    /// The source tree.
+    pub sources: bool,
+    /// The log.
+    pub log: bool,
+}
+
+impl Parts {
+    /// Everything.
+    pub const ALL: Parts = Parts {
+        artifact: true,
+        buildtree: true,
+        sources: true,
+        log: true,
+    };
+}
+
 /// An entry's fields in the remote's space.
 #[derive(Debug)]
 struct Parsed {
     outcome: Outcome,
     artifact: Option<RemoteDigest>,
     buildtree: Option<RemoteDigest>,
+    sources: Option<RemoteDigest>,
     log: Option<RemoteDigest>,
     failure: Option<String>,
+    info: BuildInfo,
 }
 
 /// Reads an entry as ws writes it; anything else is a problem (a miss).
@@ -209,11 +345,12 @@ fn parse(entry: &reapi::ActionResult) -> Result<Parsed, String> {
         d.map(|d| RemoteDigest::from_proto(d).map_err(|e| format!("{what}: {e}")))
             .transpose()
     };
-    let (mut artifact, mut buildtree) = (None, None);
+    let (mut artifact, mut buildtree, mut sources) = (None, None, None);
     for dir in &entry.output_directories {
         let slot = match dir.path.as_str() {
             ARTIFACT => &mut artifact,
             BUILDTREE => &mut buildtree,
+            SOURCES => &mut sources,
             other => return Err(format!("unknown output directory {other:?}")),
         };
         *slot = Some(
@@ -233,12 +370,23 @@ fn parse(entry: &reapi::ActionResult) -> Result<Parsed, String> {
     }
     let failure = (!entry.stderr_raw.is_empty())
         .then(|| String::from_utf8_lossy(&entry.stderr_raw).into_owned());
+    let info = match entry.execution_metadata.as_ref().and_then(|m| {
+        m.auxiliary_metadata
+            .iter()
+            .find(|any| any.type_url == BUILD_INFO_TYPE)
+    }) {
+        Some(any) => serde_json::from_slice(&any.value)
+            .map_err(|e| format!("its {BUILD_INFO_TYPE} metadata does not read: {e}"))?,
+        None => BuildInfo::default(),
+    };
     Ok(Parsed {
         outcome,
         artifact,
         buildtree,
+        sources,
         log: digest(entry.stdout_digest.as_ref(), "stdout")?,
         failure,
+        info,
     })
 }
 
@@ -257,11 +405,11 @@ mod tests {
         assert_eq!(Function::Sha256.digest(&action_bytes), action);
         assert_eq!(
             action.to_string(),
-            "8b436043ffd8dad58f72daf119ce098415b35e861d0e9f585e7d223dca8c2cdb/138"
+            "041e04c2152252aec628e3bd527b1a50364841661041f0fe48846e145309af17/138"
         );
         assert_eq!(
             Function::Sha256.digest(&command_bytes).to_string(),
-            "cbca6cdcd32794121f8bb643018143f05b571f1cfa292b6bf3a5de14f66b19e1/109"
+            "218869c753bca1e51364f8667e11adbb3933e24f16aacb71d9cdcf5e17492894/118"
         );
         // Another key, another action; another space, another digest.
         let other = CacheKey::parse(&"0".repeat(64)).unwrap();

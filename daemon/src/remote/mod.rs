@@ -35,7 +35,7 @@ use std::future::Future;
 
 use tokio::runtime::Handle;
 
-pub use action::{BuildResult, Lookup};
+pub use action::{BuildInfo, BuildResult, Entry, Found, Lookup, Parts};
 pub use client::RemoteStats;
 pub use digest_map::DigestMap;
 pub use error::RemoteError;

@@ -76,6 +76,8 @@ fn a_blake3_remote_takes_the_store_as_it_is_and_broken_streams_resume() {
         buildtree: Some(buildtree),
         log: Some(big),
         failure: None,
+        sources: None,
+        info: Default::default(),
     };
     let before = state.blob_count();
     remote.put_result(&a.store, &a.map, &key, &result).unwrap();

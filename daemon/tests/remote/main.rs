@@ -16,6 +16,7 @@
 //! which always runs.
 
 mod blake3_remote;
+mod builds;
 mod fake;
 
 use std::os::unix::fs::PermissionsExt;
@@ -307,6 +308,8 @@ fn a_corrupt_blob_on_the_server_is_found_and_nothing_is_stored() {
                 buildtree: None,
                 log: None,
                 failure: None,
+                sources: None,
+                info: Default::default(),
             },
         )
         .unwrap();
@@ -346,6 +349,8 @@ fn action_results_round_trip_and_vanished_blobs_are_a_miss() {
         buildtree: Some(buildtree),
         log: Some(log),
         failure: Some("make: *** [all] Error 2".into()),
+        sources: None,
+        info: Default::default(),
     };
     remote.put_result(&a.store, &a.map, &key, &result).unwrap();
     assert_eq!(
@@ -374,6 +379,8 @@ fn action_results_round_trip_and_vanished_blobs_are_a_miss() {
         buildtree: Some(buildtree),
         log: Some(log),
         failure: None,
+        sources: None,
+        info: Default::default(),
     };
     remote
         .put_result(&a.store, &a.map, &key2, &success)
