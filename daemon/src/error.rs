@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Io,
     /// Stored data is damaged.
     Corrupt,
+    /// A remote cache is unreachable or refused the call.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -40,6 +42,7 @@ impl ErrorKind {
             ErrorKind::NoSpace => "no-space",
             ErrorKind::Io => "io",
             ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -175,6 +178,9 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    /// A remote cache failed: unreachable, refused, or sent damaged data.
+    #[error(transparent)]
+    Remote(#[from] crate::remote::RemoteError),
     /// A filesystem operation of the daemon's own failed.
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -204,6 +210,7 @@ impl Error {
                 ErrorKind::Corrupt
             }
             Error::Snapshot { source, .. } => snapshot_kind(source),
+            Error::Remote(e) => remote_kind(e),
             _ if is_no_space(self) => ErrorKind::NoSpace,
             Error::Store { .. } if is_damage(self) => ErrorKind::Corrupt,
             // The caller's own permissions refused a read (see `crate::access`).
@@ -266,6 +273,27 @@ fn snapshot_kind(e: &overlay::SnapshotError) -> ErrorKind {
         S::Busy { .. } => ErrorKind::Busy,
         S::Layer { .. } => ErrorKind::Conflict,
         _ if is_no_space(e) => ErrorKind::NoSpace,
+        _ => ErrorKind::Io,
+    }
+}
+
+fn remote_kind(e: &crate::remote::RemoteError) -> ErrorKind {
+    use crate::remote::RemoteError as R;
+    match e {
+        R::BadUrl { .. } | R::NoDigestFunction { .. } | R::Unsupported { .. } => {
+            ErrorKind::InvalidArgument
+        }
+        R::Call { status, .. } => match status.code() {
+            tonic::Code::NotFound => ErrorKind::NotFound,
+            tonic::Code::InvalidArgument => ErrorKind::InvalidArgument,
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => ErrorKind::AccessDenied,
+            _ => ErrorKind::Unavailable,
+        },
+        R::Missing { .. } | R::Unmapped { .. } => ErrorKind::NotFound,
+        R::Corrupt { .. } | R::InvalidDirectory { .. } | R::WrongTree { .. } => ErrorKind::Corrupt,
+        R::Rejected { .. } => ErrorKind::Unavailable,
+        _ if is_no_space(e) => ErrorKind::NoSpace,
+        _ if is_damage(e) => ErrorKind::Corrupt,
         _ => ErrorKind::Io,
     }
 }

@@ -340,6 +340,7 @@ fn gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces() {
                 fresh: false,
                 path: None,
                 backend: None,
+                remotes: Default::default(),
             },
         )
         .unwrap();

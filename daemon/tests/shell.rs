@@ -206,6 +206,7 @@ fn a_shell_on_a_workspace_buildtree_has_the_edits_since_its_build() {
                 fresh: false,
                 path: None,
                 backend: None,
+                remotes: Default::default(),
             },
         )
         .unwrap();

@@ -28,6 +28,8 @@ pub enum DbusError {
     Io(String),
     /// Stored data is damaged.
     Corrupt(String),
+    /// A remote cache is unreachable or refused the call.
+    Unavailable(String),
 }
 
 impl From<Error> for DbusError {
@@ -43,6 +45,7 @@ impl From<Error> for DbusError {
             ErrorKind::NoSpace => DbusError::NoSpace(message),
             ErrorKind::Io => DbusError::Io(message),
             ErrorKind::Corrupt => DbusError::Corrupt(message),
+            ErrorKind::Unavailable => DbusError::Unavailable(message),
         }
     }
 }
@@ -62,6 +65,7 @@ impl DbusError {
             DbusError::NoSpace(m) => ("NoSpace", m.clone()),
             DbusError::Io(m) => ("Io", m.clone()),
             DbusError::Corrupt(m) => ("Corrupt", m.clone()),
+            DbusError::Unavailable(m) => ("Unavailable", m.clone()),
         };
         (format!("org.ws.Error.{name}"), message)
     }

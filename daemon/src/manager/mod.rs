@@ -110,6 +110,8 @@ pub struct Manager {
     sandbox_exe: PathBuf,
     /// Project sources watched since their last import (`None`: no inotify).
     source_watch: Option<source_watch::SourceWatch>,
+    /// Connections to remote caches, and the digest table.
+    remotes: remotes::Remotes,
 }
 
 /// A name reserved by an open in progress; released when dropped.
@@ -165,7 +167,6 @@ impl Manager {
         })?;
         let manager = Manager {
             dirs,
-            db,
             store,
             probe,
             euid: nix::unistd::geteuid().as_raw(),
@@ -176,6 +177,8 @@ impl Manager {
             building: Mutex::new(Default::default()),
             sandbox_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("wsd")),
             source_watch: source_watch::SourceWatch::start(),
+            remotes: remotes::Remotes::new(crate::remote::DigestMap::new(db.clone())),
+            db,
         };
         manager.recover()?;
         Ok(manager)
@@ -513,6 +516,7 @@ mod mount_point;
 mod open;
 mod recover;
 mod refs;
+mod remotes;
 mod source_watch;
 mod store_ops;
 mod undo;
@@ -523,6 +527,7 @@ pub use gc::{GcOptions, GcReport};
 pub use import::ImportOptions;
 pub use mount_point::MountPoint;
 pub use refs::{Ref, RefKind};
+pub use remotes::RemoteOptions;
 pub use store_ops::TreeChange;
 pub use undo::Undone;
 pub use write_back::{

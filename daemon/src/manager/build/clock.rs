@@ -128,6 +128,44 @@ fn walk_mtimes(
     Ok(())
 }
 
+/// The newest mtime anywhere in `tree`, and the bytes of its files: what a
+/// buildtree that comes from elsewhere (a remote cache) is recorded with.
+pub fn newest_and_size(store: &Store, tree: Digest) -> Result<(Option<Mtime>, u64), TreeError> {
+    fn walk(
+        store: &Store,
+        tree: Digest,
+        path: &str,
+        newest: &mut Option<Mtime>,
+        bytes: &mut u64,
+    ) -> Result<(), TreeError> {
+        fn see(newest: &mut Option<Mtime>, mtime: Option<Mtime>) {
+            if let Some(m) = mtime {
+                *newest = Some(newest.map_or(m, |n| n.max(m)));
+            }
+        }
+        let dir = Dir::read(store, tree, path)?;
+        see(newest, dir.props.and_then(|p| p.mtime));
+        for entry in dir.entries() {
+            see(newest, entry.props.and_then(|p| p.mtime));
+            match &entry.node {
+                Node::Dir { digest } => walk(
+                    store,
+                    *digest,
+                    &treediff::names::join(path, &entry.name),
+                    newest,
+                    bytes,
+                )?,
+                Node::File { digest, .. } => *bytes += digest.size(),
+                Node::Symlink { .. } => {}
+            }
+        }
+        Ok(())
+    }
+    let (mut newest, mut bytes) = (None, 0);
+    walk(store, tree, "", &mut newest, &mut bytes)?;
+    Ok((newest, bytes))
+}
+
 /// The larger of two optional mtimes.
 pub fn max(a: Option<Mtime>, b: Option<Mtime>) -> Option<Mtime> {
     match (a, b) {

@@ -14,12 +14,14 @@
 //! | `caches` | `ws cache`: the elements' saved caches, listed and dropped |
 //! | `shell` | `ws shell`: a command in an element's build environment, on a throw-away layer |
 //! | `verify` | `ws build --verify`: a clean rebuild on a scratch layer, compared file by file |
+//! | `remote_cache` | results pulled from remote caches before a build, pushed after; `ws push`, `ws pull` |
 
 mod caches;
 mod clock;
 mod open;
 mod plan;
 mod record;
+mod remote_cache;
 mod run;
 mod shell;
 mod show;
@@ -33,14 +35,15 @@ pub use caches::SavedCache;
 pub use open::{BuildtreeSource, ElementOpen, OpenedElement};
 pub use plan::{LoadedProject, PROJECT_FILE, Planned};
 pub use record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, buildtree_ref};
+pub use remote_cache::{RemoteActivity, Transfer, TransferReport, TransferTarget};
 pub use run::CONFIGURED_MARKER;
 pub use shell::{ShellEnd, ShellRequest, ShellStdio};
 pub use show::{ElementState, ShownElement};
 pub use verify::{Verification, VerifyResult};
 
 use crate::error::Error;
-use crate::manager::{Caller, Manager, now_secs};
-use crate::project::{CacheKey, ElementKind};
+use crate::manager::{Caller, Manager, RemoteOptions, now_secs};
+use crate::project::{CacheKey, ElementKind, RemoteSpec};
 use crate::sandbox::Cancel;
 
 /// What became of one element in a build.
@@ -91,14 +94,18 @@ pub struct ElementReport {
     pub message: Option<String>,
     /// What a clean rebuild found (`ws build --verify`, the target only).
     pub verification: Option<Verification>,
+    /// What the remote caches did for it.
+    pub remote: RemoteActivity,
 }
 
 /// How to build.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
     /// Once the target is built (or reused), rebuild it cleanly on a scratch
     /// layer and compare the two artifacts (see `verify`).
     pub verify: bool,
+    /// Which remote caches to pull from and push to, besides the project's.
+    pub remotes: RemoteOptions,
 }
 
 /// Who watches a build as it runs (the D-Bus job, a test).
@@ -171,6 +178,7 @@ impl Manager {
         let _store = self.store_guard();
         let loaded = self.load_project(caller, dir)?;
         let planned = self.plan(caller, &loaded, target)?;
+        let remotes = self.remotes_for(caller, &loaded.project.remotes, &options.remotes)?;
         let mut reports: Vec<ElementReport> = Vec::new();
         for p in &planned {
             if cancel.is_cancelled() {
@@ -181,7 +189,8 @@ impl Manager {
                 &p.key,
                 p.workspace.as_ref().map(|w| w.name.as_str()),
             );
-            let mut report = self.build_one(caller, &planned, p, &reports, observer, cancel)?;
+            let mut report =
+                self.build_one(caller, &planned, p, &reports, &remotes, observer, cancel)?;
             if options.verify
                 && p.element.name == target
                 && p.element.kind != ElementKind::Import
@@ -203,12 +212,16 @@ impl Manager {
         Ok(reports)
     }
 
+    /// One element: reused from the local cache, else from a remote one, else
+    /// built (or imported) and pushed to the remotes that take pushes.
+    #[allow(clippy::too_many_arguments)]
     fn build_one(
         &self,
         caller: Caller,
         planned: &[Planned],
         p: &Planned,
         done: &[ElementReport],
+        remotes: &[RemoteSpec],
         observer: &dyn BuildObserver,
         cancel: &Cancel,
     ) -> Result<ElementReport, Error> {
@@ -216,17 +229,29 @@ impl Manager {
             self.record_hit_in_workspace(p)?;
             return Ok(report);
         }
-        if p.element.kind == ElementKind::Import {
-            return self.record_import(caller, p);
+        let mut activity = RemoteActivity::default();
+        if let Some(mut report) = self.pull_cached(caller, remotes, p, &mut activity)? {
+            self.record_hit_in_workspace(p)?;
+            report.remote = activity;
+            return Ok(report);
         }
-        let deps = dependency_artifacts(planned, p, done);
-        self.run_build(run::Job {
-            caller,
-            planned: p,
-            sysroot: self.dependency_sysroot(&deps)?,
-            observer,
-            cancel,
-        })
+        let mut report = if p.element.kind == ElementKind::Import {
+            self.record_import(caller, p)?
+        } else {
+            let deps = dependency_artifacts(planned, p, done);
+            self.run_build(run::Job {
+                caller,
+                planned: p,
+                sysroot: self.dependency_sysroot(&deps)?,
+                observer,
+                cancel,
+            })?
+        };
+        if !cancel.is_cancelled() {
+            self.push_recorded(remotes, &p.key, &mut activity)?;
+        }
+        report.remote = activity;
+        Ok(report)
     }
 
     /// The artifacts `deps` merged and checked out read-only, for the sandbox's
@@ -279,6 +304,7 @@ impl Manager {
             workspace: p.workspace.as_ref().map(|w| w.name.clone()),
             message: Some(from),
             verification: None,
+            remote: RemoteActivity::default(),
         }))
     }
 
@@ -319,6 +345,7 @@ impl Manager {
             workspace: record.workspace,
             message: None,
             verification: None,
+            remote: RemoteActivity::default(),
         })
     }
 }

@@ -1,7 +1,8 @@
 //! `ws open ELEMENT`: a workspace on a project element's sources that, when the
 //! element's current key has a failed build cached, continues from that build's
 //! buildtree: its next build recompiles only what the failed build had not
-//! finished and what was edited since.
+//! finished and what was edited since. When only a remote cache has that failed
+//! build (it failed on another machine, in CI), its buildtree is pulled first.
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ pub struct ElementOpen {
     pub path: Option<MountPoint>,
     /// The backend; `None` for the probe's choice.
     pub backend: Option<BackendKind>,
+    /// Which remote caches to look in, besides the project's.
+    pub remotes: crate::manager::RemoteOptions,
 }
 
 /// An element's workspace, opened.
@@ -38,6 +41,8 @@ pub struct OpenedElement {
     pub cache_key: CacheKey,
     /// The failed build it continues from, if any (its cache key, the same).
     pub continues_failed_build: bool,
+    /// The remote cache that failed build's buildtree was pulled from.
+    pub pulled_from: Option<String>,
 }
 
 /// A buildtree to start a workspace's builds from, wherever it is held.
@@ -81,11 +86,23 @@ impl Manager {
         let element = loaded.project.element(&request.element)?.clone();
         let planned = self.plan(caller, &loaded, &element.name)?;
         let target = planned.last().expect("a plan ends with its target").clone();
-        let failed = match (request.fresh, self.artifact(&target.key)?) {
+        let local = self.artifact(&target.key)?;
+        let mut pulled_from = None;
+        let failed = match (request.fresh, local) {
+            (true, _) => None,
             (false, Some(record)) if record.outcome == Outcome::Failed => {
                 BuildtreeSource::of(&record)
             }
-            _ => None,
+            // Succeeded here: nothing to continue. Unknown here: a remote may
+            // have the failure.
+            (false, Some(_)) => None,
+            (false, None) => {
+                let remotes =
+                    self.remotes_for(caller, &loaded.project.remotes, &request.remotes)?;
+                let pulled = self.pull_failed(caller, &remotes, &target)?;
+                pulled_from = pulled.as_ref().map(|(url, _)| url.clone());
+                pulled.and_then(|(_, record)| BuildtreeSource::of(&record))
+            }
         };
         let continues = failed.is_some();
         let workspace = self.open_workspace_with(
@@ -110,6 +127,7 @@ impl Manager {
             workspace,
             cache_key: target.key,
             continues_failed_build: continues,
+            pulled_from,
         })
     }
 

@@ -517,6 +517,7 @@ impl Manager {
             workspace: record.workspace.clone(),
             message: ran.failure,
             verification: None,
+            remote: Default::default(),
         })
     }
 
