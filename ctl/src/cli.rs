@@ -31,6 +31,11 @@ pub enum Command {
     Build(BuildArgs),
     /// Show an element's cache key and state, and those of its dependencies
     Show(ShowArgs),
+    /// Upload an element's (or a cache key's) result to the remote caches that
+    /// take pushes
+    Push(TransferArgs),
+    /// Fetch an element's (or a cache key's) result from a remote cache
+    Pull(TransferArgs),
     /// Run a shell, or a command, in an element's build environment (its
     /// changes are dropped when it ends)
     Shell(ShellArgs),
@@ -97,7 +102,26 @@ pub struct OpenArgs {
     /// How the view is made [default: the best this machine supports]
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Print the workspace as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a command uses remote caches (docs/remote.md).
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Use no remote cache: neither the project's nor the user's
+    #[arg(long)]
+    pub no_remote: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// The element (its current cache key), or a cache key (64 hex digits)
+    pub target: String,
+    /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -111,6 +135,8 @@ pub struct BuildArgs {
     /// diff and make the command fail
     #[arg(long)]
     pub verify: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Print a JSON list with a report per element (the commands' output goes to
     /// stderr)
     #[arg(long)]

@@ -77,6 +77,18 @@ pub trait Manager1 {
     fn caches(&self) -> zbus::Result<Vec<(String, String, String, u64, u64)>>;
     fn drop_cache(&self, element: &str, name: &str) -> zbus::Result<Vec<String>>;
     fn gc(&self, quota: u64) -> zbus::Result<(HashMap<String, u64>, Vec<String>, bool)>;
+    fn push(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        target: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
+    fn pull(
+        &self,
+        project: zbus::zvariant::Fd<'_>,
+        target: &str,
+        options: HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<HashMap<String, zbus::zvariant::OwnedValue>>;
 }
 
 #[zbus::proxy(interface = "org.ws.Workspace1", default_service = "org.ws.Daemon")]

@@ -33,7 +33,7 @@ exec /usr/bin/cc "$@"
 /// The example project copied to a scratch directory, with a third element
 /// holding the counting `cc` that `hello` builds with; `build` replaces
 /// hello's build commands when given.
-fn project(build: Option<&str>) -> tempfile::TempDir {
+pub(super) fn project(build: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&examples().join("project"), dir.path());
     write(dir.path(), "counter/bin/cc", CC_WRAPPER);
@@ -96,14 +96,14 @@ fn set_executable(path: &Path) {
 }
 
 /// `ws -C PROJECT ARGS…`.
-fn in_project(ws: &Ws, project: &Path, args: &[&str]) -> Run {
+pub(super) fn in_project(ws: &Ws, project: &Path, args: &[&str]) -> Run {
     let mut all = vec!["-C", project.to_str().unwrap()];
     all.extend_from_slice(args);
     ws.run(&all)
 }
 
 /// The files the build compiled, sorted, and how often it linked.
-fn compiled(run: &Run) -> (Vec<String>, usize) {
+pub(super) fn compiled(run: &Run) -> (Vec<String>, usize) {
     let mut files: Vec<String> = run
         .stdout
         .lines()
@@ -121,12 +121,12 @@ fn compiled(run: &Run) -> (Vec<String>, usize) {
     (files, links)
 }
 
-fn json(text: &str) -> serde_json::Value {
+pub(super) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 /// The report of `element` in a `ws build --json` run.
-fn report(run: &Run, element: &str) -> serde_json::Value {
+pub(super) fn report(run: &Run, element: &str) -> serde_json::Value {
     json(&run.stdout)
         .as_array()
         .unwrap()
@@ -137,7 +137,7 @@ fn report(run: &Run, element: &str) -> serde_json::Value {
 }
 
 /// Edits `rel` in `dir`: `from` must be there and becomes `to`.
-fn edit(dir: &Path, rel: &str, from: &str, to: &str) {
+pub(super) fn edit(dir: &Path, rel: &str, from: &str, to: &str) {
     let path = dir.join(rel);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains(from), "{rel} has no {from:?}");
@@ -145,7 +145,7 @@ fn edit(dir: &Path, rel: &str, from: &str, to: &str) {
 }
 
 /// Checks the artifact `digest` out and runs its `usr/bin/hello`; its stdout.
-fn run_artifact(ws: &Ws, digest: &str) -> String {
+pub(super) fn run_artifact(ws: &Ws, digest: &str) -> String {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("artifact");
     ws.ok(&["store", "checkout", digest, target.to_str().unwrap()]);
@@ -155,9 +155,9 @@ fn run_artifact(ws: &Ws, digest: &str) -> String {
     String::from_utf8_lossy(&ran.stdout).into_owned()
 }
 
-const BREAK: (&str, &str) = ("return \"Hello\";", "return \"Hello\" +;");
+pub(super) const BREAK: (&str, &str) = ("return \"Hello\";", "return \"Hello\" +;");
 
-fn workspace_path(ws: &Ws, name: &str) -> PathBuf {
+pub(super) fn workspace_path(ws: &Ws, name: &str) -> PathBuf {
     PathBuf::from(
         json(&ws.ok(&["status", name, "--json"]))["path"]
             .as_str()

@@ -2,5 +2,6 @@
 
 mod build;
 mod crash_loop;
+mod remote;
 mod store;
 mod workspace;

@@ -29,6 +29,9 @@ pub fn binary(name: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct Ws {
     pub state: tempfile::TempDir,
+    /// Holds the user configuration `ws` reads (`WS_CONFIG`): none unless a
+    /// test writes one with [`Ws::configure`], never the real user's.
+    pub config: tempfile::TempDir,
 }
 
 /// What a finished `ws` run printed and returned.
@@ -83,13 +86,20 @@ impl Ws {
     pub fn new() -> Ws {
         Ws {
             state: tempfile::tempdir().unwrap(),
+            config: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// Writes the user configuration file `ws` passes to the daemon.
+    pub fn configure(&self, toml: &str) {
+        std::fs::write(self.config.path().join("config.toml"), toml).unwrap();
     }
 
     /// A `ws` command using this state directory (through the environment).
     pub fn command(&self) -> Command {
         let mut command = Command::new(binary("ws"));
         command.env("WS_STATE_DIR", self.state.path());
+        command.env("WS_CONFIG", self.config.path().join("config.toml"));
         command
     }
 
@@ -162,4 +172,22 @@ pub fn privileged(test: &str) -> bool {
     );
     eprintln!("{test}: skipped (needs root)");
     false
+}
+
+/// The URL of the REAPI server the remote cache tests use (`WS_TEST_REAPI_URL`,
+/// a BuildGrid that `.ci/run` starts). Without one the test says it is skipped,
+/// unless `WS_TEST_REQUIRE_REAPI=1` (CI), where it fails instead.
+pub fn reapi_server(test: &str) -> Option<String> {
+    match std::env::var("WS_TEST_REAPI_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert_ne!(
+                std::env::var("WS_TEST_REQUIRE_REAPI").as_deref(),
+                Ok("1"),
+                "{test}: WS_TEST_REQUIRE_REAPI=1 but WS_TEST_REAPI_URL is not set"
+            );
+            eprintln!("{test}: skipped (no REAPI server: see .ci/buildgrid/start.sh)");
+            None
+        }
+    }
 }

@@ -50,6 +50,12 @@ struct ReportJson {
     log: Option<String>,
     workspace: Option<String>,
     message: Option<String>,
+    /// The remote cache the artifact was pulled from.
+    pulled_from: Option<String>,
+    /// The remote caches the result was pushed to.
+    pushed_to: Vec<String>,
+    /// Remote caches that failed or had an unusable entry ("URL: what").
+    remote_problems: Vec<String>,
     /// With `--verify`, for the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     verify: Option<VerifyJson>,
@@ -108,6 +114,9 @@ impl ReportJson {
             log: some("log"),
             workspace: some("workspace"),
             message: some("message"),
+            pulled_from: some("pulled_from"),
+            pushed_to: dict.texts("pushed_to"),
+            remote_problems: dict.texts("remote_problems"),
             verify: some("verify").map(|result| VerifyJson {
                 result,
                 clean_artifact: some("clean_artifact"),
@@ -184,6 +193,7 @@ pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<E
     if args.verify {
         options.insert("verify", true.into());
     }
+    super::remote::add_options(&mut options, &args.remote);
     let path = manager.build((&dir).into(), &args.element, options).await?;
     let job = client.build_job(path.clone()).await?;
     let path = path.to_string();
@@ -214,12 +224,19 @@ pub async fn build(client: &Client, project: &Path, args: BuildArgs) -> Result<E
                         written.map_err(CliError::Output)?;
                     }
                     Signal::ElementFinished(report) => {
+                        let report = ReportJson::from_value(&report);
                         if !args.json {
-                            let report = ReportJson::from_value(&report);
                             eprintln!("ws: {}", report.line());
                             if let Some(verify) = &report.verify {
                                 eprintln!("ws: {}", verify.line(&report.element));
                             }
+                        }
+                        // On stderr with --json too: a remote that fails must be seen.
+                        for problem in &report.remote_problems {
+                            eprintln!("ws: warning: {}: remote cache {problem}", report.element);
+                        }
+                        if !report.pushed_to.is_empty() {
+                            eprintln!("ws: {}: pushed to {}", report.element, report.pushed_to.join(", "));
                         }
                     }
                     Signal::Finished(state, reports, name, error) => break (state, reports, name, error),
@@ -357,6 +374,7 @@ pub async fn open_element(
     let mut options: HashMap<&str, Value<'_>> = HashMap::new();
     options.insert("fresh", args.fresh.into());
     options.insert("backend", backend.into());
+    super::remote::add_options(&mut options, &args.remote);
     Ok(match &args.path {
         Some(at) => {
             let at = open_dir(at)?;

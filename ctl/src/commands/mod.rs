@@ -1,6 +1,7 @@
 //! Running a parsed command line.
 
 mod build;
+mod remote;
 mod shell;
 mod store;
 mod workspace;

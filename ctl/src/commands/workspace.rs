@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
+use super::remote::Direction;
 use super::{block_on, build, letter, open_dir, print, print_json};
 use crate::cli::{ArtifactCommand, Backend, CacheCommand, Command, CommitArgs};
 use crate::client::{Client, Workspace1Proxy};
@@ -71,6 +72,12 @@ pub fn run(
             Some(build::find_project(project)?)
         }
         Command::Open(args) if args.source.is_none() => Some(build::find_project(project)?),
+        // A key needs no project; one found adds its remotes.
+        Command::Push(args) | Command::Pull(args) => match build::find_project(project) {
+            Ok(dir) => Some(dir),
+            Err(_) if project.is_none() && super::remote::is_key(&args.target) => None,
+            Err(e) => return Err(e),
+        },
         _ => None,
     };
     block_on(async {
@@ -81,6 +88,14 @@ pub fn run(
             }
             Command::Show(args) => {
                 return build::show(&client, &project_dir.expect("found above"), args).await;
+            }
+            Command::Push(args) => {
+                let project = project_dir.as_deref();
+                return super::remote::transfer(&client, project, Direction::Push, args).await;
+            }
+            Command::Pull(args) => {
+                let project = project_dir.as_deref();
+                return super::remote::transfer(&client, project, Direction::Pull, args).await;
             }
             Command::Shell(args) => {
                 return super::shell::shell(&client, &project_dir.expect("found above"), args)

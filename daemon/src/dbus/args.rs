@@ -57,6 +57,30 @@ pub fn bool_options(
     Ok(())
 }
 
+/// Takes the remote cache options out of `options` into `remotes`: "user-config"
+/// (s, the absolute path of the caller's configuration file, read with the
+/// caller's permissions) and "remote" (b, false: use no remote cache).
+pub fn remote_options(
+    options: &mut HashMap<String, zbus::zvariant::OwnedValue>,
+    what: &str,
+    remotes: &mut crate::manager::RemoteOptions,
+) -> Result<(), DbusError> {
+    if let Some(value) = options.remove("user-config") {
+        let path = String::try_from(value).map_err(|_| {
+            DbusError::InvalidArgument(format!("{what} option \"user-config\" must be a string"))
+        })?;
+        bounded("user configuration path", &path)?;
+        remotes.user_config = (!path.is_empty()).then(|| PathBuf::from(path));
+    }
+    if let Some(value) = options.remove("remote") {
+        let on = bool::try_from(value).map_err(|_| {
+            DbusError::InvalidArgument(format!("{what} option \"remote\" must be a boolean"))
+        })?;
+        remotes.disabled = !on;
+    }
+    Ok(())
+}
+
 /// A dictionary as D-Bus returns it (`a{sv}`) from named plain values: new
 /// keys can be added without changing a signature.
 pub fn dict(

@@ -107,6 +107,12 @@ pub(super) fn report_value(r: &ElementReport) -> HashMap<String, OwnedValue> {
         ("workspace", r.workspace.clone().unwrap_or_default().into()),
         ("message", r.message.clone().unwrap_or_default().into()),
         (
+            "pulled_from",
+            r.remote.pulled_from.clone().unwrap_or_default().into(),
+        ),
+        ("pushed_to", r.remote.pushed_to.clone().into()),
+        ("remote_problems", r.remote.problems.clone().into()),
+        (
             "verify",
             r.verification
                 .as_ref()

@@ -8,10 +8,10 @@ use overlay::BackendKind;
 use zbus::object_server::ObjectServer;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
-use super::args::{bool_options, bounded, counts, digest, fd_path, received};
+use super::args::{bool_options, bounded, counts, digest, fd_path, received, remote_options};
 use super::{DbusError, Event, Objects, Shared, workspace_path};
 use crate::manager::build::{BuildOptions, ElementOpen, ShellRequest, ShellStdio};
-use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, Source};
+use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, RemoteOptions, Source};
 
 /// The manager interface of one connection.
 #[derive(Debug)]
@@ -86,6 +86,9 @@ impl ManagerIface {
         bounded("element", &element)?;
         let mut fresh = false;
         let mut backend = None;
+        let mut options = options;
+        let mut remotes = RemoteOptions::default();
+        remote_options(&mut options, "open", &mut remotes)?;
         for (key, value) in options {
             match key.as_str() {
                 "fresh" => {
@@ -124,6 +127,7 @@ impl ManagerIface {
                     fresh,
                     path: mount_point,
                     backend,
+                    remotes,
                 };
                 let opened = m.open_element(caller, request);
                 drop(project);
@@ -289,6 +293,8 @@ impl ManagerIface {
     ) -> Result<OwnedObjectPath, DbusError> {
         bounded("element", &element)?;
         let mut build = BuildOptions::default();
+        let mut options = options;
+        remote_options(&mut options, "build", &mut build.remotes)?;
         bool_options(options, "build", &mut [("verify", &mut build.verify)])?;
         self.objects.ensure(server).await;
         super::build_job::start(
@@ -378,10 +384,61 @@ impl ManagerIface {
         Ok(shown.iter().map(super::build_job::shown_value).collect())
     }
 
+    /// Uploads the result recorded under `target`'s cache key (its artifact,
+    /// buildtree, sources and log, then its action cache entry) to every remote
+    /// cache that takes pushes. `target` is an element of the project
+    /// `project`, or a cache key with the option "key": true. Options: "key"
+    /// (b), "project" (b: false to use no project's remotes), "user-config"
+    /// (s), "remote" (b). Returns a report (see docs/dbus.md).
+    async fn push(
+        &self,
+        project: zbus::zvariant::OwnedFd,
+        target: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<HashMap<String, OwnedValue>, DbusError> {
+        let project = received(project);
+        let (target, remotes) = super::transfer::request("push", &project, &target, options)?;
+        let caller = self.caller;
+        let report = self
+            .shared
+            .run(move |m| {
+                let report = m.push(caller, target, &remotes);
+                drop(project);
+                report
+            })
+            .await?;
+        Ok(super::transfer::report_value(&report))
+    }
+
+    /// Fetches the result under `target`'s cache key from the first remote
+    /// cache that has a usable one (every blob verified) and records it here.
+    /// Arguments, options and report as for `Push`.
+    async fn pull(
+        &self,
+        project: zbus::zvariant::OwnedFd,
+        target: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<HashMap<String, OwnedValue>, DbusError> {
+        let project = received(project);
+        let (target, remotes) = super::transfer::request("pull", &project, &target, options)?;
+        let caller = self.caller;
+        let report = self
+            .shared
+            .run(move |m| {
+                let report = m.pull(caller, target, &remotes);
+                drop(project);
+                report
+            })
+            .await?;
+        Ok(super::transfer::report_value(&report))
+    }
+
     /// Opens a workspace named after `element` on its sources in the project
     /// `project`; if the element's current cache key has a failed build cached,
     /// the workspace continues from its buildtree (unless `options` has
-    /// "fresh": true). `options`: "fresh" (b), "backend" (s). Returns the
+    /// "fresh": true); when only a remote cache has that failed build, its
+    /// buildtree is pulled. `options`: "fresh" (b), "backend" (s),
+    /// "user-config" (s), "remote" (b). Returns the
     /// workspace, whether it continues a failed build, and the cache key.
     async fn open_element(
         &self,

@@ -25,6 +25,7 @@ mod manager_iface;
 mod relay;
 mod shell_job;
 mod store_iface;
+mod transfer;
 mod workspace_iface;
 
 use std::path::Path;
