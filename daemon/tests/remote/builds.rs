@@ -41,12 +41,18 @@ struct Machine {
     project: PathBuf,
 }
 
-fn machine(dir: &Path, name: &str, toml: &str) -> Machine {
+/// A machine `name` with the project `toml`, whose sources (the imported `base`
+/// too) are unique to `nonce`, so that no other test or run shares their keys.
+fn machine(dir: &Path, name: &str, toml: &str, nonce: &str) -> Machine {
     let project = dir.join(name).join("project");
     std::fs::create_dir_all(project.join("src")).unwrap();
     std::fs::create_dir_all(project.join("base")).unwrap();
     std::fs::write(project.join("src/input"), "input\n").unwrap();
-    std::fs::write(project.join("base/header.h"), "#define BASE 1\n").unwrap();
+    std::fs::write(
+        project.join("base/header.h"),
+        format!("#define BASE 1 /* {nonce} */\n"),
+    )
+    .unwrap();
     std::fs::write(project.join("ws.toml"), toml).unwrap();
     Machine {
         m: manager(&dir.join(name).join("state")),
@@ -111,8 +117,9 @@ fn a_build_that_failed_on_one_machine_continues_on_another() {
             "[[remote]]\nurl = \"{url}\"\npush = true\n\n{}",
             app(&nonce)
         ),
+        &nonce,
     );
-    let b = machine(dir.path(), "b", &app(&nonce));
+    let b = machine(dir.path(), "b", &app(&nonce), &nonce);
     let b_remote = user_config(dir.path(), &url);
 
     let failed = a.build(RemoteOptions::default());
@@ -170,25 +177,29 @@ fn an_artifact_built_on_one_machine_is_reused_on_another_with_nothing_run() {
         "[[remote]]\nurl = \"{url}\"\npush = true\n\n{}",
         app(&nonce)
     );
-    let a = machine(dir.path(), "a", &toml);
+    let a = machine(dir.path(), "a", &toml, &nonce);
     std::fs::write(a.project.join("src/fixed"), "").unwrap();
-    let b = machine(dir.path(), "b", &toml);
+    let b = machine(dir.path(), "b", &toml, &nonce);
     std::fs::write(b.project.join("src/fixed"), "").unwrap();
 
     let built = a.build(RemoteOptions::default());
     assert_eq!(built[1].result, ElementResult::Built, "{built:?}");
     let reused = b.build(RemoteOptions::default());
     for (a_report, b_report) in built.iter().zip(&reused) {
-        assert_eq!(b_report.result, ElementResult::Cached, "{b_report:?}");
         assert_eq!(b_report.commands_run, 0);
         assert_eq!(b_report.cache_key, a_report.cache_key);
         assert_eq!(b_report.artifact, a_report.artifact);
-        assert_eq!(b_report.remote.pulled_from.as_deref(), Some(url.as_str()));
-        assert!(
-            b_report.message.as_deref().unwrap().contains("pulled from"),
-            "{b_report:?}"
-        );
     }
+    // The import is its sources, which B has; the build comes from A.
+    assert_eq!(reused[0].result, ElementResult::Built);
+    assert!(reused[0].remote.pulled_from.is_none());
+    let app_b = &reused[1];
+    assert_eq!(app_b.result, ElementResult::Cached, "{app_b:?}");
+    assert_eq!(app_b.remote.pulled_from.as_deref(), Some(url.as_str()));
+    assert!(
+        app_b.message.as_deref().unwrap().contains("pulled from"),
+        "{app_b:?}"
+    );
     assert_eq!(
         file_in(&b.m, reused[1].artifact.unwrap(), "part"),
         file_in(&a.m, built[1].artifact.unwrap(), "part")
@@ -202,7 +213,7 @@ fn an_artifact_built_on_one_machine_is_reused_on_another_with_nothing_run() {
     );
 
     // `--no-remote` on a third machine builds it itself.
-    let c = machine(dir.path(), "c", &toml);
+    let c = machine(dir.path(), "c", &toml, &nonce);
     std::fs::write(c.project.join("src/fixed"), "").unwrap();
     let local = c.build(RemoteOptions {
         disabled: true,
@@ -221,7 +232,7 @@ fn push_and_pull_by_element_and_by_key() {
     let Some(url) = server(test) else { return };
     let dir = tempfile::tempdir().unwrap();
     let nonce = nonce(test);
-    let a = machine(dir.path(), "a", &app(&nonce));
+    let a = machine(dir.path(), "a", &app(&nonce), &nonce);
     std::fs::write(a.project.join("src/fixed"), "").unwrap();
     let built = a.build(RemoteOptions::default());
     let key = built[1].cache_key.clone();
@@ -326,7 +337,7 @@ fn a_corrupt_remote_entry_is_a_miss_and_the_build_runs_here() {
         "[[remote]]\nurl = \"{url}\"\npush = true\n\n{}",
         app(&nonce)
     );
-    let a = machine(dir.path(), "a", &toml);
+    let a = machine(dir.path(), "a", &toml, &nonce);
     std::fs::write(a.project.join("src/fixed"), "").unwrap();
     let built = a.build(RemoteOptions::default());
     assert_eq!(built[1].remote.pushed_to, vec![url.clone()]);
@@ -338,7 +349,7 @@ fn a_corrupt_remote_entry_is_a_miss_and_the_build_runs_here() {
     let object = cas.join(&sha[..2]).join(&sha[2..]);
     std::fs::write(&object, "not what was built\n").unwrap();
 
-    let b = machine(dir.path(), "b", &toml);
+    let b = machine(dir.path(), "b", &toml, &nonce);
     std::fs::write(b.project.join("src/fixed"), "").unwrap();
     let rebuilt = b.build(RemoteOptions::default());
     let app_b = &rebuilt[1];
@@ -365,12 +376,13 @@ fn an_unreachable_remote_is_noted_and_local_work_goes_on() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let nonce = nonce(test);
     // Port 1 on loopback: nothing listens there.
     let toml = format!(
         "[[remote]]\nurl = \"grpc://127.0.0.1:1\"\npush = true\n\n{}",
-        app(&nonce(test))
+        app(&nonce)
     );
-    let a = machine(dir.path(), "a", &toml);
+    let a = machine(dir.path(), "a", &toml, &nonce);
     std::fs::write(a.project.join("src/fixed"), "").unwrap();
     let built = a.build(RemoteOptions::default());
     let app = &built[1];

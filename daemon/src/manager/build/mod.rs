@@ -230,7 +230,11 @@ impl Manager {
             return Ok(report);
         }
         let mut activity = RemoteActivity::default();
-        if let Some(mut report) = self.pull_cached(caller, remotes, p, &mut activity)? {
+        let say = |line: String| observer.output(&p.element.name, line.as_bytes());
+        // An import's artifact is its sources, which are here: nothing to pull.
+        if p.element.kind != ElementKind::Import
+            && let Some(mut report) = self.pull_cached(caller, remotes, p, &mut activity, &say)?
+        {
             self.record_hit_in_workspace(p)?;
             report.remote = activity;
             return Ok(report);
@@ -248,7 +252,7 @@ impl Manager {
             })?
         };
         if !cancel.is_cancelled() {
-            self.push_recorded(remotes, &p.key, &mut activity)?;
+            self.push_recorded(remotes, &p.key, &mut activity, &say)?;
         }
         report.remote = activity;
         Ok(report)

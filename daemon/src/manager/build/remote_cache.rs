@@ -29,6 +29,19 @@ pub struct RemoteActivity {
     pub problems: Vec<String>,
 }
 
+/// Where a build's progress lines go (the element's output stream), or
+/// nowhere.
+pub(super) type Say<'a> = &'a dyn Fn(String);
+
+/// Bytes for people, in the progress lines.
+fn shown_bytes(n: u64) -> String {
+    if n < 1 << 20 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+    }
+}
+
 impl RemoteActivity {
     fn problem(&mut self, spec: &RemoteSpec, what: impl std::fmt::Display) {
         tracing::warn!(url = spec.url, "remote cache: {what}");
@@ -80,6 +93,7 @@ impl Manager {
         remotes: &[RemoteSpec],
         p: &Planned,
         activity: &mut RemoteActivity,
+        say: Say<'_>,
     ) -> Result<Option<ElementReport>, Error> {
         for spec in remotes.iter().filter(|s| s.pull) {
             let parts = Parts {
@@ -88,7 +102,8 @@ impl Manager {
                 sources: false,
                 log: true,
             };
-            let Some(result) = self.fetch_from(spec, &p.key, Outcome::Success, parts, activity)?
+            let Some(result) =
+                self.fetch_from(spec, &p.key, Outcome::Success, parts, activity, say)?
             else {
                 continue;
             };
@@ -122,7 +137,7 @@ impl Manager {
                 log: true,
             };
             let Some(result) =
-                self.fetch_from(spec, &p.key, Outcome::Failed, parts, &mut activity)?
+                self.fetch_from(spec, &p.key, Outcome::Failed, parts, &mut activity, &|_| {})?
             else {
                 continue;
             };
@@ -145,6 +160,7 @@ impl Manager {
         outcome: Outcome,
         parts: Parts,
         activity: &mut RemoteActivity,
+        say: Say<'_>,
     ) -> Result<Option<BuildResult>, Error> {
         let found = self.remote(spec).and_then(|remote| {
             let found = remote.find_result(key)?;
@@ -155,8 +171,28 @@ impl Manager {
             Ok(_) => return Ok(None),
             Err(e) => return Ok(note(activity, spec, e)),
         };
+        say(format!(
+            "▶ remote: fetching the {} build under {} from {}\n",
+            if outcome == Outcome::Success {
+                "successful"
+            } else {
+                "failed"
+            },
+            &key.as_str()[..12],
+            spec.url
+        ));
+        let (before, started) = (remote.stats(), std::time::Instant::now());
         match remote.fetch_result(&self.store, self.digest_map(), &entry, parts) {
-            Ok(Lookup::Hit(result)) => Ok(Some(result)),
+            Ok(Lookup::Hit(result)) => {
+                let after = remote.stats();
+                say(format!(
+                    "▶ remote: fetched {} blob(s), {}, in {:.1} s\n",
+                    after.blobs_received - before.blobs_received,
+                    shown_bytes(after.bytes_received - before.bytes_received),
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(Some(result))
+            }
             Ok(Lookup::Miss(why)) => {
                 activity.problem(spec, format!("its entry for {key} is unusable ({why})"));
                 Ok(None)
@@ -242,6 +278,7 @@ impl Manager {
         remotes: &[RemoteSpec],
         key: &CacheKey,
         activity: &mut RemoteActivity,
+        say: Say<'_>,
     ) -> Result<Vec<Transfer>, Error> {
         let mut transfers = Vec::new();
         if !remotes.iter().any(|s| s.push) {
@@ -251,8 +288,17 @@ impl Manager {
             return Ok(transfers);
         };
         for spec in remotes.iter().filter(|s| s.push) {
+            say(format!("▶ remote: pushing to {}\n", spec.url));
+            let started = std::time::Instant::now();
             match self.push_record_to(spec, &record) {
                 Ok(transfer) => {
+                    say(format!(
+                        "▶ remote: sent {} of {} blob(s), {}, in {:.1} s\n",
+                        transfer.moved_blobs,
+                        transfer.blobs,
+                        shown_bytes(transfer.moved_bytes),
+                        started.elapsed().as_secs_f64()
+                    ));
                     activity.pushed_to.push(spec.url.clone());
                     transfers.push(transfer);
                 }
