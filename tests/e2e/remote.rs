@@ -199,3 +199,96 @@ fn an_unreachable_remote_is_a_warning_and_the_build_goes_on() {
     assert_eq!(quiet.code, 0, "{}", quiet.stderr);
     assert!(!quiet.stderr.contains("warning"), "{}", quiet.stderr);
 }
+
+#[test]
+fn a_corrupt_blob_on_the_server_is_a_miss_and_the_build_runs_here() {
+    let test = "a_corrupt_blob_on_the_server_is_a_miss_and_the_build_runs_here";
+    if !ws_tests::privileged(test) {
+        return;
+    }
+    let Some(url) = ws_tests::reapi_server(test) else {
+        return;
+    };
+    let Ok(cas) = std::env::var("WS_TEST_REAPI_CAS") else {
+        assert_ne!(
+            std::env::var("WS_TEST_REQUIRE_REAPI").as_deref(),
+            Ok("1"),
+            "{test} needs WS_TEST_REAPI_CAS"
+        );
+        return;
+    };
+    // A greeting unique to this run: its object files are blobs no other
+    // build shares.
+    let nonce = format!("{}", std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let copy = || {
+        let dir = project(None);
+        edit(
+            dir.path(),
+            "hello/src/greeting.c",
+            "return \"Hello\";",
+            &format!("return \"Hello {nonce}\";"),
+        );
+        dir
+    };
+    let ci = Ws::new();
+    ci.configure(&remote(&url, true));
+    let ci_project = copy();
+    let built = in_project(&ci, ci_project.path(), &["build", "hello", "--json"]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+
+    // Damage the server's copy of the program: its name in the CAS is the
+    // SHA-256 of the binary the build installed.
+    let artifact = report(&built, "hello")["artifact"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = tempfile::tempdir().unwrap();
+    let checkout = out.path().join("artifact");
+    ci.ok(&["store", "checkout", &artifact, checkout.to_str().unwrap()]);
+    let binary = std::fs::read(checkout.join("usr/bin/hello")).unwrap();
+    let sha = sha256_hex(&binary);
+    let object = std::path::Path::new(&cas).join(&sha[..2]).join(&sha[2..]);
+    assert!(
+        object.exists(),
+        "{} is not in the server's CAS",
+        object.display()
+    );
+    std::fs::write(&object, b"not the program").unwrap();
+
+    let dev = Ws::new();
+    dev.configure(&remote(&url, false));
+    let dev_project = copy();
+    let rebuilt = in_project(&dev, dev_project.path(), &["build", "hello", "--json"]);
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
+    let hello = report(&rebuilt, "hello");
+    assert_eq!(
+        hello["result"], "built",
+        "a damaged entry is never used: {hello}"
+    );
+    assert!(
+        compiled(&rebuilt).1 == 1,
+        "it was built here: {}",
+        rebuilt.stderr
+    );
+    assert!(
+        rebuilt.stderr.contains("ws: warning: hello: remote cache ")
+            && rebuilt.stderr.contains("corrupt"),
+        "{}",
+        rebuilt.stderr
+    );
+    let artifact = hello["artifact"].as_str().unwrap().to_owned();
+    assert!(run_artifact(&dev, &artifact).starts_with(&format!("Hello {nonce}")));
+}
+
+/// SHA-256 in hex, by `sha256sum` (the tests crate has no hasher of its own).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_owned()
+}
