@@ -89,6 +89,48 @@ impl Bgd {
         );
     }
 
+    /// The pid of bgd.
+    pub fn pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("bgd.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Kills bgd with SIGKILL (by the pid in its directory) and waits until it
+    /// is gone.
+    pub fn kill(&self) {
+        let pid = self.pid();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Gone, or a zombie (not our child: init reaps it).
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|s| !s.trim_start().starts_with('Z'))
+        }) {
+            assert!(Instant::now() < deadline, "bgd {pid} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(self.dir.join("bgd.pid"));
+        let _ = std::fs::remove_file(self.dir.join("bgd.ready"));
+    }
+
+    /// Starts bgd again on the same directory and port.
+    pub fn restart(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // The killed server's port may take a moment to be free again.
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "port {} stays taken", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.run_start();
+    }
+
     /// The last lines of its log, for a failure message.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.join("bgd.log")).unwrap_or_default();

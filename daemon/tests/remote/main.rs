@@ -18,6 +18,7 @@
 mod bgd;
 mod blake3_remote;
 mod fake;
+mod killed;
 mod tls;
 
 use std::os::unix::fs::PermissionsExt;
