@@ -43,16 +43,32 @@ fn make_tree(root: &Path, nonce: &str) -> std::path::PathBuf {
     src
 }
 
+/// A bgd with the default configuration in a fresh directory, on a free port.
+struct Own {
+    // Stopped before its directory goes.
+    bgd: Bgd,
+    url: String,
+    _state: tempfile::TempDir,
+}
+
+fn own_server() -> Own {
+    let state = tempfile::tempdir().unwrap();
+    let bgd = Bgd::start(state.path(), free_port(), None, &[]);
+    Own {
+        url: format!("grpc://127.0.0.1:{}", bgd.port),
+        bgd,
+        _state: state,
+    }
+}
+
 #[test]
 fn a_server_killed_mid_upload_publishes_nothing_and_a_retry_resumes() {
     if server("a_server_killed_mid_upload").is_none() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
-    let bgd = Bgd::start(state.path(), free_port(), None, &[]);
-    let url = format!("grpc://127.0.0.1:{}", bgd.port);
+    let Own { bgd, url, .. } = &own_server();
     let rt = runtime();
-    let remote = Remote::connect(rt.handle().clone(), &url, "").unwrap();
+    let remote = Remote::connect(rt.handle().clone(), url, "").unwrap();
 
     let a = side();
     let mut attempt = 0;
@@ -117,7 +133,7 @@ fn a_server_killed_mid_upload_publishes_nothing_and_a_retry_resumes() {
     let message = error.to_string();
     eprintln!("killed after {attempt} attempt(s); failed {failed_after:?} later: {message}");
     assert!(failed_after < Duration::from_secs(20), "{failed_after:?}");
-    assert!(message.contains(&url), "{message}");
+    assert!(message.contains(url.as_str()), "{message}");
     assert!(
         ["ByteStream.Write", "BatchUpdateBlobs", "FindMissingBlobs"]
             .iter()
@@ -163,7 +179,6 @@ fn a_server_killed_mid_upload_publishes_nothing_and_a_retry_resumes() {
     );
     let report = treediff::fsck(&c.store, &[result.artifact.unwrap()]).unwrap();
     assert!(report.problems.is_empty(), "{report:?}");
-    drop(bgd);
 }
 
 #[test]
@@ -171,11 +186,9 @@ fn a_server_that_stops_answering_is_an_error_within_seconds() {
     if server("a_server_that_stops_answering").is_none() {
         return;
     }
-    let state = tempfile::tempdir().unwrap();
-    let bgd = Bgd::start(state.path(), free_port(), None, &[]);
-    let url = format!("grpc://127.0.0.1:{}", bgd.port);
+    let Own { bgd, url, .. } = &own_server();
     let rt = runtime();
-    let remote = Remote::connect(rt.handle().clone(), &url, "").unwrap();
+    let remote = Remote::connect(rt.handle().clone(), url, "").unwrap();
     let a = side();
     let src = a.dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -195,8 +208,7 @@ fn a_server_that_stops_answering_is_an_error_within_seconds() {
     eprintln!("stopped server: failed after {took:?}: {message}");
     assert!(took < Duration::from_secs(40), "{took:?}");
     assert!(
-        message.contains(&url) && message.contains("FindMissingBlobs"),
+        message.contains(url.as_str()) && message.contains("FindMissingBlobs"),
         "{message}"
     );
-    drop(bgd);
 }

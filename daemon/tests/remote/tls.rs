@@ -17,87 +17,55 @@ use daemon::remote::{
 };
 use treediff::capture::CaptureMode;
 
-fn openssl(dir: &Path, args: &[&str]) {
+/// Runs `openssl` in `dir` with the words of `args` and then `-subj subject`.
+fn openssl(dir: &Path, args: &str, subject: &str) {
     let output = Command::new("openssl")
-        .args(args)
+        .args(args.split_whitespace())
+        .args(["-subj", subject])
         .current_dir(dir)
         .output()
         .expect("openssl (the tests make their certificates with it)");
     assert!(
         output.status.success(),
-        "openssl {args:?}: {}",
+        "openssl {args}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
+/// A new P-256 key `name.key`, as `openssl req` takes it.
+fn new_key(name: &str) -> String {
+    format!("-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key")
+}
+
 /// A CA `name` (name.key, name.crt).
 fn make_ca(dir: &Path, name: &str) {
+    let key = new_key(name);
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=ws test {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+        &format!(
+            "req -x509 {key} -out {name}.crt -days 2 \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+        ),
+        &format!("/CN=ws test {name}"),
     );
 }
 
 /// A certificate `name` signed by the CA `ca`, with the extensions `ext`.
 fn make_cert(dir: &Path, ca: &str, name: &str, serial: &str, ext: &str) {
     std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    let key = new_key(name);
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN=ws test {name}"),
-        ],
+        &format!("req {key} -out {name}.csr"),
+        &format!("/CN=ws test {name}"),
     );
     openssl(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-set_serial",
-            serial,
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.crt"),
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
+        &format!(
+            "x509 -req -in {name}.csr -CA {ca}.crt -CAkey {ca}.key -set_serial {serial} \
+             -days 2 -out {name}.crt -extfile {name}.ext"
+        ),
+        &format!("/CN=ws test {name}"),
     );
 }
 
