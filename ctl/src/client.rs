@@ -3,7 +3,9 @@
 //!
 //! Two clients starting at once may both spawn a daemon; the daemon's lock on the
 //! state directory lets one of them serve and the other exit, and both clients wait
-//! for the socket.
+//! for the socket. A daemon that lost the lock to one that never answers (the
+//! last processes of a killed daemon still hold it) is spawned again, a few times
+//! with a growing pause, until one gets the lock or another answers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,15 @@ use crate::error::CliError;
 /// How long a starting daemon may take (it probes the machine and opens its
 /// database, and recovers what a crash left).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a daemon that lost the lock is spawned again while nobody answers.
+const RESPAWNS: u32 = 8;
+
+/// The pause before spawning again after the `n`th daemon lost the lock: 100 ms,
+/// doubling, at most 2 s (about 10 s over all [`RESPAWNS`]).
+fn respawn_pause(n: u32) -> Duration {
+    Duration::from_millis(100u64 << n.min(5)).min(Duration::from_secs(2))
+}
 
 #[zbus::proxy(
     interface = "org.ws.Manager1",
@@ -170,24 +181,39 @@ impl Client {
         {
             return Ok(Client { conn, socket });
         }
-        let mut child = start_daemon(state_dir)?;
+        let (mut child, mut log_start) = start_daemon(state_dir)?;
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut respawns = 0;
+        // When the daemon spawned last was seen to have lost the lock.
+        let mut lost_at: Option<Instant> = None;
         loop {
             if let Some(socket) = socket_of(state_dir)
                 && let Ok(conn) = dial(&socket).await
             {
                 return Ok(Client { conn, socket });
             }
-            // A daemon that exits at once failed to start, or lost the race to
-            // another one, which will answer soon.
-            if let Ok(Some(status)) = child.try_wait()
+            // A daemon that exits at once failed to start, or lost the lock to
+            // another one: one starting, which will answer soon, or what is left
+            // of a killed one, which never will but lets go of the lock soon.
+            if lost_at.is_none()
+                && let Ok(Some(status)) = child.try_wait()
                 && !status.success()
-                && !log_says_another_serves(state_dir)
             {
-                return Err(CliError::DaemonStart {
-                    state_dir: state_dir.to_owned(),
-                    detail: last_log_line(state_dir),
-                });
+                if !log_says_another_serves(state_dir, log_start) {
+                    return Err(CliError::DaemonStart {
+                        state_dir: state_dir.to_owned(),
+                        detail: last_log_line(state_dir),
+                    });
+                }
+                lost_at = Some(Instant::now());
+            }
+            if let Some(at) = lost_at
+                && respawns < RESPAWNS
+                && at.elapsed() >= respawn_pause(respawns)
+            {
+                (child, log_start) = start_daemon(state_dir)?;
+                respawns += 1;
+                lost_at = None;
             }
             if Instant::now() > deadline {
                 return Err(CliError::DaemonStart {
@@ -288,8 +314,9 @@ pub(crate) fn wsd_binary() -> PathBuf {
 }
 
 /// Starts `wsd` for `state_dir` in its own process group (a Ctrl-C in this
-/// terminal does not stop it), logging to `<state_dir>/wsd.log`.
-fn start_daemon(state_dir: &Path) -> Result<std::process::Child, CliError> {
+/// terminal does not stop it), logging to `<state_dir>/wsd.log`; with the size
+/// of the log before it started, where what it writes begins.
+fn start_daemon(state_dir: &Path) -> Result<(std::process::Child, u64), CliError> {
     use std::os::unix::process::CommandExt;
     let io = |source| CliError::DaemonStart {
         state_dir: state_dir.to_owned(),
@@ -301,6 +328,7 @@ fn start_daemon(state_dir: &Path) -> Result<std::process::Child, CliError> {
         .append(true)
         .open(state_dir.join("wsd.log"))
         .map_err(io)?;
+    let log_start = log.metadata().map_err(io)?.len();
     let binary = wsd_binary();
     // Only the daemon of the default state directory takes the well-known name
     // on a bus: one started for another directory (a test's, a project's) must
@@ -319,6 +347,7 @@ fn start_daemon(state_dir: &Path) -> Result<std::process::Child, CliError> {
         .stderr(log)
         .process_group(0)
         .spawn()
+        .map(|child| (child, log_start))
         .map_err(|e| CliError::DaemonStart {
             state_dir: state_dir.to_owned(),
             detail: format!("cannot run {}: {e}", binary.display()),
@@ -337,6 +366,11 @@ fn last_log_line(state_dir: &Path) -> String {
         .unwrap_or_else(|| "it exited without saying why".to_owned())
 }
 
-fn log_says_another_serves(state_dir: &Path) -> bool {
-    last_log_line(state_dir).contains("another wsd serves")
+/// Whether the log, from `start` on (what daemons wrote since the last one was
+/// spawned, other daemons' lines among them), says a daemon lost the lock.
+fn log_says_another_serves(state_dir: &Path, start: u64) -> bool {
+    std::fs::read(state_dir.join("wsd.log")).is_ok_and(|log| {
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(log.len());
+        String::from_utf8_lossy(&log[start..]).contains("another wsd serves")
+    })
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::Error;
 use crate::manager::{Caller, Manager};
 use crate::project::{RemoteSpec, parse_user_config};
-use crate::remote::{DigestMap, Remote, RemoteError};
+use crate::remote::{ClientIdentity, DigestMap, Endpoint, Remote, TlsConfig};
 
 /// How a request uses remote caches, as the client asks.
 #[derive(Clone, Debug, Default)]
@@ -26,9 +26,11 @@ pub struct RemoteOptions {
 }
 
 /// The daemon's connections to remote caches, and the digest table they share.
+/// A connection is kept per endpoint: URL, instance and credentials, so that
+/// callers with other certificates or tokens never share one.
 #[derive(Debug)]
 pub(super) struct Remotes {
-    connections: Mutex<HashMap<(String, String), Arc<Remote>>>,
+    connections: Mutex<HashMap<blake3::Hash, Arc<Remote>>>,
     pub(super) map: DigestMap,
 }
 
@@ -85,19 +87,17 @@ impl Manager {
         Ok(specs)
     }
 
-    /// The connection to `spec`'s remote, made on first use (reading its
-    /// capabilities) and kept: tonic reconnects a broken channel by itself.
-    pub(crate) fn remote(&self, spec: &RemoteSpec) -> Result<Arc<Remote>, RemoteError> {
-        let key = (spec.url.clone(), spec.instance.clone());
+    /// The connection to `spec`'s remote (its TLS files read as `caller`), made
+    /// on first use (reading its capabilities) and kept: tonic reconnects a
+    /// broken channel by itself.
+    pub(crate) fn remote(&self, caller: Caller, spec: &RemoteSpec) -> Result<Arc<Remote>, Error> {
+        let endpoint = endpoint(caller, spec)?;
+        let key = endpoint_key(&endpoint);
         if let Some(remote) = self.lock_connections().get(&key) {
             return Ok(remote.clone());
         }
         // Not under the lock: connecting waits for the server.
-        let remote = Arc::new(Remote::connect(
-            runtime().handle().clone(),
-            &spec.url,
-            &spec.instance,
-        )?);
+        let remote = Arc::new(Remote::connect_with(runtime().handle().clone(), &endpoint)?);
         Ok(self.lock_connections().entry(key).or_insert(remote).clone())
     }
 
@@ -106,14 +106,72 @@ impl Manager {
         &self.remotes.map
     }
 
-    fn lock_connections(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Remote>>> {
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<blake3::Hash, Arc<Remote>>> {
         self.remotes
             .connections
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// `spec` as the client connects to it: its certificate, key and token files
+/// read as `caller` (the daemon never reads a file with its own rights because
+/// a configuration names it).
+fn endpoint(caller: Caller, spec: &RemoteSpec) -> Result<Endpoint, Error> {
+    let endpoint = Endpoint::new(&spec.url, &spec.instance);
+    if !spec.uses_tls() {
+        return Ok(endpoint);
+    }
+    let read = |path: &Option<PathBuf>, what: &'static str| -> Result<Option<Vec<u8>>, Error> {
+        let Some(path) = path else { return Ok(None) };
+        let io = |source| Error::Io {
+            op: what,
+            path: path.clone(),
+            source,
+        };
+        crate::access::read_file_as(caller, path)
+            .map_err(io)?
+            .map(Some)
+            .ok_or_else(|| io(std::io::Error::from(std::io::ErrorKind::NotFound)))
+    };
+    let ca_pem = read(&spec.server_cert, "read the remote's server-cert")?;
+    let client = match (
+        read(&spec.client_cert, "read the remote's client-cert")?,
+        read(&spec.client_key, "read the remote's client-key")?,
+    ) {
+        (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
+        _ => None,
+    };
+    let token = read(
+        &spec.access_token_file,
+        "read the remote's access-token-file",
+    )?
+    .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned());
+    Ok(endpoint.with_tls(TlsConfig {
+        ca_pem,
+        client,
+        token,
+    }))
+}
+
+/// What names a connection: everything an endpoint holds.
+fn endpoint_key(endpoint: &Endpoint) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(endpoint.url.as_bytes());
+    part(endpoint.instance.as_bytes());
+    if let Some(tls) = &endpoint.tls {
+        part(tls.ca_pem.as_deref().unwrap_or_default());
+        if let Some(client) = &tls.client {
+            part(&client.cert_pem);
+            part(&client.key_pem);
+        }
+        part(tls.token.as_deref().unwrap_or_default().as_bytes());
+    }
+    h.finalize()
 }
 
 /// The remotes of the user's configuration file at `path`, read as `caller`.

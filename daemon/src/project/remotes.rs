@@ -163,12 +163,14 @@ fn read_remote(src: &Source<'_>, n: usize, value: &Value<'_>) -> Result<RemoteSp
     if let Some(problem) = url_problem(&spec.url) {
         return Err(src.invalid(url_span, format!("{} {:?} {problem}", of("url"), spec.url)));
     }
-    let tls_files = spec.server_cert.is_some() || spec.client_cert.is_some();
+    let tls_files = spec.server_cert.is_some()
+        || spec.client_cert.is_some()
+        || spec.access_token_file.is_some();
     if tls_files && !spec.uses_tls() {
         return Err(src.invalid(
             url_span,
             format!(
-                "remote {n} names certificates but its URL {:?} is not TLS; write grpcs://",
+                "remote {n} names certificates or a token but its URL {:?} is not TLS (a token is never sent in the clear); write grpcs://",
                 spec.url
             ),
         ));

@@ -22,8 +22,10 @@ use bytestream::byte_stream_client::ByteStreamClient;
 use reapi::action_cache_client::ActionCacheClient;
 use reapi::capabilities_client::CapabilitiesClient;
 use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
+use super::endpoint::{Credentials, Endpoint};
 use super::error::RemoteError;
 use super::space::{Function, RemoteDigest};
 
@@ -44,8 +46,25 @@ const FIND_MISSING_CHUNK: usize = 20_000;
 /// The largest reply accepted.
 const MAX_DECODE: usize = 64 << 20;
 
-/// How long a unary call may take.
+/// How long a unary call may take: sent as its deadline (`grpc-timeout`), which
+/// the server enforces.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long connecting may take: TCP, then the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP/2 ping this often while calls are open, and the connection counts as
+/// dead (its calls fail `UNAVAILABLE`) when one is not answered in
+/// [`KEEP_ALIVE_TIMEOUT`]: a server that is gone without closing the connection
+/// (a host down, a network cut) is an error within 20 s, not a hang. A server
+/// killed on a live host closes it at once.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// See [`KEEP_ALIVE_INTERVAL`].
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The channel with the remote's credentials on every call.
+type Transport = InterceptedService<Channel, Credentials>;
 
 /// Attempts of one ByteStream transfer before its error is returned.
 const ATTEMPTS: u32 = 3;
@@ -103,24 +122,28 @@ pub(crate) struct Client {
     url: String,
     instance: String,
     channel: Channel,
+    credentials: Credentials,
     function: Function,
     /// The most data bytes (plus [`ENTRY_OVERHEAD`] per blob) one batch carries.
     batch_limit: u64,
     counters: Counters,
 }
 
-/// The `http://` URI tonic connects to, from a remote's URL.
-pub(crate) fn endpoint_uri(url: &str) -> Result<String, RemoteError> {
+/// The URI tonic connects to, from a remote's URL, and whether it is TLS
+/// (`grpcs://` or `https://`).
+pub(crate) fn endpoint_uri(url: &str) -> Result<(String, bool), RemoteError> {
     let bad = |problem: &str| RemoteError::BadUrl {
         url: url.to_owned(),
         problem: problem.to_owned(),
     };
-    let rest = if let Some(rest) = url.strip_prefix("grpc://") {
-        rest
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("grpc://") {
+        (rest, false)
     } else if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("grpcs://") || url.starts_with("https://") {
-        return Err(bad("TLS is not supported yet"));
+        (rest, false)
+    } else if let Some(rest) = url.strip_prefix("grpcs://") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, true)
     } else {
         return Err(bad("unknown scheme"));
     };
@@ -133,28 +156,42 @@ pub(crate) fn endpoint_uri(url: &str) -> Result<String, RemoteError> {
     }) {
         return Err(bad("no port"));
     }
-    Ok(format!("http://{host_port}"))
+    let scheme = if tls { "https" } else { "http" };
+    Ok((format!("{scheme}://{host_port}"), tls))
 }
 
 impl Client {
-    /// A lazy channel to `url` (made in the current runtime's context): nothing is
-    /// connected until the first call.
-    pub(crate) fn new(url: &str, instance: &str) -> Result<Client, RemoteError> {
-        let uri = endpoint_uri(url)?;
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| RemoteError::BadUrl {
-            url: url.to_owned(),
-            problem: e.to_string(),
-        })?;
+    /// A lazy channel to the remote (made in the current runtime's context):
+    /// nothing is connected until the first call. The TLS settings are checked
+    /// here.
+    pub(crate) fn new(remote: &Endpoint) -> Result<Client, RemoteError> {
+        let url = remote.url.as_str();
+        let (uri, tls) = endpoint_uri(url)?;
+        let transport = remote.transport(tls)?;
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(uri).map_err(|e| RemoteError::BadUrl {
+                url: url.to_owned(),
+                problem: e.to_string(),
+            })?;
+        if let Some(config) = transport.tls {
+            endpoint = endpoint
+                .tls_config(config.timeout(CONNECT_TIMEOUT))
+                .map_err(|e| RemoteError::BadTls {
+                    url: url.to_owned(),
+                    problem: super::error::chain(&e),
+                })?;
+        }
         let channel = endpoint
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .connect_lazy();
         Ok(Client {
             url: url.to_owned(),
-            instance: instance.to_owned(),
+            instance: remote.instance.clone(),
             channel,
+            credentials: transport.credentials,
             function: Function::Sha256,
             batch_limit: MAX_MESSAGE,
             counters: Counters::default(),
@@ -233,17 +270,20 @@ impl Client {
         request
     }
 
-    fn cas(&self) -> ContentAddressableStorageClient<Channel> {
-        ContentAddressableStorageClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_DECODE)
+    fn transport(&self) -> Transport {
+        InterceptedService::new(self.channel.clone(), self.credentials.clone())
     }
 
-    fn bytestream(&self) -> ByteStreamClient<Channel> {
-        ByteStreamClient::new(self.channel.clone()).max_decoding_message_size(MAX_DECODE)
+    fn cas(&self) -> ContentAddressableStorageClient<Transport> {
+        ContentAddressableStorageClient::new(self.transport()).max_decoding_message_size(MAX_DECODE)
     }
 
-    fn action_cache(&self) -> ActionCacheClient<Channel> {
-        ActionCacheClient::new(self.channel.clone()).max_decoding_message_size(MAX_DECODE)
+    fn bytestream(&self) -> ByteStreamClient<Transport> {
+        ByteStreamClient::new(self.transport()).max_decoding_message_size(MAX_DECODE)
+    }
+
+    fn action_cache(&self) -> ActionCacheClient<Transport> {
+        ActionCacheClient::new(self.transport()).max_decoding_message_size(MAX_DECODE)
     }
 
     /// `Capabilities.GetCapabilities`.
@@ -251,7 +291,7 @@ impl Client {
         let request = Self::request(reapi::GetCapabilitiesRequest {
             instance_name: self.instance.clone(),
         });
-        Ok(CapabilitiesClient::new(self.channel.clone())
+        Ok(CapabilitiesClient::new(self.transport())
             .max_decoding_message_size(MAX_DECODE)
             .get_capabilities(request)
             .await
@@ -679,17 +719,17 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            endpoint_uri("grpc://127.0.0.1:50051").unwrap(),
-            "http://127.0.0.1:50051"
-        );
-        assert_eq!(
-            endpoint_uri("http://cache:8980/").unwrap(),
-            "http://cache:8980"
-        );
+        for (url, uri, tls) in [
+            ("grpc://127.0.0.1:50051", "http://127.0.0.1:50051", false),
+            ("http://cache:8980/", "http://cache:8980", false),
+            ("grpcs://cache:443", "https://cache:443", true),
+            ("https://[::1]:8980", "https://[::1]:8980", true),
+        ] {
+            assert_eq!(endpoint_uri(url).unwrap(), (uri.to_owned(), tls), "{url}");
+        }
         for (url, problem) in [
-            ("grpcs://cache:1", "TLS"),
             ("cache:1", "scheme"),
+            ("grpcs://cache", "no port"),
             ("grpc://cache", "no port"),
             ("grpc://cache:1/x", "no path"),
             ("grpc://", "HOST:PORT"),

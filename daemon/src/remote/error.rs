@@ -13,7 +13,7 @@ use crate::db::DbError;
 pub enum RemoteError {
     /// The URL is not one this client speaks.
     #[error(
-        "invalid remote cache URL {url:?}: {problem}; expected grpc://HOST:PORT (or http://HOST:PORT)"
+        "invalid remote cache URL {url:?}: {problem}; expected grpc://HOST:PORT, or grpcs://HOST:PORT for TLS"
     )]
     BadUrl {
         /// The URL as given.
@@ -21,9 +21,17 @@ pub enum RemoteError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The TLS settings or credentials given for a remote are unusable.
+    #[error("remote cache {url}: bad TLS settings: {problem}; nothing was connected")]
+    BadTls {
+        /// The remote's URL.
+        url: String,
+        /// What is wrong (never the key or the token itself).
+        problem: String,
+    },
     /// A gRPC call failed as a whole (the server is unreachable, refused it, or
     /// broke off).
-    #[error("remote cache {url}: {call} failed: {}: {}; {}", code_name(.status.code()), detail(.status), hint(.status.code()))]
+    #[error("remote cache {url}: {call} failed: {}: {}; {}", code_name(.status.code()), detail(.status), hint(url, .status))]
     Call {
         /// The remote's URL.
         url: String,
@@ -168,8 +176,18 @@ pub(crate) fn code_name(code: tonic::Code) -> String {
 /// A status's message and the transport errors under it ("tcp connect error:
 /// Connection refused (os error 111)").
 fn detail(status: &tonic::Status) -> String {
-    let mut text = status.message().to_owned();
-    let mut source = std::error::Error::source(status);
+    chain_from(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    )
+}
+
+/// An error and the errors under it, each once.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    chain_from(error.to_string(), error.source())
+}
+
+fn chain_from(mut text: String, mut source: Option<&dyn std::error::Error>) -> String {
     while let Some(error) = source {
         let part = error.to_string();
         if !text.contains(&part) {
@@ -180,10 +198,47 @@ fn detail(status: &tonic::Status) -> String {
     text
 }
 
-/// What to do about a failed call, by its code.
-fn hint(code: tonic::Code) -> &'static str {
+/// Whether a transport error is about TLS: a handshake refused, a certificate
+/// not trusted, an alert from the server.
+fn is_tls(detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    ["certificate", "handshake", "tls", "alert"]
+        .iter()
+        .any(|word| detail.contains(word))
+}
+
+/// Whether a transport error says the server closed the connection under a call.
+fn is_closed(detail: &str) -> bool {
+    [
+        "broken pipe",
+        "connection reset",
+        "connection closed",
+        "stream closed",
+    ]
+    .iter()
+    .any(|words| detail.contains(words))
+}
+
+/// What to do about a failed call, by its code (and for a transport error, whether
+/// TLS failed).
+fn hint(url: &str, status: &tonic::Status) -> &'static str {
     use tonic::Code;
-    match code {
+    let tls_url = url.starts_with("grpcs://") || url.starts_with("https://");
+    match status.code() {
+        Code::Unavailable | Code::Unknown if is_tls(&detail(status)) => {
+            "the TLS connection failed: check that the server's certificate is signed by the \
+             CA given for this remote (or a system root) and names the host of the URL, and \
+             that the client certificate is one the server accepts"
+        }
+        // TLS 1.3: a server that refuses the client's certificate (or its
+        // absence) does so after the client's handshake is done; the client sees
+        // a closed connection, not the alert.
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+            if tls_url && is_closed(&detail(status)) =>
+        {
+            "the server closed the TLS connection: if it requires a client certificate \
+             (mutual TLS), give one it accepts; else check that it runs, and see its log"
+        }
         Code::Unavailable | Code::DeadlineExceeded => {
             "check that the server runs and answers at that address, then retry"
         }

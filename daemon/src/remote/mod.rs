@@ -26,6 +26,7 @@ pub mod action;
 mod client;
 pub mod digest_map;
 pub mod encode;
+pub mod endpoint;
 mod error;
 mod pull;
 mod push;
@@ -38,6 +39,7 @@ use tokio::runtime::Handle;
 pub use action::{BuildInfo, BuildResult, Entry, Found, Lookup, Parts};
 pub use client::RemoteStats;
 pub use digest_map::DigestMap;
+pub use endpoint::{ClientIdentity, Endpoint, TlsConfig};
 pub use error::RemoteError;
 pub use push::PushStats;
 pub use space::{Function, RemoteDigest};
@@ -53,15 +55,23 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects to the cache at `url` (`grpc://HOST:PORT`), instance `instance`
-    /// (often `""`), and reads its capabilities: which digest function to use,
+    /// Connects to the cache at `url` (`grpc://HOST:PORT`, or `grpcs://` trusting
+    /// the system's roots), instance `instance` (often `""`): [`Remote::connect_with`]
+    /// without TLS settings.
+    pub fn connect(runtime: Handle, url: &str, instance: &str) -> Result<Remote, RemoteError> {
+        Remote::connect_with(runtime, &Endpoint::new(url, instance))
+    }
+
+    /// Connects to the cache `remote` (its URL, instance, TLS settings and
+    /// credentials) and reads its capabilities: which digest function to use,
     /// the batch size limit, whether the action cache takes updates. Calls are
     /// driven on `runtime` (see the module doc). Blocks until the server answered.
-    pub fn connect(runtime: Handle, url: &str, instance: &str) -> Result<Remote, RemoteError> {
+    pub fn connect_with(runtime: Handle, remote: &Endpoint) -> Result<Remote, RemoteError> {
+        let (url, instance) = (remote.url.as_str(), remote.instance.as_str());
         let mut client = {
             // The channel's background task is spawned on this runtime.
             let _context = runtime.enter();
-            Client::new(url, instance)?
+            Client::new(remote)?
         };
         let capabilities = runtime.block_on(client.capabilities())?;
         let unsupported = |problem: &str| RemoteError::Unsupported {

@@ -15,9 +15,12 @@
 //! is tested against an in-process fake server (`fake.rs`, `blake3_remote.rs`),
 //! which always runs.
 
+mod bgd;
 mod blake3_remote;
 mod builds;
 mod fake;
+mod killed;
+mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

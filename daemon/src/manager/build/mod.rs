@@ -252,7 +252,7 @@ impl Manager {
             })?
         };
         if !cancel.is_cancelled() {
-            self.push_recorded(remotes, &p.key, &mut activity, &say)?;
+            self.push_recorded(caller, remotes, &p.key, &mut activity, &say)?;
         }
         report.remote = activity;
         Ok(report)

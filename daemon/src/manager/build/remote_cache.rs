@@ -103,7 +103,7 @@ impl Manager {
                 log: true,
             };
             let Some(result) =
-                self.fetch_from(spec, &p.key, Outcome::Success, parts, activity, say)?
+                self.fetch_from(caller, spec, &p.key, Outcome::Success, parts, activity, say)?
             else {
                 continue;
             };
@@ -136,8 +136,15 @@ impl Manager {
                 sources: false,
                 log: true,
             };
-            let Some(result) =
-                self.fetch_from(spec, &p.key, Outcome::Failed, parts, &mut activity, &|_| {})?
+            let Some(result) = self.fetch_from(
+                caller,
+                spec,
+                &p.key,
+                Outcome::Failed,
+                parts,
+                &mut activity,
+                &|_| {},
+            )?
             else {
                 continue;
             };
@@ -153,8 +160,10 @@ impl Manager {
     /// `parts` of the entry under `key` in `spec`'s remote when its build ended
     /// with `outcome`, pulled into the store; `None` for no such entry, an
     /// unusable one, or a remote that failed (noted in `activity`).
+    #[allow(clippy::too_many_arguments)]
     fn fetch_from(
         &self,
+        caller: Caller,
         spec: &RemoteSpec,
         key: &CacheKey,
         outcome: Outcome,
@@ -162,7 +171,7 @@ impl Manager {
         activity: &mut RemoteActivity,
         say: Say<'_>,
     ) -> Result<Option<BuildResult>, Error> {
-        let found = self.remote(spec).and_then(|remote| {
+        let found = self.remote(caller, spec).and_then(|remote| {
             let found = remote.find_result(key)?;
             Ok((remote, found))
         });
@@ -197,7 +206,7 @@ impl Manager {
                 activity.problem(spec, format!("its entry for {key} is unusable ({why})"));
                 Ok(None)
             }
-            Err(e) => Ok(note(activity, spec, e)),
+            Err(e) => Ok(note(activity, spec, Error::from(e))),
         }
     }
 
@@ -275,6 +284,7 @@ impl Manager {
     /// that pushes; failures are noted in `activity`.
     pub(super) fn push_recorded(
         &self,
+        caller: Caller,
         remotes: &[RemoteSpec],
         key: &CacheKey,
         activity: &mut RemoteActivity,
@@ -290,7 +300,7 @@ impl Manager {
         for spec in remotes.iter().filter(|s| s.push) {
             say(format!("▶ remote: pushing to {}\n", spec.url));
             let started = std::time::Instant::now();
-            match self.push_record_to(spec, &record) {
+            match self.push_record_to(caller, spec, &record) {
                 Ok(transfer) => {
                     say(format!(
                         "▶ remote: sent {} of {} blob(s), {}, in {:.1} s\n",
@@ -312,10 +322,11 @@ impl Manager {
     /// store still holds them, its log, then the entry.
     fn push_record_to(
         &self,
+        caller: Caller,
         spec: &RemoteSpec,
         record: &ArtifactRecord,
-    ) -> Result<Transfer, RemoteError> {
-        let remote = self.remote(spec)?;
+    ) -> Result<Transfer, Error> {
+        let remote = self.remote(caller, spec)?;
         let mut result = BuildResult {
             outcome: record.outcome,
             artifact: record.artifact,
@@ -352,8 +363,14 @@ impl Manager {
 }
 
 /// Notes a remote's failure; a lookup that failed is a miss.
-fn note<T>(activity: &mut RemoteActivity, spec: &RemoteSpec, e: RemoteError) -> Option<T> {
-    activity.problem(spec, e);
+fn note<T>(activity: &mut RemoteActivity, spec: &RemoteSpec, e: Error) -> Option<T> {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    activity.problem(spec, text);
     None
 }
 
@@ -402,7 +419,7 @@ impl Manager {
         }
         let mut transfers = Vec::new();
         for spec in pushing {
-            transfers.push(self.push_record_to(spec, &record)?);
+            transfers.push(self.push_record_to(caller, spec, &record)?);
         }
         Ok(TransferReport {
             element: record.element,
@@ -433,7 +450,7 @@ impl Manager {
         }
         let mut misses = Vec::new();
         for spec in pulling {
-            let remote = self.remote(spec)?;
+            let remote = self.remote(caller, spec)?;
             let before = remote.stats();
             let entry = match remote.find_result(&key)? {
                 Found::Entry(entry) => entry,
