@@ -95,6 +95,8 @@ fn a_server_killed_mid_upload_publishes_nothing_and_a_retry_resumes() {
             buildtree: None,
             log: Some(log),
             failure: None,
+            sources: None,
+            info: Default::default(),
         };
         let before = remote.stats();
         let done = AtomicBool::new(false);

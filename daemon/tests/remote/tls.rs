@@ -172,6 +172,10 @@ fn tls_mutual_tls_and_tokens_against_buildgrid() {
         buildtree: None,
         log: None,
         failure: None,
+        // The tree stands for its own sources, so that `ws pull KEY` below
+        // can record it.
+        sources: Some(tree),
+        info: Default::default(),
     };
     remote.put_result(&a.store, &a.map, &key, &result).unwrap();
     let c = side();
@@ -179,6 +183,43 @@ fn tls_mutual_tls_and_tokens_against_buildgrid() {
         remote.get_result(&c.store, &c.map, &key).unwrap(),
         Lookup::Hit(result)
     );
+
+    // The same server through a user's configuration: the daemon reads the
+    // CA and the token files named there (relative to it), as the caller.
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    let config = dir.join("config.toml");
+    let user = daemon::manager::RemoteOptions {
+        user_config: Some(config.clone()),
+        disabled: false,
+    };
+    let manager_state = tempfile::tempdir().unwrap();
+    let m = daemon::Manager::open(daemon::StateDir::new(manager_state.path().to_owned())).unwrap();
+    let by_key = || daemon::manager::build::TransferTarget::Key {
+        key: key.clone(),
+        project_dir: None,
+    };
+    let root = daemon::Caller { uid: 0, gid: 0 };
+    std::fs::write(
+        &config,
+        format!("[[remote]]\nurl = \"{url}\"\nserver-cert = \"ca.crt\"\n"),
+    )
+    .unwrap();
+    let e = m.pull(root, by_key(), &user).unwrap_err();
+    assert_eq!(
+        e.kind(),
+        daemon::ErrorKind::AccessDenied,
+        "without the token: {e}"
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "[[remote]]\nurl = \"{url}\"\nserver-cert = \"ca.crt\"\naccess-token-file = \"token\"\n"
+        ),
+    )
+    .unwrap();
+    let pulled = m.pull(root, by_key(), &user).unwrap();
+    assert_eq!(pulled.artifact, Some(tree));
+    assert_eq!(pulled.transfers[0].url, url);
     // By host name too (the certificate names localhost).
     let by_name =
         Endpoint::new(format!("grpcs://localhost:{port}"), "main").with_tls(trusted.clone());
