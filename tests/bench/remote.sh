@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Remote cache benchmark, run by hand (never by CI); needs no root.
+# Remote cache benchmark, run by hand as root (never by CI).
 #
 #   tests/bench/remote.sh [--files 10000|100000|both] [--runs N] [--raw-inflight LIST]
-#                         [--port P] [--no-build] [--keep-logs]
+#                         [--port P] [--no-build]
 #
 # Times ws's REAPI client (daemon/src/remote/, through tests/bench/remote_client.rs
 # on a real store and RocksDB) pushing a generated tree to a local BuildGrid and
@@ -11,11 +11,12 @@
 # BatchReadBlobs, in the same batches, to a fresh server of the same kind, in the
 # same run. Then a second push of the same tree, which must send nothing (one
 # FindMissingBlobs call per 20,000 digests, no other call). Every server starts
-# with an empty CAS. Prints a markdown table. See tests/bench/README.md, "Remote
-# cache benchmark".
+# with an empty CAS; each run has a fresh loop filesystem. Prints a markdown
+# table. See tests/bench/README.md, "Remote cache benchmark".
 #
 # Environment: WS_BENCH_DIR (trees, shared with run.sh; default /var/tmp/ws-bench),
 #              WS_BENCH_REMOTE_DIR (state dirs, servers, results; default /var/tmp/ws-remote-bench),
+#              WS_BENCH_REMOTE_IMG (each run's filesystem image; default $WS_BENCH_REMOTE_DIR/fs.img),
 #              WS_BENCH_TARGET (cargo target dir; default: the repository's target/),
 #              BGD_VENV (BuildGrid's venv; default /var/tmp/ws-ci-buildgrid-venv).
 set -euo pipefail
@@ -40,10 +41,15 @@ RUNS=3
 RAW_INFLIGHT=(1 4)
 PORT=50391
 BUILD=1
-KEEP_LOGS=0
 
 RES="$RDIR/results.d"
 JSONL="$RDIR/results.jsonl"
+IMG=${WS_BENCH_REMOTE_IMG:-$RDIR/fs.img}
+MNT="$RDIR/mnt"
+IMG_SIZE=16G
+URL=""
+RUN=0
+LOOP_NOTE=""
 CLIENT=""
 SERVER=""   # the state dir of the BuildGrid running now, if any
 FAILURES=0
@@ -62,7 +68,6 @@ parse_args() {
                 [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--port takes a port number"
                 PORT=$2; shift 2 ;;
             --no-build) BUILD=0; shift ;;
-            --keep-logs) KEEP_LOGS=1; shift ;;
             -h | --help) usage 0 ;;
             *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 2 ;;
         esac
@@ -86,6 +91,11 @@ build() {
 }
 
 check_tools() {
+    ((EUID == 0)) || die "run as root: each run gets its own loop filesystem"
+    local cmd
+    for cmd in python3 losetup mkfs.ext4 mountpoint flock; do
+        command -v "$cmd" >/dev/null 2>&1 || die "$cmd is needed"
+    done
     command -v python3 >/dev/null || die "python3 is needed (gen_tree.py, the report)"
     if [[ ! -x $VENV/bin/bgd ]]; then
         log "no BuildGrid in $VENV: installing it ($BGD/install.sh)"
@@ -95,7 +105,35 @@ check_tools() {
     return 0
 }
 
-# ---------------------------------------------------------------- servers
+# ---------------------------------------------------------------- filesystem and servers
+
+# Each run gets a fresh ext4 image (sparse, on a loop device with direct I/O) for
+# its state dirs and its servers' CAS, deleted whole at the end of the run: on a
+# filesystem where 100k files were just deleted, ext4 scans the recently freed
+# inodes on every create (`recently_deleted` in a profile), which made creating
+# files 4x slower and would have landed in whichever step came after a deletion.
+make_fs() {
+    drop_fs
+    truncate -s "$IMG_SIZE" "$IMG"
+    # Inode tables and journal written now, not in the background during the run.
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$IMG"
+    local dev
+    if dev=$(losetup --find --show --direct-io=on "$IMG" 2>/dev/null); then
+        LOOP_NOTE="direct I/O"
+    else
+        dev=$(losetup --find --show "$IMG")
+        LOOP_NOTE="buffered (direct I/O refused)"
+    fi
+    mkdir -p "$MNT"
+    mount "$dev" "$MNT"
+    losetup -d "$dev" # autoclear at umount
+}
+
+drop_fs() {
+    stop_server
+    if mountpoint -q "$MNT"; then umount "$MNT" || umount -l "$MNT"; fi
+    rm -f -- "$IMG"
+}
 
 start_server() { # DIR: a fresh BuildGrid with an empty CAS in DIR
     stop_server
@@ -104,18 +142,17 @@ start_server() { # DIR: a fresh BuildGrid with an empty CAS in DIR
     SERVER=$1
 }
 
+# Stops the server; its CAS stays until the image goes.
 stop_server() {
     [[ -n $SERVER ]] || return 0
     "$BGD/stop.sh" "$SERVER" >&2 || log "stop.sh $SERVER failed"
-    if ((KEEP_LOGS)); then cp -f -- "$SERVER/bgd.log" "$RES/$(basename "$SERVER")-$(date +%H%M%S).log" 2>/dev/null || true; fi
-    rm -rf -- "$SERVER"
+    cp -f -- "$SERVER/bgd.log" "$RES/$(basename "$SERVER")-run$RUN.log" 2>/dev/null || true
     SERVER=""
 }
 
 cleanup() {
     local rc=$?
-    stop_server
-    rm -rf -- "$RDIR/work"
+    drop_fs
     exit "$rc"
 }
 
@@ -165,40 +202,58 @@ client() {
 
 field() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read().splitlines()[-1])[sys.argv[1]])' "$1"; }
 
-bench_size() {
-    local n=$1 w="$RDIR/work" tree remote r k
-    local s1="$w/s1-$n" s2="$w/s2-$n" url="grpc://127.0.0.1:$PORT"
-    rm -rf -- "$s1"
-    log "importing tree-$n into $s1 (untimed setup, once)"
-    client 0 "$n" import --state "$s1" --tree "$BENCH/trees/tree-$n" || return 0
-    tree=$(tail -n 1 "$JSONL" | field tree)
-    for ((r = 1; r <= RUNS; r++)); do
-        settle "$n files, run $r"
-        # The floor: plain calls, each in-flight count on its own fresh server.
-        for k in "${RAW_INFLIGHT[@]}"; do
-            start_server "$w/bgd-raw"
-            warm "$s1"
-            log "run $r/$RUNS, $n files: raw upload and read, $k in flight"
-            client "$r" "$n" raw --state "$s1" --digest "$tree" --url "$url" --inflight "$k" || true
-            stop_server
-        done
-        # ws: a first push (empty digest table, empty server), a pull into a second
-        # machine's fresh state dir, a second push.
-        start_server "$w/bgd-ws"
-        rm -rf -- "$s1/db" "$s2"
-        warm "$s1"
-        log "run $r/$RUNS, $n files: ws push"
-        if client "$r" "$n" push --state "$s1" --digest "$tree" --url "$url"; then
-            remote=$(tail -n 1 "$JSONL" | field root)
-            log "run $r/$RUNS, $n files: ws pull into a fresh state dir"
-            client "$r" "$n" pull --state "$s2" --remote "$remote" --digest "$tree" --url "$url" || true
-            log "run $r/$RUNS, $n files: second ws push"
-            client "$r" "$n" push --state "$s1" --digest "$tree" --url "$url" --expect-resend-none || true
-        fi
+# The floor: plain calls, each in-flight count on its own fresh server.
+run_raw() {
+    local n=$1 tree=$2 k
+    for k in "${RAW_INFLIGHT[@]}"; do
+        start_server "$MNT/bgd-raw-$k"
+        warm "$MNT/s1"
+        sync -f "$MNT"
+        log "run $RUN/$RUNS, $n files: raw upload and read, $k in flight"
+        client "$RUN" "$n" raw --state "$MNT/s1" --digest "$tree" --url "$URL" --inflight "$k" || true
         stop_server
-        rm -rf -- "$s2"
     done
-    rm -rf -- "$s1"
+}
+
+# ws: a first push (empty digest table, empty server), a pull into a second
+# machine's fresh state dir, a second push of the same tree.
+run_ws() {
+    local n=$1 tree=$2 remote
+    start_server "$MNT/bgd-ws"
+    rm -rf -- "$MNT/s1/db"
+    warm "$MNT/s1"
+    sync -f "$MNT"
+    log "run $RUN/$RUNS, $n files: ws push"
+    if client "$RUN" "$n" push --state "$MNT/s1" --digest "$tree" --url "$URL"; then
+        remote=$(tail -n 1 "$JSONL" | field root)
+        # The server's CAS written back first: the pull's syncfs must not flush it.
+        sync -f "$MNT"
+        log "run $RUN/$RUNS, $n files: ws pull into a fresh state dir"
+        client "$RUN" "$n" pull --state "$MNT/s2" --remote "$remote" --digest "$tree" --url "$URL" || true
+        sync -f "$MNT"
+        log "run $RUN/$RUNS, $n files: second ws push"
+        client "$RUN" "$n" push --state "$MNT/s1" --digest "$tree" --url "$URL" --expect-resend-none || true
+    fi
+    stop_server
+}
+
+bench_size() {
+    local n=$1 tree
+    for ((RUN = 1; RUN <= RUNS; RUN++)); do
+        make_fs
+        log "run $RUN/$RUNS, $n files: importing tree-$n into a fresh state dir (untimed)"
+        client "$RUN" "$n" import --state "$MNT/s1" --tree "$BENCH/trees/tree-$n" || { drop_fs; return 0; }
+        tree=$(tail -n 1 "$JSONL" | field tree)
+        settle "$n files, run $RUN"
+        # Odd runs measure the floor first, even runs ws first: a drift of the
+        # shared machine over a run favours neither.
+        if ((RUN % 2)); then
+            run_raw "$n" "$tree"; run_ws "$n" "$tree"
+        else
+            run_ws "$n" "$tree"; run_raw "$n" "$tree"
+        fi
+        drop_fs
+    done
 }
 
 report() {
@@ -248,6 +303,10 @@ for n in sorted({r["files"] for r in recs if r["op"] != "import"}):
             rate = size / t if t else None
             print(f"| ws {ws_op} | {f(t)} | {what}, {k} in flight | {f(rt)} | "
                   f"{f(ratio(ws_op, raw_op, n, k))} | {f(rate, '{:.1f}')} | {f(mib(ws), '{:.0f}')} |")
+    imp = by("import", n)
+    if imp:
+        print(f"| (reference) import of the tree into a fresh store | {f(secs(imp))} | "
+              f"(the store's own cost of writing what a pull writes) | | | | {f(mib(imp), '{:.0f}')} |")
     again = by("push-again", n)
     if again:
         rpc = again[-1]["rpc"]
@@ -274,7 +333,7 @@ for n in sorted({r["files"] for r in recs if r["op"] != "import"}):
     print()
     print("Every run (s): " + "; ".join(
         f"{op}{'/' + str(k) if k else ''}: " + ", ".join(f"{r['seconds']:.2f}" for r in by(op, n, **({'inflight': k} if k else {})))
-        for op, k in [("push", None), ("pull", None), ("push-again", None)]
+        for op, k in [("push", None), ("pull", None), ("push-again", None), ("import", None)]
         + [(o, k) for o in ("raw-upload", "raw-read") for k in ks]))
     print()
 EOF
@@ -285,7 +344,8 @@ machine_description() {
     echo "- CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), nproc $(nproc);" \
          "memory $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo);" \
          "kernel $(uname -r)"
-    echo "- scratch (state dirs, servers' CAS): $(findmnt -n -o FSTYPE,OPTIONS -T "$RDIR" | tr -s ' ')"
+    echo "- state dirs and servers' CAS: a fresh ext4 image per run ($IMG, $IMG_SIZE sparse, loop $LOOP_NOTE)" \
+         "on $(findmnt -n -o FSTYPE,OPTIONS -T "$(dirname "$IMG")" | tr -s ' ')"
     echo "- server: BuildGrid $("$VENV/bin/pip" show buildgrid 2>/dev/null | awk '/^Version/ { print $2 }'), disk CAS, .ci/buildgrid/buildgrid.yml, 127.0.0.1:$PORT"
     echo "- client: $CLIENT, built from $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') + working tree"
     echo "- runs: $RUNS; raw floor with ${RAW_INFLIGHT[*]} call(s) in flight"
@@ -305,12 +365,20 @@ main() {
 
     trap cleanup EXIT
     trap 'exit 130' INT TERM
-    rm -rf -- "$RDIR/work" "$RES" && mkdir -p "$RDIR/work" "$RES"
+    drop_fs
+    rm -rf -- "$RES" && mkdir -p "$RES"
     : >"$JSONL"
-    local avail need=$((1 << 30))
-    for n in "${SIZES[@]}"; do need=$((need + n * 35 * 1024)); done
-    avail=$(df -P -B1 "$RDIR" | awk 'NR == 2 { print $4 }')
-    ((avail > need)) || die "only $((avail >> 30)) GiB free in $RDIR; the run needs ~$((need >> 30)) GiB at once"
+    URL="grpc://127.0.0.1:$PORT"
+    # One run's image at a time: the source's store, one CAS per server, the pull's
+    # store, ~11 KiB a file each, and the filesystem's own tables.
+    local avail need=0 size
+    for n in "${SIZES[@]}"; do
+        size=$(((n * 11 * 1024) * (3 + ${#RAW_INFLIGHT[@]}) + (1 << 30)))
+        ((size > need)) && need=$size
+    done
+    mkdir -p "$(dirname "$IMG")"
+    avail=$(df -P -B1 "$(dirname "$IMG")" | awk 'NR == 2 { print $4 }')
+    ((avail > need)) || die "only $((avail >> 30)) GiB free for $IMG; a run needs ~$((need >> 30)) GiB at once (WS_BENCH_REMOTE_IMG puts it elsewhere)"
 
     for n in "${SIZES[@]}"; do bench_size "$n"; done
 
