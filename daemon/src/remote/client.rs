@@ -41,7 +41,7 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 128;
 const CHUNK: usize = 1 << 20;
 
 /// Digests per FindMissingBlobs call: about 75 bytes each, so 1.5 MB a request.
-const FIND_MISSING_CHUNK: usize = 20_000;
+pub(crate) const FIND_MISSING_CHUNK: usize = 20_000;
 
 /// The largest reply accepted.
 const MAX_DECODE: usize = 64 << 20;

@@ -4,12 +4,17 @@
 //! the nodes rebuilt bottom-up in BLAKE3 space and validated like any node read
 //! from the store. Everything goes through one store transaction, committed
 //! only when all of it arrived intact: a missing or corrupt blob leaves nothing.
+//! The calls run on threads of their own, two at a time and a batch or two
+//! ahead of the staging, so that the server's reads, the client's checks and the
+//! store's writes overlap.
 //!
 //! Not `GetTree`: BuildGrid's skips a missing subdirectory without an error and
 //! returns re-serialized messages, so its answer cannot be verified by digest.
 //! A walk costs one round trip per level of the tree (and per batch).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use treediff::tree::MAX_DEPTH;
@@ -104,49 +109,30 @@ impl<'a, 's> Puller<'a, 's> {
 
     /// Fetches the blobs `digests` (directory messages or contents), verified,
     /// handing them to `each` as they arrive, a batch at a time: batches cut by
-    /// size, ByteStream (a batch of one) for those too large for one.
+    /// size, ByteStream (a batch of one) for those too large for one; in no
+    /// particular order. The calls are made on other threads ([`fetch_all`]), a
+    /// batch or two ahead of `each` (which stages contents in the store: as long
+    /// as a batch takes to read), so that the server is kept busy meanwhile.
     fn fetch<F>(&mut self, digests: &[RemoteDigest], mut each: F) -> Result<(), RemoteError>
     where
         F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
     {
         let remote = self.remote;
-        let mut batch = Vec::new();
-        let mut cost = 0;
-        for digest in digests {
-            if !remote.client.fits_batch(digest.size) {
-                let bytes = remote.block_on(remote.client.read(*digest))?;
-                each(self, vec![(*digest, bytes)])?;
-                continue;
+        let (out, arrived) = sync_channel(FETCH_AHEAD);
+        std::thread::scope(|scope| {
+            let fetcher = scope.spawn(move || fetch_all(remote, digests, out));
+            let mut handled = Ok(());
+            for blobs in arrived.iter() {
+                handled = each(self, blobs);
+                if handled.is_err() {
+                    break;
+                }
             }
-            let c = Client::batch_cost(digest.size);
-            if cost + c > remote.client.batch_limit() {
-                self.fetch_batch(&mut batch, &mut each)?;
-                cost = 0;
-            }
-            cost += c;
-            batch.push(*digest);
-        }
-        self.fetch_batch(&mut batch, &mut each)
-    }
-
-    fn fetch_batch<F>(
-        &mut self,
-        batch: &mut Vec<RemoteDigest>,
-        each: &mut F,
-    ) -> Result<(), RemoteError>
-    where
-        F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
-    {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let remote = self.remote;
-        let mut blobs = remote.block_on(remote.client.batch_read(batch))?;
-        let blobs = batch
-            .drain(..)
-            .map(|digest| (digest, blobs.remove(&digest).unwrap_or_default()))
-            .collect();
-        each(self, blobs)
+            // Stops the fetcher at its next batch if `each` failed.
+            drop(arrived);
+            let fetched = fetcher.join().expect("the pull's fetcher does not panic");
+            handled.and(fetched)
+        })
     }
 
     /// Fetches the directory messages under `root` that the store lacks, level
@@ -287,6 +273,85 @@ impl<'a, 's> Puller<'a, 's> {
         self.fetch_files(vec![remote])?;
         Ok(self.files[&remote])
     }
+}
+
+/// Batches fetched ahead of the one being handled.
+const FETCH_AHEAD: usize = 2;
+
+/// Calls in flight: while one batch is being verified (and handed on), the
+/// next is already with the server.
+const FETCH_CALLS: usize = 2;
+
+/// Fetches `digests` in batches (ByteStream for a blob too large for one),
+/// verified, on [`FETCH_CALLS`] threads, sending each batch to `out` as it
+/// arrives; stops early, without an error, when `out`'s receiver is gone.
+fn fetch_all(
+    remote: &Remote,
+    digests: &[RemoteDigest],
+    out: SyncSender<Vec<(RemoteDigest, Vec<u8>)>>,
+) -> Result<(), RemoteError> {
+    // The calls, cut as the digests come: batches by size, a stream each for
+    // the blobs too large for one.
+    let mut calls: Vec<(bool, Vec<RemoteDigest>)> = Vec::new();
+    let mut batch = Vec::new();
+    let mut cost = 0;
+    for digest in digests {
+        if !remote.client.fits_batch(digest.size) {
+            calls.push((true, vec![*digest]));
+            continue;
+        }
+        let c = Client::batch_cost(digest.size);
+        if cost + c > remote.client.batch_limit() {
+            calls.push((false, std::mem::take(&mut batch)));
+            cost = 0;
+        }
+        cost += c;
+        batch.push(*digest);
+    }
+    if !batch.is_empty() {
+        calls.push((false, batch));
+    }
+    let next = AtomicUsize::new(0);
+    let fetcher = |out: SyncSender<Vec<(RemoteDigest, Vec<u8>)>>| -> Result<(), RemoteError> {
+        while let Some((stream, digests)) = calls.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let fetched = if *stream {
+                remote
+                    .block_on(remote.client.read(digests[0]))
+                    .map(|bytes| vec![(digests[0], bytes)])
+            } else {
+                remote
+                    .block_on(remote.client.batch_read(digests))
+                    .map(|mut blobs| {
+                        digests
+                            .iter()
+                            .map(|digest| (*digest, blobs.remove(digest).unwrap_or_default()))
+                            .collect()
+                    })
+            };
+            let blobs = fetched.inspect_err(|_| {
+                // The other fetchers take no further call.
+                next.store(calls.len(), Ordering::Relaxed);
+            })?;
+            if out.send(blobs).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = (1..FETCH_CALLS.min(calls.len()).max(1))
+            .map(|_| {
+                let out = out.clone();
+                scope.spawn(|| fetcher(out))
+            })
+            .collect();
+        let mine = fetcher(out);
+        // Whichever failed: the calls are independent.
+        others
+            .into_iter()
+            .map(|t| t.join().expect("the pull's fetchers do not panic"))
+            .fold(mine, Result::and)
+    })
 }
 
 /// Threads staging a batch of contents: creating a file costs most of a

@@ -45,6 +45,8 @@ pub struct State {
     pub queries: AtomicU64,
     /// Read streams started, and the offsets they asked for.
     pub read_offsets: Mutex<Vec<i64>>,
+    /// Every blob stored, by batch or stream, in the order they were stored.
+    pub arrivals: Mutex<Vec<(String, i64)>>,
 }
 
 impl State {
@@ -60,6 +62,11 @@ impl State {
     /// How many blobs it holds.
     pub fn blob_count(&self) -> usize {
         self.blobs.lock().unwrap().len()
+    }
+
+    fn store(&self, digest: &reapi::Digest, data: Vec<u8>) {
+        self.blobs.lock().unwrap().insert(key(digest), data);
+        self.arrivals.lock().unwrap().push(key(digest));
     }
 
     fn has(&self, digest: &reapi::Digest) -> bool {
@@ -163,7 +170,7 @@ impl ContentAddressableStorage for Fake {
         for r in request.into_inner().requests {
             let digest = r.digest.unwrap_or_default();
             let code = if blake3_matches(&digest, &r.data) {
-                self.0.blobs.lock().unwrap().insert(key(&digest), r.data);
+                self.0.store(&digest, r.data);
                 0
             } else {
                 tonic::Code::InvalidArgument as i32
@@ -324,7 +331,7 @@ impl ByteStream for Fake {
                     return Err(Status::invalid_argument("data does not match the digest"));
                 }
                 let size = data.len() as i64;
-                self.0.blobs.lock().unwrap().insert(key(&digest), data);
+                self.0.store(&digest, data);
                 return Ok(Response::new(bytestream::WriteResponse {
                     committed_size: size,
                 }));
