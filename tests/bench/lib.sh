@@ -63,3 +63,15 @@ ensure_tree() {
     mv "$dir.tmp" "$dir"
     echo "$stamp" >"$dir.stamp"
 }
+
+# Share of CPU time (%) that was busy over the last 2 s, from /proc/stat. Unlike
+# the load average it does not lag: a build that just ended does not count.
+cpu_busy() {
+    local a b
+    a=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
+    sleep 2
+    b=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
+        busy = y[1] - x[1]; idle = y[2] - x[2]
+        printf "%.0f", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
+}

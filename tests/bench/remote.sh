@@ -158,16 +158,6 @@ cleanup() {
 
 # ---------------------------------------------------------------- measuring
 
-cpu_busy() {
-    local a b
-    a=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-    sleep 2
-    b=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
-}
-
 LOADS=()
 # Before each run: nothing dirty left to write back, and up to 10 s of waiting for
 # the CPUs to be at most 20% busy (a shared machine seldom is: it is recorded).

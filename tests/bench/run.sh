@@ -31,7 +31,6 @@ DEFER_DELETE=1 # --delete-between: delete scratch dirs between runs (see retire)
 MODIFY_K=10    # files changed between the two trees of the diff benchmark
 MODIFY_SEED=1
 
-
 # ---------------------------------------------------------------- helpers
 
 usage() { usage_from_header 12 "${1:-0}"; }
@@ -171,18 +170,6 @@ machine_description() {
 }
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
-
-# Share of CPU time (%) that was busy over the last 2 s, from /proc/stat. Unlike
-# the load average it does not lag: a build that just ended does not count.
-cpu_busy() {
-    local a b
-    a=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-    sleep 2
-    b=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
-}
 
 # Anything else running (a cargo build, a test suite) skews every row: say so.
 BUSY_NOW=""

@@ -39,7 +39,6 @@ PEERS=1
 EXT4_SIZE=24G
 XFS_SIZE=12G
 
-
 usage() { usage_from_header 16 "${1:-0}"; }
 
 parse_args() {
@@ -282,16 +281,6 @@ bench_ws() {
     for t in $(findmnt -rn -o TARGET | awk -v p="$state/" 'index($0, p) == 1'); do
         umount "$t" || true
     done
-}
-
-cpu_busy() {
-    local a b
-    a=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-    sleep 2
-    b=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6 }' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
 }
 
 # Before each stage: nothing dirty left to write back (the untimed copies of
