@@ -338,3 +338,16 @@ fn chain<'a>(
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(e), |e| e.source())
 }
+
+/// An error and its causes, one line (`what failed: why: why that`): what a
+/// client is told, and what a build's report notes of a remote that failed.
+pub fn message(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

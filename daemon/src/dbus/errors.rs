@@ -71,14 +71,4 @@ impl DbusError {
     }
 }
 
-/// An error and its causes, one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use crate::error::message as chain;

@@ -11,7 +11,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use super::args::{bool_options, bounded, counts, digest, fd_path, received, remote_options};
 use super::{DbusError, Event, Objects, Shared, workspace_path};
 use crate::manager::build::{BuildOptions, ElementOpen, ShellRequest, ShellStdio};
-use crate::manager::{Caller, GcOptions, MountPoint, OpenRequest, RemoteOptions, Source};
+use crate::manager::{Caller, GcOptions, Manager, MountPoint, OpenRequest, RemoteOptions, Source};
 
 /// The manager interface of one connection.
 #[derive(Debug)]
@@ -396,18 +396,16 @@ impl ManagerIface {
         target: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<HashMap<String, OwnedValue>, DbusError> {
-        let project = received(project);
-        let (target, remotes) = super::transfer::request("push", &project, &target, options)?;
-        let caller = self.caller;
-        let report = self
-            .shared
-            .run(move |m| {
-                let report = m.push(caller, target, &remotes);
-                drop(project);
-                report
-            })
-            .await?;
-        Ok(super::transfer::report_value(&report))
+        super::transfer::run(
+            &self.shared,
+            self.caller,
+            "push",
+            project,
+            target,
+            options,
+            Manager::push,
+        )
+        .await
     }
 
     /// Fetches the result under `target`'s cache key from the first remote
@@ -419,18 +417,16 @@ impl ManagerIface {
         target: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<HashMap<String, OwnedValue>, DbusError> {
-        let project = received(project);
-        let (target, remotes) = super::transfer::request("pull", &project, &target, options)?;
-        let caller = self.caller;
-        let report = self
-            .shared
-            .run(move |m| {
-                let report = m.pull(caller, target, &remotes);
-                drop(project);
-                report
-            })
-            .await?;
-        Ok(super::transfer::report_value(&report))
+        super::transfer::run(
+            &self.shared,
+            self.caller,
+            "pull",
+            project,
+            target,
+            options,
+            Manager::pull,
+        )
+        .await
     }
 
     /// Opens a workspace named after `element` on its sources in the project

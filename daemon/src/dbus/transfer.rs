@@ -3,20 +3,49 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use zbus::zvariant::{OwnedValue, Value};
 
-use super::DbusError;
-use super::args::{bool_options, bounded, dict, fd_path, remote_options};
-use crate::manager::RemoteOptions;
+use super::args::{bool_options, bounded, dict, fd_path, received, remote_options};
+use super::{DbusError, Shared};
 use crate::manager::build::{TransferReport, TransferTarget};
+use crate::manager::{Caller, Manager, RemoteOptions};
 use crate::project::CacheKey;
+
+/// What `Manager::push` and `Manager::pull` are.
+type Transfer =
+    fn(&Manager, Caller, TransferTarget, &RemoteOptions) -> Result<TransferReport, crate::Error>;
+
+/// Runs `transfer` (a push or a pull, `what`) for `caller` on a blocking
+/// thread: the request read from the method's arguments, the report returned.
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    caller: Caller,
+    what: &'static str,
+    project: zbus::zvariant::OwnedFd,
+    target: String,
+    options: HashMap<String, OwnedValue>,
+    transfer: Transfer,
+) -> Result<HashMap<String, OwnedValue>, DbusError> {
+    let project = received(project);
+    let (target, remotes) = request(what, &project, &target, options)?;
+    let report = shared
+        .run(move |m| {
+            let report = transfer(m, caller, target, &remotes);
+            // The project's descriptor lives until the manager has read it.
+            drop(project);
+            report
+        })
+        .await?;
+    Ok(report_value(&report))
+}
 
 /// A push's or pull's request: `target` is an element of the project
 /// `project`, or with the option "key": true a cache key; with "project":
 /// false the project's remotes are not read (a key outside any project;
 /// `project` may then be any descriptor). Also "user-config" and "remote".
-pub(super) fn request(
+fn request(
     what: &str,
     project: &OwnedFd,
     target: &str,
@@ -57,7 +86,7 @@ pub(super) fn request(
 /// "log", and per remote that took part ("remotes"), the blobs the result
 /// references ("blobs"), those moved ("moved_blobs") and their bytes
 /// ("moved_bytes"), summed.
-pub(super) fn report_value(r: &TransferReport) -> HashMap<String, OwnedValue> {
+fn report_value(r: &TransferReport) -> HashMap<String, OwnedValue> {
     let text = |d: Option<treediff::Digest>| d.map(|d| d.to_string()).unwrap_or_default();
     let sum =
         |f: fn(&crate::manager::build::Transfer) -> u64| r.transfers.iter().map(f).sum::<u64>();

@@ -312,7 +312,9 @@ impl Manager {
                     activity.pushed_to.push(spec.url.clone());
                     transfers.push(transfer);
                 }
-                Err(e) => activity.problem(spec, format!("push failed: {e}")),
+                Err(e) => {
+                    activity.problem(spec, format!("push failed: {}", crate::error::message(&e)))
+                }
             }
         }
         Ok(transfers)
@@ -364,13 +366,7 @@ impl Manager {
 
 /// Notes a remote's failure; a lookup that failed is a miss.
 fn note<T>(activity: &mut RemoteActivity, spec: &RemoteSpec, e: Error) -> Option<T> {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    activity.problem(spec, text);
+    activity.problem(spec, crate::error::message(&e));
     None
 }
 
@@ -392,6 +388,21 @@ pub enum TransferTarget {
         /// A project whose remotes to use too.
         project_dir: Option<std::path::PathBuf>,
     },
+}
+
+impl TransferReport {
+    /// The report on `record` after `transfers`.
+    fn of(record: ArtifactRecord, transfers: Vec<Transfer>) -> TransferReport {
+        TransferReport {
+            element: record.element,
+            cache_key: record.key,
+            outcome: record.outcome,
+            artifact: record.artifact,
+            buildtree: record.buildtree,
+            log: record.log,
+            transfers,
+        }
+    }
 }
 
 impl Manager {
@@ -421,15 +432,7 @@ impl Manager {
         for spec in pushing {
             transfers.push(self.push_record_to(caller, spec, &record)?);
         }
-        Ok(TransferReport {
-            element: record.element,
-            cache_key: key,
-            outcome: record.outcome,
-            artifact: record.artifact,
-            buildtree: record.buildtree,
-            log: record.log,
-            transfers,
-        })
+        Ok(TransferReport::of(record, transfers))
     }
 
     /// `ws pull`: fetches everything the first remote that pulls and has an
@@ -467,23 +470,16 @@ impl Manager {
                         continue;
                     }
                 };
-            let blobs = remote.stats().blobs_received - before.blobs_received;
-            let bytes = remote.stats().bytes_received - before.bytes_received;
+            let after = remote.stats();
+            let blobs = after.blobs_received - before.blobs_received;
+            let transfer = Transfer {
+                url: spec.url.clone(),
+                blobs,
+                moved_blobs: blobs,
+                moved_bytes: after.bytes_received - before.bytes_received,
+            };
             let record = self.record_pulled(caller, &key, result, planned.as_ref())?;
-            return Ok(TransferReport {
-                element: record.element,
-                cache_key: key,
-                outcome: record.outcome,
-                artifact: record.artifact,
-                buildtree: record.buildtree,
-                log: record.log,
-                transfers: vec![Transfer {
-                    url: spec.url.clone(),
-                    blobs,
-                    moved_blobs: blobs,
-                    moved_bytes: bytes,
-                }],
-            });
+            return Ok(TransferReport::of(record, vec![transfer]));
         }
         Err(Error::NotBuilt {
             element: planned.map_or_else(|| key.to_string(), |p| p.element.name),
