@@ -329,8 +329,13 @@ impl Reader<'_, '_> {
         }
     }
 
+    /// Whether `rel` stays out of the change set: ignored by the rules, or one
+    /// of the daemon's temporary files, which no tree records.
     fn ignored(&self, rules: &IgnoreRules, rel: &str, is_dir: bool) -> bool {
-        self.patterns.ignores(rel, is_dir) || rules.ignores(rel, is_dir)
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        treediff::names::is_daemon_temp(name)
+            || self.patterns.ignores(rel, is_dir)
+            || rules.ignores(rel, is_dir)
     }
 
     /// Reads the merged directory `rel` (present in the upper and, as a directory,

@@ -3,6 +3,17 @@
 //! A name is one path component: it becomes a file name at checkout, so anything that
 //! could escape the checkout root or collide is refused wherever a tree enters.
 
+/// The prefix of the daemon's temporary files in a view or a user's directory
+/// (a reversal's or a write-back's file before it is renamed into place). Capture
+/// and the layer reader never record such an entry, so a file a crash left behind
+/// never reaches a tree; whoever finishes the operation removes it.
+pub const DAEMON_TEMP_PREFIX: &str = ".wsd-";
+
+/// Whether `name` is one of the daemon's temporary files ([`DAEMON_TEMP_PREFIX`]).
+pub fn is_daemon_temp(name: &str) -> bool {
+    name.starts_with(DAEMON_TEMP_PREFIX)
+}
+
 /// The longest name Linux accepts (NAME_MAX), in bytes.
 pub const MAX_NAME_BYTES: usize = 255;
 

@@ -283,6 +283,9 @@ fn list_dir(
     }
 
     for (name, kind) in entries {
+        if names::is_daemon_temp(&name) {
+            continue;
+        }
         let stat = |local: &Local<'_>| {
             sys::lstat_at(fd.as_fd(), OsStr::new(&name)).map_err(io("stat", local.path(&name)))
         };
