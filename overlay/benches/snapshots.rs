@@ -400,7 +400,10 @@ impl Bench<'_> {
 
             self.settle();
             let t = Instant::now();
-            let reverted = self.snap.revert(key, &view, None, &options)?;
+            let root = File::open(&view)?;
+            let reverted =
+                self.snap
+                    .revert(key, std::os::fd::AsFd::as_fd(&root), &view, None, &options)?;
             figures.revert.push(t.elapsed());
             if reverted.changes.len() != k {
                 return Err(format!(

@@ -12,6 +12,7 @@
 //! chain is squashed into that one lower). A base made by `commit_tree` holds its
 //! tree checked out in `fs`.
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -390,13 +391,21 @@ impl Snapshotter for LayeredSnapshotter {
     fn revert(
         &self,
         key: &str,
-        view: &Path,
+        view: BorrowedFd<'_>,
+        shown: &Path,
         to: Option<Digest>,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError> {
         let lock = self.root.key_lock(key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
         let set = self.read_active(key, options)?;
-        crate::revert::revert_to(&self.root.store, key, view, set, to)
+        crate::revert::revert_to(
+            &self.root.store,
+            key,
+            (view, shown),
+            self.options.owner,
+            set,
+            to,
+        )
     }
 }

@@ -36,8 +36,11 @@ pub use open::open;
 pub use plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan, Upper};
 pub use probe::{BackendKind, Probe};
 pub use records::{FileBatch, FileRecords, RecordBatch, RecordOp, RecordStore};
-pub use revert::{lay_over, restamp};
+pub use revert::{Reversal, lay_over, restamp, reverse};
 pub use root::{Cleaned, Usage};
 pub use snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
-pub use sys::{FUSE_OVERLAYFS, MountEntry, mount, mount_on, mount_table, unmount};
+pub use sys::{
+    FUSE_OVERLAYFS, MountEntry, is_mount_root, mount, mount_id, mount_on, mount_table, unmount,
+    unmount_checked,
+};
 pub use txn::{CommitError, Txn};

@@ -365,7 +365,8 @@ impl Snapshotter for MirrorSnapshotter {
     fn revert(
         &self,
         key: &str,
-        view: &Path,
+        view: BorrowedFd<'_>,
+        shown: &Path,
         to: Option<Digest>,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError> {
@@ -373,6 +374,13 @@ impl Snapshotter for MirrorSnapshotter {
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
         let info = self.root.get(key)?;
         let set = self.read(&info, options)?;
-        crate::revert::revert_to(&self.root.store, key, view, set, to)
+        crate::revert::revert_to(
+            &self.root.store,
+            key,
+            (view, shown),
+            self.options.owner,
+            set,
+            to,
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! The `Snapshotter` trait: the one interface every backend implements.
 
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use treediff::{Change, Digest};
@@ -115,9 +116,12 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// and the change list. Costs O(changes) on the overlay backends.
     fn changes(&self, key: &str, options: &ChangeOptions<'_>) -> Result<ChangeSet, SnapshotError>;
 
-    /// Makes the active snapshot `key`, mounted at `view` and possibly in use, equal
-    /// to the tree `to` (its parent's when `None`) by writing the reversal through the
-    /// view: what was added is removed, what was changed or deleted is restored.
+    /// Makes the active snapshot `key`, mounted with its root at the descriptor
+    /// `view` (shown as `shown` in errors) and possibly in use, equal to the tree
+    /// `to` (its parent's when `None`) by writing the reversal through the view:
+    /// what was added is removed, what was changed or deleted is restored (see
+    /// [`crate::reverse`], which a caller that must log its intent first uses
+    /// directly).
     /// Ignored paths (as in [`changes`](Self::changes)) are left alone. Returns the
     /// changes that were reverted, from `to` to what the view held.
     ///
@@ -127,7 +131,8 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     fn revert(
         &self,
         key: &str,
-        view: &Path,
+        view: BorrowedFd<'_>,
+        shown: &Path,
         to: Option<Digest>,
         options: &ChangeOptions<'_>,
     ) -> Result<ChangeSet, SnapshotError>;

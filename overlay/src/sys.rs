@@ -41,49 +41,52 @@ pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
 /// symlink meanwhile (a root daemon mounting on a user's directory must not be
 /// redirected onto `/etc`). The kernel overlay is attached to the descriptor
 /// directly; a bind mount is made on `staging` (an empty directory of the
-/// caller's own, that no one else can touch) and moved onto the descriptor.
-/// fuse-overlayfs mounts by path (it is another process, and finds its mount by
-/// the path on its command line): `path`, checked against the descriptor first,
-/// so only a swap in the moment between the check and the mount can mislead it.
+/// caller's own, that no one else can touch), and a clone of it is attached to
+/// the descriptor (`open_tree(OPEN_TREE_CLONE)`, then `move_mount`: moving the
+/// staging mount itself fails under a shared parent, systemd's default for `/`),
+/// and the staging mount is detached. fuse-overlayfs mounts by path (it is
+/// another process, and finds its mount by the path on its command line):
+/// `path`, checked against the descriptor first, so only a swap in the moment
+/// between the check and the mount can mislead it.
+///
+/// Returns the unique id of the mount attached ([`mount_id`]), by which writes
+/// through the view later check that its path still leads to it; `None` for a
+/// [`MountPlan::Direct`] plan, which mounts nothing.
 pub fn mount_on(
     plan: &MountPlan,
     target: BorrowedFd<'_>,
     path: &Path,
     staging: &Path,
-) -> Result<(), SnapshotError> {
-    let attach =
-        |op: &'static str, from: BorrowedFd<'_>, from_path: &Path, flags: MoveMountFlags| {
-            move_mount(
-                from,
-                from_path,
-                target,
-                "",
-                flags | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-            )
-            .map_err(|e| mount_error(op, path, e.into(), String::new()))
-        };
+) -> Result<Option<u64>, SnapshotError> {
+    let attach = |op: &'static str, from: BorrowedFd<'_>| {
+        let id = mount_id(from).map_err(|e| mount_error(op, path, e, String::new()))?;
+        move_mount(
+            from,
+            "",
+            target,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(|e| mount_error(op, path, e.into(), String::new()))?;
+        Ok(Some(id))
+    };
     match plan {
         MountPlan::Overlay(overlay) => {
             let mnt = overlay_mount_fd(overlay, path)?;
-            attach(
-                "mount overlay on",
-                mnt.as_fd(),
-                Path::new(""),
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-            )
+            attach("mount overlay on", mnt.as_fd())
         }
         MountPlan::Bind { source, read_only } => {
             mount_bind(source, *read_only, staging)?;
-            let moved = attach(
-                "bind-mount on",
+            let clone = rustix::mount::open_tree(
                 rustix::fs::CWD,
                 staging,
-                MoveMountFlags::empty(),
-            );
-            if moved.is_err() {
-                let _ = nix::mount::umount2(staging, MntFlags::MNT_DETACH);
-            }
-            moved
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map_err(|e| mount_error("clone the bind mount for", path, e.into(), String::new()));
+            let attached = clone.and_then(|clone| attach("bind-mount on", clone.as_fd()));
+            let _ = nix::mount::umount2(staging, MntFlags::MNT_DETACH);
+            attached
         }
         MountPlan::Fuse(overlay) => {
             let same = |a: &rustix::fs::Stat, b: &rustix::fs::Stat| {
@@ -101,25 +104,88 @@ pub fn mount_on(
                     "it is not the directory that was checked".to_owned(),
                 ));
             }
-            mount_fuse(overlay, path)
+            mount_fuse(overlay, path)?;
+            let root = open_dir_no_symlinks(path)
+                .map_err(|e| mount_error("open the mounted view", path, e, String::new()))?;
+            let id = mount_id(root.as_fd())
+                .map_err(|e| mount_error("open the mounted view", path, e, String::new()))?;
+            Ok(Some(id))
         }
-        MountPlan::Direct { .. } => Ok(()),
+        MountPlan::Direct { .. } => Ok(None),
     }
+}
+
+/// The unique id of the mount `fd` is on (`statx` with `STATX_MNT_ID_UNIQUE`,
+/// Linux 6.8; rustix names no constant for it, so the bit is passed as is and
+/// the answer's mask tells whether the kernel knew it). On an older kernel the
+/// reusable `STATX_MNT_ID` stands in: a mount made later may get it again, so
+/// callers check that the directory is a mount root as well.
+pub fn mount_id(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let unique = StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
+    let st = statx(fd, "", AtFlags::EMPTY_PATH, unique | StatxFlags::MNT_ID)?;
+    if st.stx_mask & (StatxFlags::MNT_ID.bits() | STATX_MNT_ID_UNIQUE) == 0 {
+        return Err(std::io::Error::other(
+            "the kernel does not report mount ids (statx STATX_MNT_ID needs Linux 5.8)",
+        ));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// Whether the directory `fd` is the root of a mount.
+pub fn is_mount_root(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
+    let st = statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+
+    if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Err(std::io::Error::other(
+            "the kernel does not say which directories are mount roots (Linux 5.8)",
+        ));
+    }
+    Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+}
+
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// Opens the directory `path` without following a symlink in any component.
+fn open_dir_no_symlinks(path: &Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    Ok(rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?)
 }
 
 /// Unmounts whatever is mounted at `target`. Fails with [`SnapshotError::Busy`]
 /// when files are open in it (nothing is detached lazily: a lazy unmount would
 /// leave writers on a layer the caller believes is settled).
 pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
-    // A reference can be fleeting: a process forked elsewhere holds its parent's
-    // descriptors until it execs. Only a mount still busy after a moment is busy.
-    let mut result = nix::mount::umount2(target, MntFlags::empty());
+    unmount_retrying(target, &mut || {
+        Ok(nix::mount::umount2(target, MntFlags::empty()))
+    })
+}
+
+/// Runs `unmount` until the kernel does not refuse it as busy, for a moment: a
+/// reference can be fleeting (a process forked elsewhere holds its parent's
+/// descriptors until it execs); only a mount still busy after that is busy.
+/// `unmount` fails on its own (the outer error) when a check before it fails.
+/// A mount that this process may not unmount is left to `fusermount3` (a FUSE
+/// mount an unprivileged daemon made is its own to unmount, with its own rights).
+fn unmount_retrying(
+    target: &Path,
+    unmount: &mut dyn FnMut() -> Result<nix::Result<()>, SnapshotError>,
+) -> Result<(), SnapshotError> {
+    let mut result = unmount()?;
     for _ in 0..10 {
         if result != Err(nix::errno::Errno::EBUSY) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-        result = nix::mount::umount2(target, MntFlags::empty());
+        result = unmount()?;
     }
     match result {
         Ok(()) => Ok(()),
@@ -127,10 +193,67 @@ pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
             key: target.display().to_string(),
             detail: format!("files are open under {}", target.display()),
         }),
-        // A FUSE mount made by an unprivileged user is theirs to unmount.
         Err(nix::errno::Errno::EPERM) => fusermount_unmount(target),
         Err(errno) => Err(mount_error("unmount", target, errno.into(), String::new())),
     }
+}
+
+/// Unmounts the mount whose unique id is `id` at `path`, and nothing else: a
+/// root daemon must not unmount whatever a user made `path` lead to. The
+/// parent is opened without following symlinks and held; the entry is checked
+/// through it (a mount root with that id, its name not followed) before each
+/// try, and unmounted through the descriptor's `/proc/self/fd` path with
+/// `UMOUNT_NOFOLLOW`. A mount point cannot be renamed or replaced while
+/// mounted, so what was checked is what is unmounted. Nothing is held open on
+/// the mount itself, which alone would make it busy.
+pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
+    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags, statx};
+    let not_ours = |why: &str| {
+        mount_error(
+            "unmount",
+            path,
+            std::io::Error::other(format!("it is not the workspace's mount: {why}")),
+            "nothing was unmounted".to_owned(),
+        )
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(not_ours("the path has no parent"));
+    };
+    let parent_fd = rustix::fs::openat2(
+        rustix::fs::CWD,
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| mount_error("open the parent of", path, e.into(), String::new()))?;
+    let check = || -> Result<(), SnapshotError> {
+        let unique = StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
+        let st = statx(
+            &parent_fd,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            unique | StatxFlags::MNT_ID,
+        )
+        .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
+        if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
+            return Err(not_ours("nothing is mounted there"));
+        }
+        if st.stx_mnt_id != id {
+            return Err(not_ours("another mount is there"));
+        }
+        Ok(())
+    };
+    let at = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&parent_fd)
+    ))
+    .join(name);
+    let flags = MntFlags::from_bits_retain(nix::libc::UMOUNT_NOFOLLOW);
+    unmount_retrying(path, &mut || {
+        check()?;
+        Ok(nix::mount::umount2(&at, flags))
+    })
 }
 
 fn fusermount_unmount(target: &Path) -> Result<(), SnapshotError> {

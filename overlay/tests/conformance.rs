@@ -88,4 +88,5 @@ suite!(
     errors,
     foreign_owner,
     revert_to_a_commit,
+    reverse_again_and_keep_newer_edits,
 );

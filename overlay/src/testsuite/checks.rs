@@ -2,6 +2,7 @@
 //! results that differ by backend say so where they are checked.
 
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -498,7 +499,13 @@ pub fn revert_open_view(fx: &Fixture) {
     std::fs::write(view.join("empty"), "now a file\n").unwrap();
     let reverted = fx
         .snap
-        .revert("ws", &view, None, &ChangeOptions::default())
+        .revert(
+            "ws",
+            open_dir(&view).as_fd(),
+            &view,
+            None,
+            &ChangeOptions::default(),
+        )
         .unwrap();
     assert_eq!(
         reverted.changes.len(),
@@ -728,7 +735,13 @@ pub fn revert_to_a_commit(fx: &Fixture) {
     std::fs::write(view.join("scratch.txt"), "scratch\n").unwrap();
     let reverted = fx
         .snap
-        .revert("ws", &view, Some(committed), &ChangeOptions::default())
+        .revert(
+            "ws",
+            open_dir(&view).as_fd(),
+            &view,
+            Some(committed),
+            &ChangeOptions::default(),
+        )
         .unwrap();
     assert_eq!(
         Fixture::summary(&reverted),
@@ -739,4 +752,78 @@ pub fn revert_to_a_commit(fx: &Fixture) {
     assert_eq!(listed["README"], "file committed\n");
     assert_eq!(listed["kept.txt"], "file kept\n");
     assert!(!listed.contains_key("scratch.txt"));
+}
+
+/// A reversal cut off and run again ends where one run ends, leaves no
+/// temporary file, and never overwrites a path edited after the capture: it
+/// writes a path only while it holds the captured entry, nothing, or the target.
+pub fn reverse_again_and_keep_newer_edits(fx: &Fixture) {
+    fx.base("base", BASE);
+    let view = fx.prepare("ws", Some("base"));
+    let committed = fx.changes("ws", &view).tree;
+    std::fs::write(view.join("README"), "edited\n").unwrap();
+    std::fs::write(view.join("added.txt"), "added\n").unwrap();
+    std::fs::create_dir_all(view.join("newdir/deep")).unwrap();
+    std::fs::write(view.join("newdir/deep/f"), "f\n").unwrap();
+    let set = fx.changes("ws", &view);
+    let root = open_dir(&view);
+    // A first run cut off after one path, as a crash would leave it, with a
+    // temporary file of its own left beside it.
+    let mut seen = 0;
+    let first = crate::reverse(
+        &fx.store,
+        "ws",
+        root.as_fd(),
+        &view,
+        None,
+        &set.changes[..1],
+        &mut |_| seen += 1,
+    )
+    .unwrap();
+    assert_eq!((first.done, seen), (1, 1));
+    std::fs::write(view.join(".wsd-revert-0-0"), "half\n").unwrap();
+    // Meanwhile the user saves a file the reversal has not reached yet, and
+    // adds one to a directory it is to remove.
+    std::fs::write(view.join("newdir/deep/mine"), "mine\n").unwrap();
+    let again = crate::reverse(
+        &fx.store,
+        "ws",
+        root.as_fd(),
+        &view,
+        None,
+        &set.changes,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(again.kept, ["newdir"], "{again:?}");
+    let listed = super::listing(&view);
+    assert_eq!(
+        listed["newdir/deep/mine"], "file mine\n",
+        "the newer edit is kept"
+    );
+    assert!(
+        !listed.contains_key("newdir/deep/f"),
+        "what the capture saw is gone"
+    );
+    assert!(!listed.keys().any(|k| k.contains(".wsd-")), "{listed:?}");
+    std::fs::remove_dir_all(view.join("newdir")).unwrap();
+    assert_eq!(fx.capture(&view), committed);
+    // Once more: nothing to do, nothing kept.
+    let third = crate::reverse(
+        &fx.store,
+        "ws",
+        root.as_fd(),
+        &view,
+        None,
+        &set.changes,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!((third.done, third.kept.len()), (set.changes.len(), 0));
+    assert_eq!(fx.capture(&view), committed);
+}
+
+/// The view's root directory, open: reversals write beneath a descriptor.
+fn open_dir(view: &Path) -> OwnedFd {
+    std::fs::File::open(view).unwrap().into()
 }
