@@ -44,6 +44,12 @@ pub struct Workspace {
     pub path: PathBuf,
     /// Whether the daemon mounted `path` (and so unmounts it at close).
     pub mounted_by_daemon: bool,
+    /// The unique id of the mount the daemon made at `path` (`statx`'s
+    /// `STATX_MNT_ID_UNIQUE`): a write through the view first checks that
+    /// `path` still leads to this mount. `None` in records made before it was
+    /// kept, until the view is mounted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_id: Option<u64>,
     /// The snapshot backend.
     pub backend: BackendKind,
     /// See [`State`].
@@ -84,6 +90,25 @@ pub struct Workspace {
     pub updated: u64,
     /// The sequence number its next op log entry gets.
     pub next_op: u64,
+    /// A write through the view that was begun and not finished (a discard, an
+    /// undo of one): recovery, or the next operation on the workspace, finishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingWrite>,
+}
+
+/// A write through a workspace's view, recorded (synced) before its first
+/// write: the edits it drops are in the store already, so finishing it after a
+/// crash, and logging it, loses nothing (`ws undo` brings them back).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWrite {
+    /// The tree the view held when it began, as captured (a discard's edits).
+    #[serde(with = "digest_text")]
+    pub from: Digest,
+    /// The tree it brings the view to.
+    #[serde(with = "digest_text")]
+    pub to: Digest,
+    /// The op log entry it appends once the view holds `to`.
+    pub entry: OpEntry,
 }
 
 /// The element a workspace was opened for.

@@ -22,6 +22,7 @@ fn source(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("README"), "readme\n").unwrap();
     std::fs::write(src.join("sub/file"), "file\n").unwrap();
+    std::fs::write(src.join("data"), "data\n").unwrap();
     src
 }
 
@@ -51,7 +52,12 @@ fn crash_child() {
     };
     let state = PathBuf::from(state);
     let m = manager(&state);
-    fail::cfg(point.as_str(), "return").unwrap();
+    // `WS_CRASH_SKIP=k`: the point lets k passes go by, and crashes at the next.
+    let actions = match std::env::var("WS_CRASH_SKIP") {
+        Ok(k) => format!("{k}*off->return"),
+        Err(_) => "return".to_owned(),
+    };
+    fail::cfg(point.as_str(), &actions).unwrap();
     match action.as_str() {
         "open" => {
             open(&m, &source(state.parent().unwrap()));
@@ -73,18 +79,27 @@ fn crash_child() {
 
 /// Runs the child for `action` with `point` armed; it must die by SIGABRT.
 fn crash(state: &Path, action: &str, point: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
+    crash_after(state, action, point, None);
+}
+
+/// Runs the child for `action` with `point` armed after `skip` passes; it must
+/// die by SIGABRT.
+fn crash_after(state: &Path, action: &str, point: &str, skip: Option<usize>) {
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env("WS_CRASH_STATE", state)
         .env("WS_CRASH_POINT", point)
-        .env("WS_CRASH_ACTION", action)
-        .output()
-        .unwrap();
+        .env("WS_CRASH_ACTION", action);
+    if let Some(skip) = skip {
+        child.env("WS_CRASH_SKIP", skip.to_string());
+    }
+    let out = child.output().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         out.status.signal(),
         Some(nix::libc::SIGABRT),
-        "{action} at {point} did not crash:\n{}",
+        "{action} at {point} (after {skip:?} passes) did not crash:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -196,8 +211,8 @@ fn a_crash_while_discarding_or_closing_gives_the_old_or_the_new_state() {
         return;
     }
     for (action, point, gone) in [
-        ("discard", "discard-before-batch", false),
-        ("discard", "discard-after-batch", false),
+        ("discard", "view-write-before-log", false),
+        ("discard", "view-write-after-log", false),
         ("close", "close-after-unmount", false),
         ("close", "close-before-batch", false),
         ("close", "close-after-batch", true),
@@ -226,7 +241,7 @@ fn a_crash_while_discarding_or_closing_gives_the_old_or_the_new_state() {
         assert_eq!(list[0].state, State::Open, "{point}: mounted again");
         let status = m.status(ROOT, "w").unwrap();
         if action == "discard" {
-            // The reversal was written through the view before the crash.
+            // The reversal was written (or finished at the restart).
             assert!(status.changes.is_empty(), "{point}");
             assert!(!path.join("scratch").exists());
         } else {
@@ -263,5 +278,147 @@ fn a_crash_while_undoing_gives_the_old_or_the_new_state_with_the_edits() {
         let expected = if undone { base } else { committed };
         assert_eq!(status.workspace.source_digest, expected, "{point}");
         assert_eq!(status.changes.len(), usize::from(undone), "{point}");
+    }
+}
+
+/// The edits of the reversal tests, one change each ([`EDITS`] of them): a file
+/// changed, one added, a directory added, a file made a directory and a
+/// directory made a file, a symlink and an executable added.
+const EDITS: usize = 7;
+
+fn edit_many(view: &Path) {
+    std::fs::write(view.join("README"), "edited readme\n").unwrap();
+    std::fs::write(view.join("added"), "added\n").unwrap();
+    std::fs::remove_dir_all(view.join("sub")).unwrap();
+    std::fs::write(view.join("sub"), "a file now\n").unwrap();
+    std::fs::remove_file(view.join("data")).unwrap();
+    std::fs::create_dir(view.join("data")).unwrap();
+    std::fs::write(view.join("data/inside"), "inside\n").unwrap();
+    std::fs::create_dir_all(view.join("newdir/deep")).unwrap();
+    std::fs::write(view.join("newdir/deep/a"), "a\n").unwrap();
+    std::fs::write(view.join("newdir/b"), "b\n").unwrap();
+    std::os::unix::fs::symlink("README", view.join("link")).unwrap();
+    std::fs::write(view.join("tool"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        view.join("tool"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// Every file, symlink and directory under `dir` with its content, in order.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name().min_depth(1) {
+        let entry = entry.unwrap();
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .display()
+            .to_string();
+        let kind = entry.file_type();
+        let what = if kind.is_symlink() {
+            format!("-> {}", std::fs::read_link(entry.path()).unwrap().display())
+        } else if kind.is_dir() {
+            "dir".to_owned()
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o100;
+            format!(
+                "{mode:o} {}",
+                std::fs::read_to_string(entry.path()).unwrap()
+            )
+        };
+        out.push((rel, what));
+    }
+    out
+}
+
+/// What a discard (or its undo) must leave however it was cut off: after the
+/// restart the view holds `expected`, the log ends with `last`, the store is
+/// sound, and no daemon temporary file is anywhere in the view.
+fn check_finished(m: &Manager, state: &Path, expected: &[(String, String)], last: OpKind) {
+    check_consistent(m, state);
+    let status = m.status(ROOT, "w").unwrap();
+    let view = &status.workspace.path;
+    assert_eq!(snapshot(view), expected);
+    assert!(status.workspace.pending.is_none());
+    let log = m.log(ROOT, "w").unwrap();
+    assert_eq!(log.last().unwrap().op, last, "{log:?}");
+    assert!(
+        snapshot(view).iter().all(|(p, _)| !p.contains(".wsd-")),
+        "a daemon file is left: {:?}",
+        snapshot(view)
+    );
+}
+
+#[test]
+fn a_discard_cut_off_at_any_path_is_finished_at_restart_and_undo_brings_back_every_edit() {
+    if !privileged("a_discard_cut_off_at_any_path") {
+        return;
+    }
+    let mut points: Vec<(&str, Option<usize>)> = vec![
+        ("view-write-after-intent", None),
+        ("view-write-before-log", None),
+        ("view-write-after-log", None),
+    ];
+    // One crash after each path of the reversal but the last (after it comes
+    // `view-write-before-log`).
+    points.extend((0..EDITS - 1).map(|k| ("view-write-between-paths", Some(k))));
+    for (point, skip) in points {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        let (committed, edited) = {
+            let m = manager(&state);
+            let ws = open(&m, &source(dir.path()));
+            let committed = snapshot(&ws.path);
+            edit_many(&ws.path);
+            (committed, snapshot(&ws.path))
+        };
+        crash_after(&state, "discard", point, skip);
+        let m = manager(&state);
+        check_finished(&m, &state, &committed, OpKind::Discard);
+        let discard = m.log(ROOT, "w").unwrap().pop().unwrap();
+        assert_eq!(
+            discard.changes, EDITS as u64,
+            "{point} {skip:?}: {discard:?}"
+        );
+        m.undo(ROOT, "w").unwrap();
+        let view = m.status(ROOT, "w").unwrap().workspace.path;
+        assert_eq!(
+            snapshot(&view),
+            edited,
+            "{point} {skip:?}: undo brings back every edit"
+        );
+    }
+}
+
+#[test]
+fn an_undo_of_a_discard_cut_off_at_any_path_is_finished_at_restart() {
+    if !privileged("an_undo_of_a_discard_cut_off") {
+        return;
+    }
+    let mut points: Vec<(&str, Option<usize>)> = vec![
+        ("view-write-after-intent", None),
+        ("view-write-before-log", None),
+    ];
+    points.extend((0..EDITS - 1).map(|k| ("view-write-between-paths", Some(k))));
+    for (point, skip) in points {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        let edited = {
+            let m = manager(&state);
+            let ws = open(&m, &source(dir.path()));
+            edit_many(&ws.path);
+            let edited = snapshot(&ws.path);
+            m.discard(ROOT, "w").unwrap();
+            edited
+        };
+        crash_after(&state, "undo", point, skip);
+        let m = manager(&state);
+        check_finished(&m, &state, &edited, OpKind::Undo);
     }
 }

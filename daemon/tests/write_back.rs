@@ -125,7 +125,7 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
             if entry
                 .file_name()
                 .to_string_lossy()
-                .starts_with(".ws-writeback-")
+                .starts_with(".wsd-writeback-")
             {
                 found.push(entry.path());
             }
@@ -501,4 +501,30 @@ fn a_write_back_that_fails_removes_its_temporary_files_and_a_rerun_finishes_it()
         .unwrap_or_else(|e| panic!("{}", chain(&e)));
     assert_eq!((report.already, report.written), (2, 2), "{report:?}");
     assert_eq!(s.tree(), committed);
+}
+
+#[test]
+fn what_a_killed_write_back_left_is_never_recorded_and_the_rerun_removes_it() {
+    if !privileged("what_a_killed_write_back_left_is_never_recorded") {
+        return;
+    }
+    let s = Setup::new();
+    let view = s.open(ROOT, "hello");
+    write(&view, "README", "edited\n");
+    write(&view, "src/util.c", "changed\n");
+    let committed = s.commit(ROOT, "hello");
+    // A write-back killed after staging leaves its temporary files beside
+    // their destinations (a SIGKILL runs no cleanup).
+    let before = s.tree();
+    write(&s.src(), ".wsd-writeback-killed-0", "edited\n");
+    write(&s.src(), "src/.wsd-writeback-killed-1", "half");
+    assert_eq!(s.tree(), before, "capture never records the daemon's files");
+    let report = s
+        .write_back(ROOT, "hello")
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+    assert_eq!(report.written, 2, "{report:?}");
+    assert_eq!(s.tree(), committed);
+    // A killed write-back stages only where it writes, and so does its rerun,
+    // which sweeps every directory it writes in.
+    assert!(leftovers(&s.src()).is_empty(), "{:?}", leftovers(&s.src()));
 }

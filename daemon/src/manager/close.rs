@@ -25,7 +25,12 @@ impl Manager {
                 }
             }
             if ws.mounted_by_daemon && is_mounted(&ws.path) {
-                overlay::unmount(&ws.path).map_err(Error::snapshot(name))?;
+                match ws.mount_id {
+                    Some(id) => overlay::unmount_checked(&ws.path, id),
+                    // Recorded before mount ids were kept.
+                    None => overlay::unmount(&ws.path),
+                }
+                .map_err(Error::snapshot(name))?;
             }
             crash_point!("close-after-unmount");
             let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;

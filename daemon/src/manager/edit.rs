@@ -59,34 +59,38 @@ impl Manager {
     /// Makes the view equal to the workspace's source tree again, writing the
     /// reversal through it (files open in an editor stay valid). Returns what was
     /// dropped; the dropped edits stay in the store, named in the op log.
+    ///
+    /// # Crash safety
+    ///
+    /// The edits are captured into the store and the intent recorded before the
+    /// view is touched; a discard cut off is finished and logged at the next
+    /// start (see `view_write`). An edit saved while it runs is kept.
     pub fn discard(&self, caller: Caller, name: &str) -> Result<Vec<Change>, Error> {
         let _store = self.store_guard();
-        self.with_workspace(caller, name, |mut ws| {
-            let reverted = self.revert_view(&ws, ws.source_digest)?;
-            if reverted.changes.is_empty() {
+        self.with_workspace(caller, name, |ws| {
+            let status = self.status_of(ws)?;
+            if status.changes.is_empty() {
                 return Ok(Vec::new());
             }
+            let ws = status.workspace;
             let entry = OpEntry {
                 seq: ws.next_op,
                 op: OpKind::Discard,
-                before: Some(reverted.tree),
+                before: Some(status.current),
                 after: Some(ws.source_digest),
-                changes: reverted.changes.len() as u64,
+                changes: status.changes.len() as u64,
                 message: None,
                 time: now_secs(),
                 undoes: None,
             };
-            let mut batch = WriteBatch::default();
-            self.put_workspace(&mut batch, &mut ws, Some(entry));
-            crash_point!("discard-before-batch");
-            self.db.write(batch)?;
-            crash_point!("discard-after-batch");
+            let to = ws.source_digest;
+            self.write_through_view(ws, status.current, to, entry)?;
             tracing::info!(
                 workspace = name,
-                changes = reverted.changes.len(),
+                changes = status.changes.len(),
                 "discarded"
             );
-            Ok(reverted.changes)
+            Ok(status.changes)
         })
     }
 }

@@ -107,6 +107,9 @@ impl Manager {
         for ws in &workspaces {
             roots.insert(ws.base_source_digest);
             roots.insert(ws.source_digest);
+            if let Some(pending) = &ws.pending {
+                roots.extend([pending.from, pending.to]);
+            }
             for entry in self.log_of(&ws.id)? {
                 roots.extend(entry.before);
                 roots.extend(entry.after);

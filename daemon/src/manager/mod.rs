@@ -270,21 +270,6 @@ impl Manager {
         })
     }
 
-    /// Makes `ws`'s view hold `tree`, writing the changes through the mounted view
-    /// (files open in an editor stay valid); returns what it changed.
-    fn revert_view(&self, ws: &Workspace, tree: Digest) -> Result<overlay::ChangeSet, Error> {
-        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
-        snapper
-            .snap
-            .revert(
-                &ws.snapshot,
-                &ws.path,
-                Some(tree),
-                &ChangeOptions::default(),
-            )
-            .map_err(Error::snapshot(&ws.name))
-    }
-
     /// The changes since the last commit as a unified patch (git style).
     pub fn patch(&self, caller: Caller, name: &str) -> Result<String, Error> {
         let _store = self.store_guard();
@@ -399,7 +384,10 @@ impl Manager {
         let _held = lock.try_lock().map_err(|_| Error::Busy {
             name: name.to_owned(),
         })?;
-        f(self.reread(ws)?)
+        // A write through the view that a crash cut off is finished first: every
+        // operation starts from the state it was to leave.
+        let ws = self.finish_pending(self.reread(ws)?)?;
+        f(ws)
     }
 
     /// Commits a snapshot transaction of `snapper`: once its directories are synced,
@@ -520,6 +508,7 @@ mod remotes;
 mod source_watch;
 mod store_ops;
 mod undo;
+mod view_write;
 pub mod write_back;
 
 pub use fsck::{FsckProblem, FsckReport};

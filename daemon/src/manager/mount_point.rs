@@ -124,39 +124,36 @@ impl Manager {
     }
 
     /// The mount point of a workspace recorded at `path`, opened again (at a
-    /// restart) and checked to still be `owner`'s.
+    /// restart) one component at a time from `/`, never following a symlink,
+    /// and only if no one but root and `owner` could have changed where the
+    /// path leads: every directory on the way is root's or the owner's, and
+    /// one that others may write in is sticky (so they cannot rename what is
+    /// in it). Otherwise the view is not mounted there until its owner opens it
+    /// again: another user could have put a directory of theirs, or one of
+    /// root's, at that path.
     pub(super) fn reopen_target(&self, path: &Path, owner: u32) -> Result<Target, Error> {
-        let dir = MountPoint::open(path).map_err(|e| Error::Invalid {
-            what: "mount point",
-            problem: format!("{}: {e}", path.display()),
-        })?;
-        let meta = rustix::fs::fstat(dir.0.as_fd()).map_err(|e| Error::Io {
-            op: "stat",
-            path: path.to_owned(),
-            source: e.into(),
-        })?;
-        let default = self
-            .dirs
-            .workspaces()
-            .canonicalize()
-            .is_ok_and(|dir| path.starts_with(dir));
-        if meta.st_uid != owner && !default {
-            return Err(Error::Denied {
-                problem: format!(
-                    "{} no longer belongs to the workspace's owner",
-                    path.display()
-                ),
-            });
+        let refused = |problem: String| Error::Denied {
+            problem: format!(
+                "the view is not mounted again at {}: {problem}",
+                path.display()
+            ),
+        };
+        let fd = open_trusted(path, owner).map_err(refused)?;
+        let meta = rustix::fs::fstat(&fd).map_err(|e| refused(e.to_string()))?;
+        if meta.st_uid != owner {
+            return Err(refused(
+                "it no longer belongs to the workspace's owner".to_owned(),
+            ));
         }
         Ok(Target {
-            dir,
+            dir: MountPoint::from_fd(fd),
             path: path.to_owned(),
         })
     }
 
-    /// Mounts `plan` on `target`; returns where the files are and whether the
-    /// daemon mounted something there. A mirror's directory is bind-mounted when
-    /// the daemon may mount; otherwise its files stay where they are, and a
+    /// Mounts `plan` on `target`; returns where the files are and what the
+    /// daemon mounted there. A mirror's directory is bind-mounted when the
+    /// daemon may mount; otherwise its files stay where they are, and a
     /// requested path cannot be honoured.
     pub(super) fn mount_view(
         &self,
@@ -164,7 +161,7 @@ impl Manager {
         plan: &MountPlan,
         target: &Target,
         requested: bool,
-    ) -> Result<(PathBuf, bool), Error> {
+    ) -> Result<Mounted, Error> {
         let plan = match plan {
             MountPlan::Direct {
                 path: dir,
@@ -180,7 +177,10 @@ impl Manager {
                             ),
                         });
                     }
-                    return Ok((dir.clone(), false));
+                    return Ok(Mounted {
+                        path: dir.clone(),
+                        mount_id: None,
+                    });
                 }
                 MountPlan::Bind {
                     source: dir.clone(),
@@ -198,8 +198,28 @@ impl Manager {
         })?;
         let mounted = overlay::mount_on(&plan, target.dir.0.as_fd(), &target.path, &staging);
         let _ = std::fs::remove_dir(&staging);
-        mounted.map_err(Error::snapshot(name))?;
-        Ok((target.path.clone(), true))
+        let mount_id = mounted.map_err(Error::snapshot(name))?;
+        Ok(Mounted {
+            path: target.path.clone(),
+            mount_id,
+        })
+    }
+}
+
+/// Where a view's files are, and the mount the daemon made there.
+#[derive(Debug)]
+pub(super) struct Mounted {
+    /// Where the files are.
+    pub path: PathBuf,
+    /// The unique id of the mount the daemon made at `path`; `None` when it
+    /// mounted nothing (a mirror's own directory).
+    pub mount_id: Option<u64>,
+}
+
+impl Mounted {
+    /// Whether the daemon mounted something (and so unmounts it at close).
+    pub fn by_daemon(&self) -> bool {
+        self.mount_id.is_some()
     }
 }
 
@@ -235,4 +255,56 @@ fn check_empty_dir(
         }
     }
     Ok(())
+}
+
+/// Opens the directory `path` from `/`, one component at a time without
+/// following symlinks, refusing a path whose directories someone other than
+/// root and `owner` owns, or may write in without the sticky bit.
+fn open_trusted(path: &Path, owner: u32) -> Result<OwnedFd, String> {
+    use std::path::Component;
+    let trusted = |fd: &OwnedFd, shown: &Path| -> Result<(), String> {
+        let st = rustix::fs::fstat(fd).map_err(|e| format!("{}: {e}", shown.display()))?;
+        if st.st_uid != 0 && st.st_uid != owner {
+            return Err(format!(
+                "{} belongs to uid {}, neither root nor the workspace's owner",
+                shown.display(),
+                st.st_uid
+            ));
+        }
+        if st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0 {
+            return Err(format!(
+                "others may write in {} (mode {:o}) and it is not sticky",
+                shown.display(),
+                st.st_mode & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    let open = |at: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    if !path.is_absolute() {
+        return Err("the recorded path is not absolute".to_owned());
+    }
+    let mut shown = PathBuf::from("/");
+    let mut dir =
+        open(rustix::fs::CWD, std::ffi::OsStr::new("/")).map_err(|e| format!("/: {e}"))?;
+    trusted(&dir, &shown)?;
+    for component in path.components() {
+        let Component::Normal(name) = component else {
+            if component == Component::RootDir {
+                continue;
+            }
+            return Err(format!("{} has a '.' or '..' component", path.display()));
+        };
+        shown.push(name);
+        dir = open(dir.as_fd(), name).map_err(|e| format!("{}: {e}", shown.display()))?;
+        trusted(&dir, &shown)?;
+    }
+    Ok(dir)
 }

@@ -96,8 +96,8 @@ impl Manager {
             .prepare(&mut txn, &key, Some(&base), Content::Source)
             .map_err(Error::snapshot(name))?;
         crash_point!("open-before-mount");
-        let (path, mounted_by_daemon) =
-            self.mount_view(name, &plan, &target, request.path.is_some())?;
+        let mounted = self.mount_view(name, &plan, &target, request.path.is_some())?;
+        let (path, mounted_by_daemon) = (mounted.path.clone(), mounted.by_daemon());
         crash_point!("open-before-batch");
         let now = now_secs();
         let mut ws = Workspace {
@@ -107,6 +107,7 @@ impl Manager {
             group: caller.gid,
             path: path.clone(),
             mounted_by_daemon,
+            mount_id: mounted.mount_id,
             backend,
             state: State::Open,
             source,
@@ -122,6 +123,7 @@ impl Manager {
             created: now,
             updated: now,
             next_op: 0,
+            pending: None,
         };
         let entry = OpEntry {
             seq: 0,
@@ -148,8 +150,8 @@ impl Manager {
             || {},
         );
         if let Err(e) = result {
-            if mounted_by_daemon {
-                let _ = overlay::unmount(&path);
+            if let Some(id) = mounted.mount_id {
+                let _ = overlay::unmount_checked(&path, id);
             }
             return Err(e);
         }

@@ -40,17 +40,44 @@ impl Manager {
                     self.mount_view(&ws.name, &plan, &target, true)
                 });
             let state = match &mounted {
-                Ok(_) => State::Open,
+                Ok(mounted) => {
+                    ws.mount_id = mounted.mount_id;
+                    State::Open
+                }
                 Err(e) => {
                     tracing::error!(workspace = ws.name, error = %e, "cannot mount the view again");
                     State::Unmounted
                 }
             };
-            if state != ws.state {
+            if state != ws.state || mounted.is_ok() {
                 ws.state = state;
                 let mut batch = WriteBatch::default();
                 self.put_workspace(&mut batch, &mut ws, None);
                 self.db.write(batch)?;
+            }
+        }
+        self.finish_pending_writes()
+    }
+
+    /// Finishes the writes through views that a crash cut off (see
+    /// `view_write`). One that cannot be finished now (its view is not mounted)
+    /// stays recorded, and the next operation on its workspace finishes it.
+    fn finish_pending_writes(&self) -> Result<(), Error> {
+        for ws in self.list(Caller { uid: 0, gid: 0 })? {
+            if ws.pending.is_none() {
+                continue;
+            }
+            let name = ws.name.clone();
+            match self.finish_pending(ws) {
+                Ok(_) => {
+                    tracing::info!(
+                        workspace = name,
+                        "finished a write through the view that a crash cut off"
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(workspace = name, error = %e, "cannot finish a write through the view that a crash cut off; the next operation on the workspace tries again")
+                }
             }
         }
         Ok(())

@@ -53,9 +53,26 @@ impl Manager {
                 self.db
                     .corrupt("op log", "a commit or discard without its tree")
             })?;
-            let mut changes = 0;
+            let mut undo = OpEntry {
+                seq: ws.next_op,
+                op: OpKind::Undo,
+                before: target.after,
+                after: Some(ws.source_digest),
+                changes: target.changes,
+                message: None,
+                time: now_secs(),
+                undoes: Some(target.seq),
+            };
             match target.op {
-                OpKind::Commit => ws.source_digest = before,
+                OpKind::Commit => {
+                    ws.source_digest = before;
+                    undo.after = Some(before);
+                    let mut batch = WriteBatch::default();
+                    self.put_workspace(&mut batch, &mut ws, Some(undo.clone()));
+                    crash_point!("undo-before-batch");
+                    self.db.write(batch)?;
+                    crash_point!("undo-after-batch");
+                }
                 OpKind::Discard => {
                     let status = self.status_of(ws.clone())?;
                     if !status.changes.is_empty() {
@@ -64,30 +81,15 @@ impl Manager {
                             status.changes.len()
                         )));
                     }
-                    let reverted = self.revert_view(&ws, before)?;
-                    changes = reverted.changes.len() as u64;
+                    // The edits come back through the view: recorded first, like
+                    // the discard, so a crash midway is finished at the next start.
+                    undo.changes = treediff::diff::changes(&self.store, status.current, before)
+                        .map_err(Error::store(name))?
+                        .len() as u64;
+                    self.write_through_view(ws, status.current, before, undo.clone())?;
                 }
                 _ => unreachable!("last_undoable returns commits and discards"),
             }
-            let undo = OpEntry {
-                seq: ws.next_op,
-                op: OpKind::Undo,
-                before: target.after,
-                after: Some(ws.source_digest),
-                changes: if target.op == OpKind::Commit {
-                    target.changes
-                } else {
-                    changes
-                },
-                message: None,
-                time: now_secs(),
-                undoes: Some(target.seq),
-            };
-            let mut batch = WriteBatch::default();
-            self.put_workspace(&mut batch, &mut ws, Some(undo.clone()));
-            crash_point!("undo-before-batch");
-            self.db.write(batch)?;
-            crash_point!("undo-after-batch");
             tracing::info!(
                 workspace = name,
                 undone = target.seq,

@@ -8,8 +8,10 @@
 //! descriptor by its one-component name, so a symlink in the directory can send
 //! nothing elsewhere. The order makes each file's replacement atomic:
 //! 1. [`Writer::stage`]: each file and symlink is written in full under a
-//!    temporary name in its destination directory (`.ws-writeback-<id>-<n>`),
-//!    with its mode; missing directories are made;
+//!    temporary name in its destination directory (`.wsd-writeback-<id>-<n>`,
+//!    the daemon's reserved prefix, which no capture records), with its mode;
+//!    missing directories are made; temporary files an earlier, killed
+//!    write-back left in a directory it opens are removed first;
 //! 2. [`Writer::sync`]: one `syncfs` per filesystem staged on, not one fsync
 //!    per file (an fsync costs milliseconds; a write-back may have thousands);
 //! 3. [`Writer::commit`]: renames into place (a reader sees the old file or the
@@ -91,6 +93,8 @@ pub(super) struct Writer<'a> {
     /// directory it is made in: a root caller writing into another user's tree
     /// must not leave root's files there.
     inherit_owner: bool,
+    /// Directories whose leftover temporary files were removed.
+    swept: std::collections::HashSet<String>,
     /// The directory opened last: paths come in tree order, so neighbours share it.
     cached: Option<(String, Rc<OwnedFd>)>,
     /// A directory of each filesystem something was staged on, for `syncfs`.
@@ -108,9 +112,10 @@ impl<'a> Writer<'a> {
     pub fn new(root: BorrowedFd<'a>, id: &str, inherit_owner: bool) -> Writer<'a> {
         Writer {
             root,
-            prefix: format!(".ws-writeback-{id}-"),
+            prefix: format!("{WRITEBACK_TEMP}{id}-"),
             next: 0,
             inherit_owner,
+            swept: Default::default(),
             cached: None,
             filesystems: HashMap::new(),
             staged: Vec::new(),
@@ -462,9 +467,34 @@ impl<'a> Writer<'a> {
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         )?);
+        if self.swept.insert(path.to_owned()) {
+            sweep(&fd)?;
+        }
         self.cached = Some((path.to_owned(), fd.clone()));
         Ok(fd)
     }
+}
+
+/// The start of a write-back's temporary names.
+const WRITEBACK_TEMP: &str = ".wsd-writeback-";
+
+/// Removes the temporary files a killed write-back left in `dir` (a file or
+/// symlink each: staging makes nothing else under such a name).
+fn sweep(dir: &OwnedFd) -> Result<(), Errno> {
+    let mut leftovers = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(WRITEBACK_TEMP) {
+            leftovers.push(name);
+        }
+    }
+    for name in leftovers {
+        match rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The permission bits of a file written back: a buildtree's own mode is not
