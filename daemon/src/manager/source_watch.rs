@@ -146,7 +146,10 @@ impl SourceWatch {
             root.generation
         };
         let mut watches = Vec::new();
-        let dirs = walkdir::WalkDir::new(dir)
+        // Through `dir/.`: `dir` may be a descriptor's `/proc/self/fd/N` link,
+        // which IN_DONT_FOLLOW would watch instead of the directory (and
+        // IN_ONLYDIR then refuse), leaving the root's own entries unwatched.
+        let dirs = walkdir::WalkDir::new(dir.join("."))
             .follow_links(false)
             .into_iter()
             .filter_map(Result::ok)
@@ -251,10 +254,15 @@ mod tests {
         Digest::of(text.as_bytes())
     }
 
-    /// A watched root with `tree` remembered, as an import leaves it.
+    /// A watched root with `tree` remembered, as an import leaves it: armed
+    /// through a descriptor's `/proc/self/fd` path, as an element whose
+    /// sources are the project's root is.
     fn imported(watch: &SourceWatch, dir: &Path, tree: Digest) -> SourceKey {
         let key = SourceKey::new(ME, dir, &ImportOptions::default()).unwrap();
-        let generation = watch.arm(&key, dir).unwrap();
+        let opened = std::fs::File::open(dir).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&opened);
+        let through = std::path::PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let generation = watch.arm(&key, &through).unwrap();
         watch.record(&key, generation, tree);
         key
     }
@@ -264,9 +272,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
         std::fs::write(dir.path().join("a/b/file"), "1").unwrap();
+        std::fs::write(dir.path().join("top"), "1").unwrap();
         let watch = SourceWatch::start().unwrap();
         let tree = digest("tree");
-        let changes: [&dyn Fn(&Path); 6] = [
+        let changes: [&dyn Fn(&Path); 8] = [
             &|d| std::fs::write(d.join("a/b/file"), "2").unwrap(),
             &|d| std::fs::write(d.join("a/new"), "").unwrap(),
             &|d| std::fs::remove_file(d.join("a/new")).unwrap(),
@@ -277,6 +286,9 @@ mod tests {
                 std::fs::set_permissions(d.join("a/b/renamed"), p).unwrap()
             },
             &|d| std::fs::create_dir(d.join("a/b/c")).unwrap(),
+            // In the root itself, which is watched through its descriptor.
+            &|d| std::fs::write(d.join("top"), "2").unwrap(),
+            &|d| std::fs::write(d.join("new-at-the-top"), "").unwrap(),
         ];
         for (i, change) in changes.iter().enumerate() {
             let key = imported(&watch, dir.path(), tree);
