@@ -181,6 +181,21 @@ pub enum Error {
     /// A remote cache failed: unreachable, refused, or sent damaged data.
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
+    /// A directory a caller passed or named could not be opened with the
+    /// caller's own credentials.
+    #[error(
+        "cannot open {what} {} with your permissions; check that it is a directory you may read",
+        path.display()
+    )]
+    Unreadable {
+        /// Which directory: "source directory", ...
+        what: &'static str,
+        /// Where it is, as far as the daemon can say without resolving it.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A filesystem operation of the daemon's own failed.
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -206,6 +221,7 @@ impl Error {
                 ErrorKind::Conflict
             }
             Error::Denied { .. } => ErrorKind::AccessDenied,
+            Error::Unreadable { source, .. } => unreadable_kind(source),
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt
             }
@@ -273,6 +289,18 @@ fn snapshot_kind(e: &overlay::SnapshotError) -> ErrorKind {
         S::Busy { .. } => ErrorKind::Busy,
         S::Layer { .. } => ErrorKind::Conflict,
         _ if is_no_space(e) => ErrorKind::NoSpace,
+        _ => ErrorKind::Io,
+    }
+}
+
+/// A caller's directory that did not open with their credentials: refused, or
+/// not there (which they could have seen themselves).
+fn unreadable_kind(e: &std::io::Error) -> ErrorKind {
+    match e.raw_os_error() {
+        Some(nix::libc::EACCES | nix::libc::EPERM) => ErrorKind::AccessDenied,
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP) => {
+            ErrorKind::InvalidArgument
+        }
         _ => ErrorKind::Io,
     }
 }
