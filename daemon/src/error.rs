@@ -196,6 +196,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The caller asked for a tree by digest that is not theirs to read.
+    #[error(
+        "tree {tree} is not one you imported, built or hold in a workspace; only those can be read by digest: import the directory it came from"
+    )]
+    NotYours {
+        /// The tree asked for.
+        tree: treediff::Digest,
+    },
     /// A filesystem operation of the daemon's own failed.
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -220,7 +228,7 @@ impl Error {
             Error::Conflict { .. } | Error::NotBuilt { .. } | Error::WriteBackConflict { .. } => {
                 ErrorKind::Conflict
             }
-            Error::Denied { .. } => ErrorKind::AccessDenied,
+            Error::Denied { .. } | Error::NotYours { .. } => ErrorKind::AccessDenied,
             Error::Unreadable { source, .. } => unreadable_kind(source),
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt

@@ -19,7 +19,8 @@ pub use statcache::RocksStatCache;
 /// of workspace records, which default when absent): a version 1 database is
 /// upgraded in place at open. Version 3 added the `digestmap` column family (the
 /// remote cache's BLAKE3 ↔ SHA-256 table): versions 1 and 2 are upgraded alike.
-/// Version 4 keys the stat cache by reader: at the upgrade the stat cache is
+/// Version 4 added the `grants` column family (the trees each user may read by
+/// digest) and keys the stat cache by reader: at the upgrade the stat cache is
 /// emptied, since its entries were not.
 pub const SCHEMA_VERSION: u32 = 4;
 
@@ -55,9 +56,13 @@ pub(crate) mod cf {
     /// kind + digest → digest: the remote cache's BLAKE3 ↔ SHA-256 table (see
     /// `remote::digest_map`).
     pub const DIGESTMAP: &str = "digestmap";
+    /// uid (u32 BE) + digest (hash, size u64 BE) → nothing: a tree that user may
+    /// read by digest (see `manager::grants`).
+    pub const GRANTS: &str = "grants";
     /// All of them, in the order they are created.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS, ARTIFACTS, BUILDS, DIGESTMAP,
+        GRANTS,
     ];
 }
 
@@ -298,7 +303,8 @@ mod tests {
     }
 
     #[test]
-    fn version_3_is_upgraded_with_an_empty_stat_cache() {
+    fn version_3_is_upgraded_with_no_grants_and_an_empty_stat_cache() {
+        assert_eq!(cf::ALL[10], cf::GRANTS);
         upgrades(3, 10);
     }
 

@@ -3,7 +3,8 @@
 //! The directory is opened with the caller's credentials, walked through that
 //! descriptor, shown where the kernel says it is and keyed (in the stat cache)
 //! by its device and inode and by who read it: no path a caller gives is
-//! resolved with the daemon's own credentials.
+//! resolved with the daemon's own credentials. The tree is granted to the
+//! caller (see `grants`): they may read it by digest later.
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,7 @@ impl Manager {
         // Here, with the daemon's credentials, and only now that the blobs the
         // entries name are in the store.
         cache.flush();
+        self.grant(caller.uid, &[tree])?;
         tracing::debug!(source = %shown.display(), files = stats.files, hashed = stats.hashed_files, %tree, "imported");
         Ok(Imported { tree, stats, shown })
     }

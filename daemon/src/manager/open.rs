@@ -70,6 +70,7 @@ impl Manager {
                 (imported.tree, Some(imported.shown))
             }
             Source::Tree(tree) => {
+                self.check_readable(caller, *tree)?;
                 treediff::Dir::read(&self.store, *tree, "").map_err(|e| Error::Invalid {
                     what: "source tree",
                     problem: format!("{tree}: {e}"),

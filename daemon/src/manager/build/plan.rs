@@ -160,6 +160,7 @@ impl Manager {
                 .collect();
             let dependency_hash = dependency_hash(&keys);
             let key = cache_key(element, source_digest, &dependency_hash);
+            self.grant_recorded(caller, &key)?;
             planned.push(Planned {
                 element: element.clone(),
                 source_digest,
@@ -195,6 +196,21 @@ fn sources_unreadable(element: &Element, shown: &Path, source: std::io::Error) -
             element.name,
             shown.display()
         ),
+    }
+}
+
+impl Manager {
+    /// Grants `caller` the trees recorded under `key`, which their plan
+    /// computed from sources read as them: what they would build themselves.
+    fn grant_recorded(&self, caller: Caller, key: &CacheKey) -> Result<(), Error> {
+        if let Some(record) = self.artifact(key)? {
+            let trees: Vec<Digest> = [record.artifact, record.buildtree]
+                .into_iter()
+                .flatten()
+                .collect();
+            self.grant(caller.uid, &trees)?;
+        }
+        Ok(())
     }
 }
 
