@@ -181,6 +181,29 @@ pub enum Error {
     /// A remote cache failed: unreachable, refused, or sent damaged data.
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
+    /// A directory a caller passed or named could not be opened with the
+    /// caller's own credentials.
+    #[error(
+        "cannot open {what} {} with your permissions; check that it is a directory you may read",
+        path.display()
+    )]
+    Unreadable {
+        /// Which directory: "source directory", ...
+        what: &'static str,
+        /// Where it is, as far as the daemon can say without resolving it.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The caller asked for a tree by digest that is not theirs to read.
+    #[error(
+        "tree {tree} is not one you imported, built or hold in a workspace; only those can be read by digest: import the directory it came from"
+    )]
+    NotYours {
+        /// The tree asked for.
+        tree: treediff::Digest,
+    },
     /// A filesystem operation of the daemon's own failed.
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -205,7 +228,8 @@ impl Error {
             Error::Conflict { .. } | Error::NotBuilt { .. } | Error::WriteBackConflict { .. } => {
                 ErrorKind::Conflict
             }
-            Error::Denied { .. } => ErrorKind::AccessDenied,
+            Error::Denied { .. } | Error::NotYours { .. } => ErrorKind::AccessDenied,
+            Error::Unreadable { source, .. } => unreadable_kind(source),
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt
             }
@@ -273,6 +297,18 @@ fn snapshot_kind(e: &overlay::SnapshotError) -> ErrorKind {
         S::Busy { .. } => ErrorKind::Busy,
         S::Layer { .. } => ErrorKind::Conflict,
         _ if is_no_space(e) => ErrorKind::NoSpace,
+        _ => ErrorKind::Io,
+    }
+}
+
+/// A caller's directory that did not open with their credentials: refused, or
+/// not there (which they could have seen themselves).
+fn unreadable_kind(e: &std::io::Error) -> ErrorKind {
+    match e.raw_os_error() {
+        Some(nix::libc::EACCES | nix::libc::EPERM) => ErrorKind::AccessDenied,
+        Some(nix::libc::ENOENT | nix::libc::ENOTDIR | nix::libc::ELOOP) => {
+            ErrorKind::InvalidArgument
+        }
         _ => ErrorKind::Io,
     }
 }

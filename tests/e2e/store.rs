@@ -209,8 +209,10 @@ fn bad_input_gets_a_clear_error() {
     );
 }
 
-/// Another user, through a daemon root started: checks out only into their own
-/// directories, and not as hard links to the store's files.
+/// Another user, through a daemon root started: checks out only trees they
+/// imported themselves (root's import of the same files is not theirs until
+/// they import them), only into their own directories, and not as hard links
+/// to the store's files.
 #[test]
 fn another_user_checks_out_only_into_their_own_directories() {
     use std::os::unix::process::CommandExt;
@@ -231,6 +233,21 @@ fn another_user_checks_out_only_into_their_own_directories() {
     };
     let scratch = tempfile::tempdir().unwrap();
     std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mine = scratch.path().join("mine");
+    let run = nobody(&["store", "checkout", &tree, mine.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("not one you imported"),
+        "{}",
+        run.stderr
+    );
+    assert!(!mine.exists(), "the directory ws made for it is gone again");
+    // The same files, imported by the user: the same tree, theirs now.
+    let copy = scratch.path().join("hello");
+    copy_tree(&examples().join("hello"), &copy);
+    let run = nobody(&["store", "import", copy.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), tree);
     // Root's empty directory.
     let roots = scratch.path().join("roots");
     std::fs::create_dir(&roots).unwrap();
@@ -244,7 +261,6 @@ fn another_user_checks_out_only_into_their_own_directories() {
     );
     assert_eq!(std::fs::read_dir(&roots).unwrap().count(), 0);
 
-    let mine = scratch.path().join("mine");
     let run = nobody(&[
         "store",
         "checkout",

@@ -19,11 +19,17 @@ pub use statcache::RocksStatCache;
 /// of workspace records, which default when absent): a version 1 database is
 /// upgraded in place at open. Version 3 added the `digestmap` column family (the
 /// remote cache's BLAKE3 ↔ SHA-256 table): versions 1 and 2 are upgraded alike.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4 added the `grants` column family (the trees each user may read by
+/// digest) and keys the stat cache by reader: at the upgrade the stat cache is
+/// emptied, since its entries were not.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Older versions this build upgrades at open (nothing to rewrite: the new
-/// column families are created empty).
-const UPGRADABLE: [u32; 2] = [1, 2];
+/// column families are created empty, and the stat cache is emptied).
+const UPGRADABLE: [u32; 3] = [1, 2, 3];
+
+/// Past every key the stat cache has had (at most 32 bytes).
+const STAT_KEYS_END: &[u8] = &[0xff; 33];
 
 /// Column families.
 pub(crate) mod cf {
@@ -37,7 +43,8 @@ pub(crate) mod cf {
     pub const OPLOG: &str = "oplog";
     /// backend + `/` + key → snapshot record (the overlay crate's encoding).
     pub const SNAPSHOTS: &str = "snapshots";
-    /// source id (u64 BE) + dev + ino → stat-cache entry.
+    /// source id (16 bytes: directory and reader) + dev + ino (u64 BE) →
+    /// stat-cache entry (see `statcache`).
     pub const STATCACHE: &str = "statcache";
     /// ref name (`artifact/<key>`, `buildtree/<key>`, ...) → ref record (JSON).
     pub const REFS: &str = "refs";
@@ -49,9 +56,13 @@ pub(crate) mod cf {
     /// kind + digest → digest: the remote cache's BLAKE3 ↔ SHA-256 table (see
     /// `remote::digest_map`).
     pub const DIGESTMAP: &str = "digestmap";
+    /// uid (u32 BE) + digest (hash, size u64 BE) → nothing: a tree that user may
+    /// read by digest (see `manager::grants`).
+    pub const GRANTS: &str = "grants";
     /// All of them, in the order they are created.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         META, WORKSPACES, NAMES, OPLOG, SNAPSHOTS, STATCACHE, REFS, ARTIFACTS, BUILDS, DIGESTMAP,
+        GRANTS,
     ];
 }
 
@@ -159,6 +170,9 @@ impl Db {
                     .map_err(|_| self.corrupt("schema", "the version is not 4 bytes"))?;
                 if UPGRADABLE.contains(&found) {
                     let mut batch = WriteBatch::default();
+                    // Entries made before version 4 are keyed by path alone: a hit
+                    // on one would answer for credentials that never read the file.
+                    batch.delete_range_cf(self.cf(cf::STATCACHE), [].as_slice(), STAT_KEYS_END);
                     batch.put_cf(meta, b"schema", SCHEMA_VERSION.to_be_bytes());
                     return self.write(batch);
                 }
@@ -246,37 +260,52 @@ impl Db {
 mod tests {
     use super::*;
 
-    /// A database as a version 2 wsd left it: its column families only.
-    fn version_2_db(path: &Path) {
+    /// A database as a wsd of `version` left it: its column families only (the
+    /// first `families` of them), a ref and a stat-cache entry.
+    fn old_db(path: &Path, version: u32, families: usize) {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let v2 = &cf::ALL[..9];
-        assert!(!v2.contains(&cf::DIGESTMAP));
-        let db = DB::open_cf(&options, path, v2).unwrap();
+        let db = DB::open_cf(&options, path, &cf::ALL[..families]).unwrap();
         let meta = db.cf_handle(cf::META).unwrap();
-        db.put_cf(meta, b"schema", 2u32.to_be_bytes()).unwrap();
+        db.put_cf(meta, b"schema", version.to_be_bytes()).unwrap();
         db.put_cf(db.cf_handle(cf::REFS).unwrap(), b"artifact/x", b"{}")
             .unwrap();
+        let stat = db.cf_handle(cf::STATCACHE).unwrap();
+        db.put_cf(stat, [0xfe; 24], [0u8; 72]).unwrap();
     }
 
-    #[test]
-    fn version_2_is_upgraded_with_an_empty_digest_map() {
+    /// Opens an old database: it is upgraded, keeps its records, has the new
+    /// column families empty and no stat-cache entry, and opens again.
+    fn upgrades(version: u32, families: usize) {
         let dir = tempfile::tempdir().unwrap();
-        version_2_db(dir.path());
+        old_db(dir.path(), version, families);
         let db = Db::open(dir.path()).unwrap();
         let meta = db.cf(cf::META);
         assert_eq!(
             db.get(meta, b"schema").unwrap().unwrap(),
             SCHEMA_VERSION.to_be_bytes()
         );
-        assert_eq!(SCHEMA_VERSION, 3);
-        assert!(db.scan(db.cf(cf::DIGESTMAP), b"").unwrap().is_empty());
-        // What version 2 recorded is still there.
+        assert_eq!(SCHEMA_VERSION, 4);
+        for new in &cf::ALL[families..] {
+            assert!(db.scan(db.cf(new), b"").unwrap().is_empty(), "{new}");
+        }
+        assert!(db.scan(db.cf(cf::STATCACHE), b"").unwrap().is_empty());
         assert!(db.get(db.cf(cf::REFS), b"artifact/x").unwrap().is_some());
         drop(db);
-        // And it opens again as version 3.
         Db::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn version_2_is_upgraded_with_an_empty_digest_map() {
+        assert_eq!(cf::ALL[9], cf::DIGESTMAP);
+        upgrades(2, 9);
+    }
+
+    #[test]
+    fn version_3_is_upgraded_with_no_grants_and_an_empty_stat_cache() {
+        assert_eq!(cf::ALL[10], cf::GRANTS);
+        upgrades(3, 10);
     }
 
     #[test]
@@ -284,10 +313,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let mut batch = WriteBatch::default();
-        batch.put_cf(db.cf(cf::META), b"schema", 4u32.to_be_bytes());
+        batch.put_cf(db.cf(cf::META), b"schema", 5u32.to_be_bytes());
         db.write(batch).unwrap();
         drop(db);
         let err = Db::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("schema version 4"), "{err}");
+        assert!(err.contains("schema version 5"), "{err}");
     }
 }

@@ -190,7 +190,8 @@ impl ManagerIface {
     }
 
     /// Opens the workspace `name` over a tree already in the store
-    /// (`<hex>/<size>`).
+    /// (`<hex>/<size>`), which must be the caller's to read (as for
+    /// `Store1.Checkout`).
     async fn open_tree(
         &self,
         #[zbus(object_server)] server: &ObjectServer,

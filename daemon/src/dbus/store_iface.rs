@@ -110,9 +110,11 @@ impl StoreIface {
     }
 
     /// Writes the tree `tree` into `dest`, an empty directory the caller owns (a
-    /// descriptor), with the caller's permissions. `mode`: "copy", "reflink" or
-    /// "hardlink" (the daemon's own user only: the links share the store's
-    /// files). Returns counts ("files", "dirs", "symlinks", "bytes",
+    /// descriptor), with the caller's permissions. The tree must be the
+    /// caller's to read: one they imported, built or hold in a workspace (root:
+    /// any); else AccessDenied, whether it exists or not. `mode`: "copy",
+    /// "reflink" or "hardlink" (the daemon's own user only: the links share the
+    /// store's files). Returns counts ("files", "dirs", "symlinks", "bytes",
     /// "hardlinked", "reflinked", "copied").
     async fn checkout(
         &self,
@@ -148,10 +150,11 @@ impl StoreIface {
         ]))
     }
 
-    /// The changes from `old` to `new`, directories added or deleted expanded to
-    /// their files: (path, change, patch), the change one of "added", "deleted",
-    /// "modified", "mode_changed", "type_changed"; the patch is a unified diff
-    /// with `context` lines when `patches`, else "".
+    /// The changes from `old` to `new` (both the caller's to read, as for
+    /// `Checkout`), directories added or deleted expanded to their files: (path,
+    /// change, patch), the change one of "added", "deleted", "modified",
+    /// "mode_changed", "type_changed"; the patch is a unified diff with
+    /// `context` lines when `patches`, else "".
     async fn diff(
         &self,
         old: String,
@@ -161,9 +164,10 @@ impl StoreIface {
     ) -> Result<Vec<(String, String, String)>, DbusError> {
         let (old, new) = (digest("old tree", &old)?, digest("new tree", &new)?);
         let context = context.min(1000) as usize;
+        let caller = self.caller;
         let changes = self
             .shared
-            .run(move |m| m.store_diff(old, new, patches, context))
+            .run(move |m| m.store_diff(caller, old, new, patches, context))
             .await?;
         Ok(changes
             .into_iter()

@@ -1,11 +1,18 @@
 //! Importing a caller's directory into the store, with its stat cache.
+//!
+//! The directory is opened with the caller's credentials, walked through that
+//! descriptor, shown where the kernel says it is and keyed (in the stat cache)
+//! by its device and inode and by who read it: no path a caller gives is
+//! resolved with the daemon's own credentials. The tree is granted to the
+//! caller (see `grants`): they may read it by digest later.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use treediff::statcache::FileId;
 use treediff::{CaptureMode, CaptureOptions, CaptureStats, Digest, SourceAccess};
 
 use super::{Caller, Manager};
-use crate::access::CallerAccess;
+use crate::access::{Reader, SourceDir, shown_path};
 use crate::db::RocksStatCache;
 use crate::error::Error;
 
@@ -23,9 +30,20 @@ pub struct ImportOptions {
     pub threads: Option<usize>,
 }
 
+/// What an import made.
+#[derive(Debug)]
+pub(super) struct Imported {
+    /// The tree, durable in the store.
+    pub tree: Digest,
+    /// What the walk did.
+    pub stats: CaptureStats,
+    /// Where the directory is, as the kernel names its descriptor.
+    pub shown: PathBuf,
+}
+
 impl Manager {
     /// Imports the directory `dir` (a path the caller's descriptor names) for
-    /// `caller`, reading with the caller's permissions (see [`CallerAccess`]);
+    /// `caller`, reading with the caller's permissions (see [`Reader`]);
     /// returns its tree, durable in the store.
     pub fn import_source(
         &self,
@@ -33,44 +51,83 @@ impl Manager {
         dir: &Path,
         options: &ImportOptions,
     ) -> Result<(Digest, CaptureStats), Error> {
-        let _store = self.store_guard();
+        let imported = self.import_dir(caller, dir, options)?;
+        Ok((imported.tree, imported.stats))
+    }
+
+    /// [`Manager::import_source`], saying where the directory is.
+    pub(super) fn import_dir(
+        &self,
+        caller: Caller,
+        dir: &Path,
+        options: &ImportOptions,
+    ) -> Result<Imported, Error> {
         self.serves(caller)?;
-        let access = CallerAccess::for_caller(caller).map_err(|source| Error::Io {
-            op: "read the groups of the caller, to import",
-            path: dir.to_owned(),
+        let reader = reader_of(caller, dir)?;
+        let source = reader.open_dir(dir).map_err(|source| Error::Unreadable {
+            what: "source directory",
+            path: shown_path(dir),
             source,
         })?;
-        // The stat cache is keyed by where the directory really is; the walk reads
-        // through `dir` itself (the caller's descriptor), never by that name.
-        let real = dir.canonicalize().map_err(|e| Error::Invalid {
-            what: "source directory",
-            problem: format!("{}: {e}", dir.display()),
-        })?;
-        let cache = RocksStatCache::new(self.db.clone(), real.as_os_str().as_encoded_bytes());
+        self.import_opened(caller, &reader, &source, options)
+    }
+
+    /// Imports `source`, a directory opened with `reader`'s credentials, for
+    /// `caller`; the walk reads through its descriptor.
+    pub(super) fn import_opened(
+        &self,
+        caller: Caller,
+        reader: &Reader,
+        source: &SourceDir,
+        options: &ImportOptions,
+    ) -> Result<Imported, Error> {
+        let _store = self.store_guard();
+        self.serves(caller)?;
+        let shown = source.shown();
+        let root = FileId {
+            dev: source.dev,
+            ino: source.ino,
+        };
+        let cache = RocksStatCache::load(self.db.clone(), reader.id().as_bytes(), root);
         let capture = CaptureOptions {
             mode: options.mode,
             ignore_patterns: &options.ignore,
             stat_cache: Some(&cache),
-            access: access.as_ref().map(|a| a as &dyn SourceAccess),
+            access: reader.access().map(|a| a as &dyn SourceAccess),
             threads: options
                 .threads
                 .unwrap_or(treediff::capture::DEFAULT_THREADS),
             ..CaptureOptions::default()
         };
-        let subject = format!("source directory {}", real.display());
+        let subject = format!("source directory {}", shown.display());
         let txn = self
             .store
             .begin()
             .map_err(Error::store_on(subject.clone()))?;
-        let (tree, stats) = treediff::capture(&txn, dir, &capture)
-            .map_err(|e| Error::store_on(subject.clone())(CaptureFailed::new(e, dir, &real)))?;
+        let walked = source.walk_path();
+        let (tree, stats) = treediff::capture(&txn, &walked, &capture).map_err(|e| {
+            Error::store_on(subject.clone())(CaptureFailed::new(e, &walked, &shown))
+        })?;
         if options.record {
             txn.record_tree(tree);
         }
         txn.commit().map_err(Error::store_on(subject))?;
-        tracing::debug!(source = %real.display(), files = stats.files, hashed = stats.hashed_files, %tree, "imported");
-        Ok((tree, stats))
+        // Here, with the daemon's credentials, and only now that the blobs the
+        // entries name are in the store.
+        cache.flush();
+        self.grant(caller.uid, &[tree])?;
+        tracing::debug!(source = %shown.display(), files = stats.files, hashed = stats.hashed_files, %tree, "imported");
+        Ok(Imported { tree, stats, shown })
     }
+}
+
+/// The reader of `caller`'s files, for importing `dir`.
+pub(super) fn reader_of(caller: Caller, dir: &Path) -> Result<Reader, Error> {
+    Reader::for_caller(caller).map_err(|source| Error::Io {
+        op: "read the groups of the caller, to import",
+        path: shown_path(dir),
+        source,
+    })
 }
 
 /// A capture error named with the caller's path: the walk went through the

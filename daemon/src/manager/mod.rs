@@ -499,6 +499,7 @@ mod close;
 mod edit;
 mod fsck;
 mod gc;
+mod grants;
 mod import;
 mod mount_point;
 mod open;

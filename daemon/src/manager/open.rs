@@ -63,15 +63,14 @@ impl Manager {
         let snapper = self.snapper(backend, caller.uid, caller.gid)?;
         let (tree, source) = match &request.source {
             Source::Dir(dir) => {
-                let (tree, _) = self.import_source(caller, dir, &ImportOptions::default())?;
-                // Recorded where it really is: `dir` is the path of the client's
-                // descriptor (`/proc/self/fd/N`), which means nothing after this call.
-                (
-                    tree,
-                    Some(dir.canonicalize().unwrap_or_else(|_| dir.clone())),
-                )
+                // Recorded where the kernel says it is: `dir` is the path of the
+                // client's descriptor (`/proc/self/fd/N`), which means nothing
+                // after this call.
+                let imported = self.import_dir(caller, dir, &ImportOptions::default())?;
+                (imported.tree, Some(imported.shown))
             }
             Source::Tree(tree) => {
+                self.check_readable(caller, *tree)?;
                 treediff::Dir::read(&self.store, *tree, "").map_err(|e| Error::Invalid {
                     what: "source tree",
                     problem: format!("{tree}: {e}"),

@@ -83,6 +83,14 @@ impl Manager {
         Ok(Some(record))
     }
 
+    /// The tree the ref `name` holds, if there is one; its use is not marked.
+    pub(super) fn ref_tree(&self, name: &str) -> Result<Option<Digest>, Error> {
+        let Some(bytes) = self.db.get(self.db.cf(cf::REFS), name.as_bytes())? else {
+            return Ok(None);
+        };
+        Ok(Some(self.decode_ref(&bytes)?.tree))
+    }
+
     /// Every ref, in name order.
     pub fn refs(&self) -> Result<Vec<Ref>, Error> {
         self.db

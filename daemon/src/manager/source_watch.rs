@@ -7,7 +7,9 @@
 //! has a generation that every event under it bumps; an import's tree is
 //! remembered with the generation it started at, and reused while the
 //! generation is the same, that is while nothing under the root has changed
-//! since before the walk began.
+//! since before the walk began. A root is watched per [`SourceKey`]: a tree is
+//! reused only for the credentials that read it (a change of groups makes it
+//! another key), as the walk it saves would have run with them.
 //!
 //! The kernel queues an event before the write that causes it returns, so the
 //! queue is read *when asked* (the descriptor is non-blocking), not by a
@@ -23,7 +25,6 @@
 //! edited the usual way; a user who changes them otherwise can touch a file.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -31,37 +32,35 @@ use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use treediff::Digest;
 
-use super::Caller;
 use super::import::ImportOptions;
+use crate::access::{ReaderId, SourceDir};
 
 /// The most directories watched under one root: a bigger one is walked at every
 /// import (watches cost kernel memory, and the user's limit is shared).
 pub const MAX_DIRS: usize = 50_000;
 
 /// What an import's tree depends on besides the directory's content: who read
-/// it (permissions decide what could be read), which directory (by device and
-/// inode: a path can be swapped) and how.
+/// it (the credentials, supplementary groups included: they decide what could
+/// be read, and a tree is reused only for the very credentials that read it),
+/// which directory (by device and inode, of the descriptor the caller's
+/// credentials opened: a path can be swapped) and how.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SourceKey {
-    uid: u32,
-    gid: u32,
+    reader: ReaderId,
     dev: u64,
     ino: u64,
     options: String,
 }
 
 impl SourceKey {
-    /// The key of importing `dir` for `caller` with `options`; `None` if `dir`
-    /// cannot be looked at (the import will say why).
-    pub fn new(caller: Caller, dir: &Path, options: &ImportOptions) -> Option<SourceKey> {
-        let meta = std::fs::metadata(dir).ok()?;
-        Some(SourceKey {
-            uid: caller.uid,
-            gid: caller.gid,
-            dev: meta.dev(),
-            ino: meta.ino(),
+    /// The key of importing `dir`, opened by `reader`, with `options`.
+    pub fn new(reader: ReaderId, dir: &SourceDir, options: &ImportOptions) -> SourceKey {
+        SourceKey {
+            reader,
+            dev: dir.dev,
+            ino: dir.ino,
             options: format!("{:?} {:?}", options.mode, options.ignore),
-        })
+        }
     }
 }
 
@@ -146,7 +145,10 @@ impl SourceWatch {
             root.generation
         };
         let mut watches = Vec::new();
-        let dirs = walkdir::WalkDir::new(dir)
+        // Through `dir/.`: `dir` may be a descriptor's `/proc/self/fd/N` link,
+        // which IN_DONT_FOLLOW would watch instead of the directory (and
+        // IN_ONLYDIR then refuse), leaving the root's own entries unwatched.
+        let dirs = walkdir::WalkDir::new(dir.join("."))
             .follow_links(false)
             .into_iter()
             .filter_map(Result::ok)
@@ -244,6 +246,8 @@ impl SourceWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Reader;
+    use crate::manager::Caller;
 
     const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -251,10 +255,20 @@ mod tests {
         Digest::of(text.as_bytes())
     }
 
-    /// A watched root with `tree` remembered, as an import leaves it.
+    /// `dir` opened as an import opens it, with its key for `caller`.
+    fn opened(caller: Caller, dir: &Path, options: &ImportOptions) -> (SourceDir, SourceKey) {
+        let mine = Reader::for_caller(ME).unwrap();
+        let dir = mine.open_dir(dir).unwrap();
+        let reader = Reader::for_caller(caller).unwrap();
+        let key = SourceKey::new(reader.id(), &dir, options);
+        (dir, key)
+    }
+
+    /// A watched root with `tree` remembered, as an import leaves it: armed
+    /// through the descriptor's `/proc/self/fd` path, as imports arm it.
     fn imported(watch: &SourceWatch, dir: &Path, tree: Digest) -> SourceKey {
-        let key = SourceKey::new(ME, dir, &ImportOptions::default()).unwrap();
-        let generation = watch.arm(&key, dir).unwrap();
+        let (dir, key) = opened(ME, dir, &ImportOptions::default());
+        let generation = watch.arm(&key, &dir.walk_path()).unwrap();
         watch.record(&key, generation, tree);
         key
     }
@@ -264,9 +278,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
         std::fs::write(dir.path().join("a/b/file"), "1").unwrap();
+        std::fs::write(dir.path().join("top"), "1").unwrap();
         let watch = SourceWatch::start().unwrap();
         let tree = digest("tree");
-        let changes: [&dyn Fn(&Path); 6] = [
+        let changes: [&dyn Fn(&Path); 8] = [
             &|d| std::fs::write(d.join("a/b/file"), "2").unwrap(),
             &|d| std::fs::write(d.join("a/new"), "").unwrap(),
             &|d| std::fs::remove_file(d.join("a/new")).unwrap(),
@@ -277,6 +292,9 @@ mod tests {
                 std::fs::set_permissions(d.join("a/b/renamed"), p).unwrap()
             },
             &|d| std::fs::create_dir(d.join("a/b/c")).unwrap(),
+            // In the root itself, which is watched through its descriptor.
+            &|d| std::fs::write(d.join("top"), "2").unwrap(),
+            &|d| std::fs::write(d.join("new-at-the-top"), "").unwrap(),
         ];
         for (i, change) in changes.iter().enumerate() {
             let key = imported(&watch, dir.path(), tree);
@@ -295,8 +313,8 @@ mod tests {
     fn a_change_during_the_import_is_not_vouched_for() {
         let dir = tempfile::tempdir().unwrap();
         let watch = SourceWatch::start().unwrap();
-        let key = SourceKey::new(ME, dir.path(), &ImportOptions::default()).unwrap();
-        let generation = watch.arm(&key, dir.path()).unwrap();
+        let (opened, key) = opened(ME, dir.path(), &ImportOptions::default());
+        let generation = watch.arm(&key, &opened.walk_path()).unwrap();
         std::fs::write(dir.path().join("written-while-walking"), "").unwrap();
         watch.record(&key, generation, digest("tree"));
         assert_eq!(watch.unchanged(&key), None);
@@ -311,13 +329,13 @@ mod tests {
             uid: 1000,
             gid: 1000,
         };
-        let theirs = SourceKey::new(other, dir.path(), &ImportOptions::default()).unwrap();
+        let (_, theirs) = opened(other, dir.path(), &ImportOptions::default());
         assert_eq!(watch.unchanged(&theirs), None);
         let ignoring = ImportOptions {
             ignore: vec!["*.o".into()],
             ..ImportOptions::default()
         };
-        let ignoring = SourceKey::new(ME, dir.path(), &ignoring).unwrap();
+        let (_, ignoring) = opened(ME, dir.path(), &ignoring);
         assert_eq!(watch.unchanged(&ignoring), None);
         watch.forget_trees();
         assert_eq!(watch.unchanged(&key), None);

@@ -1,10 +1,11 @@
 //! `ws store …` through the daemon: import a caller's directory, check a tree out
 //! into a caller's directory, diff two trees, check the store.
 //!
-//! The store is shared by every user of the daemon; a tree's digest is what names
-//! it, so knowing a digest is what lets a caller read that tree. Writes into a
-//! caller's directory are made with the caller's credentials (the files are theirs,
-//! and nothing is written where they could not write).
+//! The store is shared by every user of the daemon, so knowing a tree's digest
+//! is not enough to read it: a caller reads only trees their own records lead
+//! to (see `grants`). Writes into a caller's directory are made with the
+//! caller's credentials (the files are theirs, and nothing is written where
+//! they could not write).
 
 use treediff::checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 use treediff::{Change, Digest, SourceAccess};
@@ -36,6 +37,7 @@ impl Manager {
     ) -> Result<CheckoutStats, Error> {
         self.serves(caller)?;
         let _store = self.store_guard();
+        self.check_readable(caller, tree)?;
         // Root may write anywhere; anyone else only into their own directory.
         let owner = (caller.uid != 0).then_some(caller.uid);
         let path = dest.checked_path(owner, "checkout target")?;
@@ -66,9 +68,26 @@ impl Manager {
             .map_err(|e| Error::store_on(format!("checkout of {tree} into {}", path.display()))(e))
     }
 
-    /// The changes from `old` to `new`, each directory added or deleted expanded
-    /// to its files, with unified patches (`context` lines) if `patches`.
+    /// The changes from `old` to `new` for `caller`, who must be allowed to read
+    /// both: each directory added or deleted expanded to its files, with
+    /// unified patches (`context` lines) if `patches`.
     pub fn store_diff(
+        &self,
+        caller: Caller,
+        old: Digest,
+        new: Digest,
+        patches: bool,
+        context: usize,
+    ) -> Result<Vec<TreeChange>, Error> {
+        self.serves(caller)?;
+        let _store = self.store_guard();
+        self.check_readable(caller, old)?;
+        self.check_readable(caller, new)?;
+        self.diff_trees(old, new, patches, context)
+    }
+
+    /// [`Manager::store_diff`] for the daemon's own use, unchecked.
+    pub(super) fn diff_trees(
         &self,
         old: Digest,
         new: Digest,

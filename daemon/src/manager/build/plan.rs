@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use treediff::Digest;
 
+use crate::access::shown_path;
 use crate::error::Error;
-use crate::manager::import::ImportOptions;
+use crate::manager::import::{self, ImportOptions};
 use crate::manager::source_watch::SourceKey;
 use crate::manager::{Caller, Manager};
 use crate::project::{CacheKey, Element, Project, cache_key, dependency_hash};
@@ -48,10 +49,9 @@ impl Manager {
     /// caller's descriptor for the project directory.
     pub fn load_project(&self, caller: Caller, dir: &Path) -> Result<LoadedProject, Error> {
         self.serves(caller)?;
-        let root = dir.canonicalize().map_err(|e| Error::Invalid {
-            what: "project directory",
-            problem: format!("{}: {e}", dir.display()),
-        })?;
+        // Where the kernel says the caller's descriptor is: nothing the caller
+        // names is resolved with the daemon's credentials.
+        let root = shown_path(dir);
         let file = root.join(PROJECT_FILE);
         let bytes = crate::access::read_file_as(caller, &dir.join(PROJECT_FILE))
             .map_err(|source| Error::Io {
@@ -85,42 +85,29 @@ impl Manager {
         loaded: &LoadedProject,
         element: &Element,
     ) -> Result<Digest, Error> {
-        let path = if element.sources.is_empty() {
-            loaded.dir.clone()
-        } else {
-            loaded.dir.join(&element.sources)
-        };
         let shown = loaded.root.join(&element.sources);
+        // Opened as the caller (following symlinks as they would), so that the
+        // daemon looks nothing up under the project with its own credentials.
+        let reader = import::reader_of(caller, &shown)?;
+        let dir = reader
+            .open_dir(&loaded.dir.join(&element.sources))
+            .map_err(|source| sources_unreadable(element, &shown, source))?;
         let options = ImportOptions {
             ignore: element.ignore.clone(),
             ..ImportOptions::default()
         };
-        // Unchanged since its last import (watched): no walk.
+        // Unchanged since its last import by the same credentials (watched): no walk.
         let watch = self.source_watch.as_ref();
-        let key = watch.and_then(|_| SourceKey::new(caller, &path, &options));
-        if let (Some(watch), Some(key)) = (watch, &key)
-            && let Some(tree) = watch.unchanged(key)
-        {
+        let key = SourceKey::new(reader.id(), &dir, &options);
+        if let Some(tree) = watch.and_then(|w| w.unchanged(&key)) {
             return Ok(tree);
         }
-        let armed = watch.zip(key.as_ref()).and_then(|(w, k)| w.arm(k, &path));
-        match self.import_source(caller, &path, &options) {
-            Ok((tree, _)) => {
-                if let (Some(watch), Some(key), Some(generation)) = (watch, &key, armed) {
-                    watch.record(key, generation, tree);
-                }
-                Ok(tree)
-            }
-            Err(Error::Invalid { problem, .. }) => Err(Error::Invalid {
-                what: "element",
-                problem: format!(
-                    "{}: its sources {} cannot be read ({problem}); fix `sources` in {PROJECT_FILE}",
-                    element.name,
-                    shown.display()
-                ),
-            }),
-            Err(e) => Err(e),
+        let armed = watch.and_then(|w| w.arm(&key, &dir.walk_path()));
+        let tree = self.import_opened(caller, &reader, &dir, &options)?.tree;
+        if let (Some(watch), Some(generation)) = (watch, armed) {
+            watch.record(&key, generation, tree);
         }
+        Ok(tree)
     }
 
     /// Plans `target` and its dependencies, dependencies first: each element's
@@ -173,6 +160,7 @@ impl Manager {
                 .collect();
             let dependency_hash = dependency_hash(&keys);
             let key = cache_key(element, source_digest, &dependency_hash);
+            self.grant_recorded(caller, &key)?;
             planned.push(Planned {
                 element: element.clone(),
                 source_digest,
@@ -182,6 +170,47 @@ impl Manager {
             });
         }
         Ok(planned)
+    }
+}
+
+/// The error of an element whose sources do not open as the caller: refused,
+/// or not a directory they can reach.
+fn sources_unreadable(element: &Element, shown: &Path, source: std::io::Error) -> Error {
+    let denied = matches!(
+        source.raw_os_error(),
+        Some(nix::libc::EACCES | nix::libc::EPERM)
+    );
+    if denied {
+        return Error::Denied {
+            problem: format!(
+                "element {}: its sources {} cannot be opened with your permissions ({source}); make them readable to you or fix `sources` in {PROJECT_FILE}",
+                element.name,
+                shown.display()
+            ),
+        };
+    }
+    Error::Invalid {
+        what: "element",
+        problem: format!(
+            "{}: its sources {} cannot be read ({source}); fix `sources` in {PROJECT_FILE}",
+            element.name,
+            shown.display()
+        ),
+    }
+}
+
+impl Manager {
+    /// Grants `caller` the trees recorded under `key`, which their plan
+    /// computed from sources read as them: what they would build themselves.
+    fn grant_recorded(&self, caller: Caller, key: &CacheKey) -> Result<(), Error> {
+        if let Some(record) = self.artifact(key)? {
+            let trees: Vec<Digest> = [record.artifact, record.buildtree]
+                .into_iter()
+                .flatten()
+                .collect();
+            self.grant(caller.uid, &trees)?;
+        }
+        Ok(())
     }
 }
 

@@ -159,8 +159,9 @@ impl Manager {
             .collect()
     }
 
-    /// Puts `record` and the refs that keep its trees into `batch`; `log_tree` is
-    /// the tree holding its log.
+    /// Puts `record`, the refs that keep its trees and their grants to its
+    /// owner (who may then read them by digest) into `batch`; `log_tree` is the
+    /// tree holding its log.
     pub(in crate::manager) fn put_artifact(
         &self,
         batch: &mut WriteBatch,
@@ -169,6 +170,11 @@ impl Manager {
         artifact_size: u64,
     ) {
         self.put_artifact_record(batch, record);
+        let trees: Vec<Digest> = [record.artifact, record.buildtree, log_tree]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.grant_into(batch, record.owner, &trees);
         if let Some(tree) = record.artifact {
             self.put_ref_into(
                 batch,

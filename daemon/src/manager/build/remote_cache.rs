@@ -417,13 +417,25 @@ impl Manager {
         options: &crate::manager::RemoteOptions,
     ) -> Result<TransferReport, Error> {
         let _store = self.store_guard();
-        let (key, _planned, remotes) = self.transfer_target(caller, target, options)?;
+        let (key, planned, remotes) = self.transfer_target(caller, target, options)?;
         let Some(record) = self.artifact(&key)? else {
             return Err(Error::NotBuilt {
                 element: key.to_string(),
                 problem: "nothing is cached under this key here; build it first".into(),
             });
         };
+        // A key given as such is a digest like any other: a push sends what is
+        // under it to a remote of the caller's choosing.
+        if planned.is_none() {
+            let trees = [
+                record.artifact,
+                record.buildtree,
+                Some(record.source_digest),
+            ];
+            for tree in trees.into_iter().flatten() {
+                self.check_readable(caller, tree)?;
+            }
+        }
         let pushing: Vec<&RemoteSpec> = remotes.iter().filter(|s| s.push).collect();
         if pushing.is_empty() {
             return Err(no_remote(&remotes, "push = true"));

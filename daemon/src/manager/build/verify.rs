@@ -91,7 +91,7 @@ impl Manager {
                 });
             }
         };
-        let differences = self.store_diff(artifact, clean, true, CONTEXT)?;
+        let differences = self.diff_trees(artifact, clean, true, CONTEXT)?;
         for change in &differences {
             if let Some(patch) = &change.patch {
                 observer.output(name, patch.as_bytes());
