@@ -148,6 +148,12 @@ impl SourceDir {
     }
 }
 
+impl AsFd for SourceDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// The `/proc/self/fd` path of `fd`.
 fn fd_link(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!(
@@ -234,6 +240,16 @@ pub fn read_file_as(caller: Caller, path: &Path) -> std::io::Result<Option<Vec<u
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     })
+}
+
+/// Runs `f` with `reader`'s credentials, on a thread of its own (which ends
+/// with them), or here when there is nothing to switch: what `f` opens, lists
+/// or watches, the kernel checks against the caller's rights.
+pub fn as_reader<T: Send>(
+    reader: &Reader,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    as_reader_on_own_thread(reader.access(), f)
 }
 
 /// Runs `f` with `access`'s reader credentials, on a thread of its own (which

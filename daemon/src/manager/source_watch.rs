@@ -19,25 +19,42 @@
 //! generation, a root with more than [`MAX_DIRS`] directories or a failed watch
 //! is not remembered, and gc forgets everything (the trees may be swept).
 //!
+//! The watches are armed as the caller (on a thread with their credentials,
+//! so the kernel lets them watch only what they may read), through
+//! descriptors: each directory is opened from its parent's descriptor without
+//! following a symlink, and watched through its `/proc/self/fd` link, so a
+//! directory swapped for a symlink during the walk sends no watch elsewhere.
+//! Every watch counts against the daemon's own inotify limit, shared by every
+//! user: one user's roots together get at most [`MAX_DIRS_PER_USER`]
+//! directories, past which their imports walk.
+//!
 //! Not seen: writes through a hard link in a directory outside the root, and
 //! writes to a file through a shared mapping (the kernel reports neither to
 //! the root's watches). `ws build` outside a workspace is meant for sources
 //! edited the usual way; a user who changes them otherwise can touch a file.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::rc::Rc;
 use std::sync::Mutex;
+
+use rustix::fs::{FileType, Mode, OFlags};
 
 use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use treediff::Digest;
 
 use super::import::ImportOptions;
-use crate::access::{ReaderId, SourceDir};
+use crate::access::{Reader, ReaderId, SourceDir};
 
 /// The most directories watched under one root: a bigger one is walked at every
 /// import (watches cost kernel memory, and the user's limit is shared).
 pub const MAX_DIRS: usize = 50_000;
+
+/// The most directories watched for one user, over all their roots.
+pub const MAX_DIRS_PER_USER: usize = 100_000;
 
 /// What an import's tree depends on besides the directory's content: who read
 /// it (the credentials, supplementary groups included: they decide what could
@@ -80,6 +97,8 @@ struct State {
 
 #[derive(Debug, Default)]
 struct Root {
+    /// Whose imports it serves (for the per-user budget).
+    uid: u32,
     generation: u64,
     /// The tree of the last import, and the generation it started at.
     tree: Option<(Digest, u64)>,
@@ -119,55 +138,39 @@ impl SourceWatch {
             .and_then(|(tree, at)| (at == root.generation).then_some(tree))
     }
 
-    /// Watches every directory under `dir` before it is imported; returns the
-    /// generation to [`record`](Self::record) the import's tree with, or `None`
-    /// when the directory cannot be watched whole (then nothing is remembered).
-    pub fn arm(&self, key: &SourceKey, dir: &Path) -> Option<u64> {
-        let mask = AddWatchFlags::IN_MODIFY
-            | AddWatchFlags::IN_ATTRIB
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF
-            | AddWatchFlags::IN_ONLYDIR
-            | AddWatchFlags::IN_DONT_FOLLOW;
+    /// Watches every directory under `dir` (opened by `reader`, for `uid`)
+    /// before it is imported, as the reader; returns the generation to
+    /// [`record`](Self::record) the import's tree with, or `None` when the
+    /// directory cannot be watched whole (then nothing is remembered).
+    pub fn arm(&self, key: &SourceKey, dir: &SourceDir, reader: &Reader, uid: u32) -> Option<u64> {
         // The generation before the first watch: an event from here on, even
         // one that comes while the rest are added, makes the import unvouched.
-        let start = {
+        let (start, budget) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             self.read_events(&mut state);
+            let used: usize = state
+                .roots
+                .iter()
+                .filter(|(k, r)| r.uid == uid && *k != key)
+                .map(|(_, r)| r.watches.len())
+                .sum();
             let root = state.roots.entry(key.clone()).or_default();
+            root.uid = uid;
             root.generation += 1;
             root.tree = None;
-            root.generation
+            (
+                root.generation,
+                MAX_DIRS.min(MAX_DIRS_PER_USER.saturating_sub(used)),
+            )
         };
-        let mut watches = Vec::new();
-        // Through `dir/.`: `dir` may be a descriptor's `/proc/self/fd/N` link,
-        // which IN_DONT_FOLLOW would watch instead of the directory (and
-        // IN_ONLYDIR then refuse), leaving the root's own entries unwatched.
-        let dirs = walkdir::WalkDir::new(dir.join("."))
-            .follow_links(false)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_dir());
-        for entry in dirs {
-            if watches.len() == MAX_DIRS {
-                tracing::info!(dir = %dir.display(), "too many directories to watch: walked at every build");
+        let walked = crate::access::as_reader(reader, || Ok(self.watch_tree(dir, budget)));
+        let watches = match walked {
+            Ok(Ok(watches)) => watches,
+            Ok(Err(why)) | Err(why) => {
+                tracing::info!(dir = %dir.shown().display(), uid, why = %why, "cannot watch the sources: walked at every build");
                 return None;
             }
-            match self.inotify.add_watch(entry.path(), mask) {
-                Ok(wd) => watches.push(wd),
-                // Gone meanwhile: the event on its parent says so.
-                Err(Errno::ENOENT | Errno::ENOTDIR) => {}
-                Err(e) => {
-                    tracing::info!(dir = %entry.path().display(), error = %e, "cannot watch: walked at every build");
-                    return None;
-                }
-            }
-        }
+        };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::take(&mut state.roots.get_mut(key)?.watches);
         for wd in &watches {
@@ -195,6 +198,72 @@ impl SourceWatch {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(root) = state.roots.get_mut(key) {
             root.tree = Some((tree, generation));
+        }
+    }
+
+    /// Watches `dir` and every directory under it, at most `budget` of them,
+    /// walking by descriptors (see the module doc).
+    fn watch_tree(&self, dir: &SourceDir, budget: usize) -> std::io::Result<Vec<WatchDescriptor>> {
+        let mask = AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR
+            | AddWatchFlags::IN_DONT_FOLLOW;
+        let open = |at: BorrowedFd<'_>, name: &OsStr| {
+            rustix::fs::openat(
+                at,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        };
+        let mut watches = Vec::new();
+        // Each directory's parent stays open until its children are walked.
+        let mut todo: Vec<(Rc<OwnedFd>, OsString)> = Vec::new();
+        let mut current = Some(Rc::new(open(dir.as_fd(), OsStr::new("."))?));
+        loop {
+            let fd = match current.take() {
+                Some(fd) => fd,
+                None => match todo.pop() {
+                    Some((parent, name)) => match open(parent.as_fd(), &name) {
+                        Ok(fd) => Rc::new(fd),
+                        // Gone or replaced meanwhile: the event on its parent says so.
+                        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => continue,
+                        Err(rustix::io::Errno::LOOP) => continue,
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => return Ok(watches),
+                },
+            };
+            if watches.len() == budget {
+                return Err(std::io::Error::other(format!(
+                    "more than {budget} directories to watch (at most {MAX_DIRS} under one root, {MAX_DIRS_PER_USER} for one user)"
+                )));
+            }
+            // Through `N/.`: IN_DONT_FOLLOW would watch the `/proc` link itself.
+            let link = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
+            match self.inotify.add_watch(link.as_str(), mask) {
+                Ok(wd) => watches.push(wd),
+                Err(Errno::ENOENT | Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for entry in rustix::fs::Dir::read_from(fd.as_fd())? {
+                let entry = entry?;
+                let name = entry.file_name().to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let kind = entry.file_type();
+                if kind == FileType::Directory || kind == FileType::Unknown {
+                    todo.push((fd.clone(), OsStr::from_bytes(name).to_owned()));
+                }
+            }
         }
     }
 
@@ -246,8 +315,8 @@ impl SourceWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::Reader;
     use crate::manager::Caller;
+    use std::path::Path;
 
     const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -268,7 +337,8 @@ mod tests {
     /// through the descriptor's `/proc/self/fd` path, as imports arm it.
     fn imported(watch: &SourceWatch, dir: &Path, tree: Digest) -> SourceKey {
         let (dir, key) = opened(ME, dir, &ImportOptions::default());
-        let generation = watch.arm(&key, &dir.walk_path()).unwrap();
+        let reader = Reader::for_caller(ME).unwrap();
+        let generation = watch.arm(&key, &dir, &reader, ME.uid).unwrap();
         watch.record(&key, generation, tree);
         key
     }
@@ -310,11 +380,43 @@ mod tests {
     }
 
     #[test]
+    fn watches_are_armed_with_the_callers_rights() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // `nobody` may list the root but not the 0700 directory in it: the
+        // root cannot be watched whole for them, and nothing is remembered
+        // (their import fails on that directory anyway).
+        let nobody = Caller {
+            uid: 65534,
+            gid: 65534,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("private")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("private"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        let watch = SourceWatch::start().unwrap();
+        let (theirs, key) = opened(nobody, dir.path(), &ImportOptions::default());
+        let reader = Reader::for_caller(nobody).unwrap();
+        assert_eq!(watch.arm(&key, &theirs, &reader, nobody.uid), None);
+        // Root may: the same directory is watched whole for it.
+        let (mine, key) = opened(ME, dir.path(), &ImportOptions::default());
+        let reader = Reader::for_caller(ME).unwrap();
+        assert!(watch.arm(&key, &mine, &reader, ME.uid).is_some());
+    }
+
+    #[test]
     fn a_change_during_the_import_is_not_vouched_for() {
         let dir = tempfile::tempdir().unwrap();
         let watch = SourceWatch::start().unwrap();
         let (opened, key) = opened(ME, dir.path(), &ImportOptions::default());
-        let generation = watch.arm(&key, &opened.walk_path()).unwrap();
+        let reader = Reader::for_caller(ME).unwrap();
+        let generation = watch.arm(&key, &opened, &reader, ME.uid).unwrap();
         std::fs::write(dir.path().join("written-while-walking"), "").unwrap();
         watch.record(&key, generation, digest("tree"));
         assert_eq!(watch.unchanged(&key), None);

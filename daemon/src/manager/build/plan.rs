@@ -102,7 +102,7 @@ impl Manager {
         if let Some(tree) = watch.and_then(|w| w.unchanged(&key)) {
             return Ok(tree);
         }
-        let armed = watch.and_then(|w| w.arm(&key, &dir.walk_path()));
+        let armed = watch.and_then(|w| w.arm(&key, &dir, &reader, caller.uid));
         let tree = self.import_opened(caller, &reader, &dir, &options)?.tree;
         if let (Some(watch), Some(generation)) = (watch, armed) {
             watch.record(&key, generation, tree);
