@@ -181,6 +181,15 @@ pub enum Error {
     /// A remote cache failed: unreachable, refused, or sent damaged data.
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
+    /// A directory the daemon keeps to itself (in its state directory, or its
+    /// socket's) is someone else's, or not a directory.
+    #[error("cannot use {}: {problem}", path.display())]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// Whose it is or what it is, and what to do.
+        problem: String,
+    },
     /// A filesystem operation of the daemon's own failed.
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -205,7 +214,7 @@ impl Error {
             Error::Conflict { .. } | Error::NotBuilt { .. } | Error::WriteBackConflict { .. } => {
                 ErrorKind::Conflict
             }
-            Error::Denied { .. } => ErrorKind::AccessDenied,
+            Error::Denied { .. } | Error::NotPrivate { .. } => ErrorKind::AccessDenied,
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt
             }
