@@ -2,9 +2,10 @@
 //! daemon's state directory and reach nothing in it but their own default
 //! mount points, also after an upgrade from a state directory that an older
 //! release left open; a symlink a user puts among their mount points is not
-//! followed. A user daemon serves its own user only (its socket is 0600, and it
-//! refuses another uid at accept even when the socket is reachable) and does
-//! not put its socket in a runtime directory someone else made.
+//! followed; a state directory another user owns is refused. A user daemon
+//! serves its own user only (its socket is 0600, and it refuses another uid at
+//! accept even when the socket is reachable) and does not put its socket in a
+//! runtime directory someone else made.
 //!
 //! The users' sides run in child processes: this test binary re-executed as
 //! the user (`support::rerun_as`), running the test `user_side`, which prints
@@ -32,8 +33,13 @@ fn caller(user: User) -> Caller {
     }
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+/// The permission bits of `path`, in octal.
+fn mode(path: &Path) -> String {
+    octal(&std::fs::symlink_metadata(path).unwrap())
+}
+
+fn octal(meta: &std::fs::Metadata) -> String {
+    format!("{:o}", meta.mode() & 0o7777)
 }
 
 /// A root manager with a workspace `mine` for each test user, opened at its
@@ -245,15 +251,15 @@ fn each_user_reaches_only_their_own_views_in_a_root_daemons_state() {
         assert_reaches_only_its_own(&setup, user);
     }
     let state = setup.state();
-    assert_eq!(mode(&state), 0o711);
-    assert_eq!(mode(&state.join("workspaces")), 0o711);
+    assert_eq!(mode(&state), "711");
+    assert_eq!(mode(&state.join("workspaces")), "711");
     for dir in ["cas", "db", "snapshots", "builds", "sysroots", "mounting"] {
         let meta = std::fs::metadata(state.join(dir)).unwrap();
-        assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, 0), "{dir}");
+        assert_eq!((octal(&meta), meta.uid()), ("700".to_owned(), 0), "{dir}");
     }
     for user in users() {
         let meta = std::fs::metadata(state.join(format!("workspaces/{}", user.uid))).unwrap();
-        assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, user.uid));
+        assert_eq!((octal(&meta), meta.uid()), ("700".to_owned(), user.uid));
     }
 }
 
@@ -300,17 +306,17 @@ fn a_state_directory_left_open_by_an_older_release_is_made_private_at_start() {
         "the emulated old state is not open"
     );
     setup.restart();
-    assert_eq!(mode(&state), 0o711);
-    assert_eq!(mode(&state.join("workspaces")), 0o711);
+    assert_eq!(mode(&state), "711");
+    assert_eq!(mode(&state.join("workspaces")), "711");
     for dir in ["cas", "db", "snapshots", "builds", "sysroots", "mounting"] {
-        assert_eq!(mode(&state.join(dir)), 0o700, "{dir}");
+        assert_eq!(mode(&state.join(dir)), "700", "{dir}");
     }
     for file in ["wsd.log", "wsd.lock"] {
-        assert_eq!(mode(&state.join(file)), 0o600, "{file}");
+        assert_eq!(mode(&state.join(file)), "600", "{file}");
     }
     for user in [one, two] {
         let meta = std::fs::metadata(state.join(format!("workspaces/{}", user.uid))).unwrap();
-        assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, user.uid));
+        assert_eq!((octal(&meta), meta.uid()), ("700".to_owned(), user.uid));
         assert_reaches_only_its_own(&setup, user);
     }
 }
@@ -344,6 +350,26 @@ fn a_symlink_among_a_users_mount_points_is_not_followed() {
     assert!(!mounted.iter().any(|m| m.target == target));
     let error = daemon::error::message(&opened.expect_err("opened over a symlink"));
     assert!(error.contains("symlink"), "{error}");
+}
+
+#[test]
+fn a_state_directory_of_another_user_is_refused() {
+    if !privileged("a_state_directory_of_another_user_is_refused") {
+        return;
+    }
+    let [one, _] = users();
+    let dir = shared_tempdir();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(one.uid), Some(one.gid)).unwrap();
+    let error = Manager::open(StateDir::new(state.clone())).expect_err("opened");
+    let message = daemon::error::message(&error);
+    assert!(
+        message.contains(&format!("belongs to uid {}", one.uid)) && message.contains("chown"),
+        "{message}"
+    );
+    assert_eq!(error.kind(), daemon::ErrorKind::AccessDenied);
+    assert!(!state.join("db").exists(), "it wrote into it");
 }
 
 /// A `wsd` run as `user` on `state`, its stderr in `log`.
@@ -442,8 +468,8 @@ fn a_user_daemon_serves_its_own_user_only() {
     let mut daemon = UserDaemon::spawn(one, &home, &state);
     let socket = state.join("wsd.sock");
     daemon.serving(&socket).unwrap();
-    assert_eq!(mode(&state), 0o700);
-    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(&state), "700");
+    assert_eq!(mode(&socket), "600");
     assert!(list_as(one, &socket).starts_with("ok"));
     let refused = list_as(two, &socket);
     assert!(refused.starts_with("refused"), "{refused}");
@@ -534,7 +560,7 @@ fn a_user_daemon_puts_its_socket_only_in_a_runtime_dir_of_its_own() {
     let mut daemon = UserDaemon::spawn(one, &home, &state);
     daemon.serving(&state.join("wsd.socket")).unwrap();
     let meta = std::fs::symlink_metadata(&runtime.0).unwrap();
-    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, one.uid));
+    assert_eq!((octal(&meta), meta.uid()), ("700".to_owned(), one.uid));
     let record = std::fs::read_to_string(state.join("wsd.socket")).unwrap();
     let socket = PathBuf::from(record.trim_end());
     assert!(socket.starts_with(&runtime.0), "{}", socket.display());
