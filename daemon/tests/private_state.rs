@@ -362,7 +362,9 @@ fn a_state_directory_of_another_user_is_refused() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     std::os::unix::fs::chown(&state, Some(one.uid), Some(one.gid)).unwrap();
-    let error = Manager::open(StateDir::new(state.clone())).expect_err("opened");
+    let Err(error) = Manager::open(StateDir::new(state.clone())) else {
+        panic!("opened a state directory that uid {} owns", one.uid);
+    };
     let message = daemon::error::message(&error);
     assert!(
         message.contains(&format!("belongs to uid {}", one.uid)) && message.contains("chown"),
@@ -468,11 +470,11 @@ fn a_user_daemon_serves_its_own_user_only() {
     let mut daemon = UserDaemon::spawn(one, &home, &state);
     let socket = state.join("wsd.sock");
     daemon.serving(&socket).unwrap();
-    assert_eq!(mode(&state), "700");
-    assert_eq!(mode(&socket), "600");
     assert!(list_as(one, &socket).starts_with("ok"));
     let refused = list_as(two, &socket);
     assert!(refused.starts_with("refused"), "{refused}");
+    assert_eq!(mode(&state), "700");
+    assert_eq!(mode(&socket), "600");
     // Even when another user can reach the socket (an admin opened it up), the
     // daemon refuses them at accept, and says so in its log.
     std::fs::set_permissions(&home, PermissionsExt::from_mode(0o755)).unwrap();
