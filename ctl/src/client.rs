@@ -6,6 +6,12 @@
 //! for the socket. A daemon that lost the lock to one that never answers (the
 //! last processes of a killed daemon still hold it) is spawned again, a few times
 //! with a growing pause, until one gets the lock or another answers.
+//!
+//! A client hands the daemon its requests and descriptors (sources, mount
+//! points, terminals), so it talks only to a daemon running as root or as its
+//! own user, whatever socket it found: the kernel says who serves it
+//! (`SO_PEERCRED`), and a socket served by anyone else (someone who made the
+//! directory first, to catch the requests) is refused, not replaced.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -176,10 +182,8 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon serving `state_dir`, starting one if none answers.
     pub async fn connect(state_dir: &Path) -> Result<Client, CliError> {
-        if let Some(socket) = socket_of(state_dir)
-            && let Ok(conn) = dial(&socket).await
-        {
-            return Ok(Client { conn, socket });
+        if let Some(client) = Client::try_connect(state_dir).await? {
+            return Ok(client);
         }
         let (mut child, mut log_start) = start_daemon(state_dir)?;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -187,10 +191,8 @@ impl Client {
         // When the daemon spawned last was seen to have lost the lock.
         let mut lost_at: Option<Instant> = None;
         loop {
-            if let Some(socket) = socket_of(state_dir)
-                && let Ok(conn) = dial(&socket).await
-            {
-                return Ok(Client { conn, socket });
+            if let Some(client) = Client::try_connect(state_dir).await? {
+                return Ok(client);
             }
             // A daemon that exits at once failed to start, or lost the lock to
             // another one: one starting, which will answer soon, or what is left
@@ -228,6 +230,19 @@ impl Client {
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The daemon of `state_dir` if one answers; an error if its socket is
+    /// served by another user.
+    async fn try_connect(state_dir: &Path) -> Result<Option<Client>, CliError> {
+        let Some(socket) = socket_of(state_dir) else {
+            return Ok(None);
+        };
+        match dial(&socket).await {
+            Ok(conn) => Ok(Some(Client { conn, socket })),
+            Err(Dial::NoAnswer) => Ok(None),
+            Err(Dial::Untrusted(uid)) => Err(CliError::UntrustedDaemon { socket, uid }),
         }
     }
 
@@ -293,15 +308,33 @@ fn socket_of(state_dir: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(record.trim_end_matches('\n')))
 }
 
-async fn dial(socket: &Path) -> Result<zbus::Connection, ()> {
+/// Why no connection was made.
+enum Dial {
+    /// Nothing answered (yet) on the socket.
+    NoAnswer,
+    /// The socket is served by this uid, neither root nor this process's.
+    Untrusted(u32),
+}
+
+async fn dial(socket: &Path) -> Result<zbus::Connection, Dial> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
-        .map_err(|_| ())?;
+        .map_err(|_| Dial::NoAnswer)?;
+    let server = stream.peer_cred().map_err(|_| Dial::NoAnswer)?.uid();
+    if !trusted(server, nix::unistd::geteuid().as_raw()) {
+        return Err(Dial::Untrusted(server));
+    }
     zbus::connection::Builder::unix_stream(stream)
         .p2p()
         .build()
         .await
-        .map_err(|_| ())
+        .map_err(|_| Dial::NoAnswer)
+}
+
+/// Whether a daemon running as `server` may have a client's requests and
+/// descriptors: a root daemon serves everyone, else only its own user.
+fn trusted(server: u32, me: u32) -> bool {
+    server == 0 || server == me
 }
 
 /// `wsd` next to this `ws` (an install or a build directory), else from PATH.
@@ -317,15 +350,19 @@ pub(crate) fn wsd_binary() -> PathBuf {
 /// terminal does not stop it), logging to `<state_dir>/wsd.log`; with the size
 /// of the log before it started, where what it writes begins.
 fn start_daemon(state_dir: &Path) -> Result<(std::process::Child, u64), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let io = |source| CliError::DaemonStart {
         state_dir: state_dir.to_owned(),
         detail: format!("{source}"),
     };
     std::fs::create_dir_all(state_dir).map_err(io)?;
+    // The daemon's log names the user's files: theirs alone (the daemon keeps
+    // it so too).
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(state_dir.join("wsd.log"))
         .map_err(io)?;
     let log_start = log.metadata().map_err(io)?.len();
@@ -373,4 +410,18 @@ fn log_says_another_serves(state_dir: &Path, start: u64) -> bool {
         let start = usize::try_from(start).unwrap_or(usize::MAX).min(log.len());
         String::from_utf8_lossy(&log[start..]).contains("another wsd serves")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusted;
+
+    #[test]
+    fn only_a_root_daemon_or_ones_own_is_trusted() {
+        assert!(trusted(0, 1000), "the system's daemon");
+        assert!(trusted(1000, 1000), "one's own");
+        assert!(trusted(0, 0));
+        assert!(!trusted(1001, 1000), "another user's");
+        assert!(!trusted(1000, 0), "root does not talk to a user's daemon");
+    }
 }

@@ -37,6 +37,17 @@ pub enum CliError {
         /// Why (its last log line, or the spawn error).
         detail: String,
     },
+    /// The state directory's socket is served by another user's process.
+    #[error(
+        "the socket {} is served by uid {uid}, neither root nor you, so ws does not hand it your requests and files",
+        socket.display()
+    )]
+    UntrustedDaemon {
+        /// The socket.
+        socket: std::path::PathBuf,
+        /// Whom it is served by.
+        uid: u32,
+    },
     /// The daemon reported a named error other than as a method's reply (the
     /// end of a build).
     #[error("{message}")]
@@ -125,6 +136,10 @@ impl CliError {
                 "the objects named above are damaged; re-import their sources to restore them"
                     .into(),
             ),
+            CliError::UntrustedDaemon { socket, .. } => Some(format!(
+                "if {} is not where your daemon should be, have it removed (by its owner or root) or pass --state-dir with a directory of your own",
+                socket.display()
+            )),
             CliError::DaemonStart { state_dir, .. } => Some(format!(
                 "see {} for the daemon's log, or run it in the foreground with `ws daemon`",
                 state_dir.join("wsd.log").display()

@@ -204,6 +204,15 @@ pub enum Error {
         /// The tree asked for.
         tree: treediff::Digest,
     },
+    /// A directory the daemon keeps to itself (in its state directory, or its
+    /// socket's) is someone else's, or not a directory.
+    #[error("cannot use {}: {problem}", path.display())]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// Whose it is or what it is, and what to do.
+        problem: String,
+    },
     /// A filesystem operation of the daemon's own failed.
     #[error("cannot {op} {}", path.display())]
     Io {
@@ -228,7 +237,9 @@ impl Error {
             Error::Conflict { .. } | Error::NotBuilt { .. } | Error::WriteBackConflict { .. } => {
                 ErrorKind::Conflict
             }
-            Error::Denied { .. } | Error::NotYours { .. } => ErrorKind::AccessDenied,
+            Error::Denied { .. } | Error::NotYours { .. } | Error::NotPrivate { .. } => {
+                ErrorKind::AccessDenied
+            }
             Error::Unreadable { source, .. } => unreadable_kind(source),
             Error::Db(crate::db::DbError::Corrupt { .. } | crate::db::DbError::Schema { .. }) => {
                 ErrorKind::Corrupt

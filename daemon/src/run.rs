@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::dbus::{Bus, BusChoice};
 use crate::manager::Manager;
-use crate::state_dir::StateDir;
+use crate::state_dir::{Sharing, StateDir};
 
 /// wsd: the daemon that keeps ws workspaces, their store and their transactions
 #[derive(Debug, Parser)]
@@ -68,13 +68,12 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    // A backstop: what the daemon writes is its own unless made otherwise on
+    // purpose (the socket, its record, views, checkouts and write-backs get
+    // their modes explicitly; the build sandbox sets its own umask).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let dirs = StateDir::new(args.state_dir.clone());
-    dirs.create().map_err(|e| {
-        format!(
-            "cannot create the state directory {}: {e}",
-            args.state_dir.display()
-        )
-    })?;
+    dirs.prepare().map_err(|e| crate::dbus::describe(&e))?;
     // One daemon per state directory: the lock is held for the life of the process
     // and released by the kernel however it ends.
     let lock_path = dirs.lock();
@@ -93,8 +92,13 @@ fn run(args: Args) -> Result<(), String> {
             )
         })?;
     let manager = Manager::open(dirs.clone()).map_err(|e| crate::dbus::describe(&e))?;
-    let socket = args.socket.clone().unwrap_or_else(|| dirs.socket());
-    record_socket(&dirs, &socket)?;
+    let socket = match &args.socket {
+        Some(socket) => socket.clone(),
+        None => dirs
+            .prepare_socket()
+            .map_err(|e| crate::dbus::describe(&e))?,
+    };
+    record_socket(&dirs, &socket, args.socket.is_some())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -180,21 +184,35 @@ where
     }
 }
 
-/// Makes `socket`'s directory (private to this user) and, when the socket is not
-/// `<state>/wsd.sock`, says where it is in `<state>/wsd.socket` for clients.
-fn record_socket(dirs: &StateDir, socket: &std::path::Path) -> Result<(), String> {
+/// Says where `socket` is in `<state>/wsd.socket`, for clients, when it is not
+/// `<state>/wsd.sock`; makes the directory of an `explicit` one (`--socket`,
+/// the admin's choice) if needed. Clients of every user read the record of a
+/// root daemon.
+fn record_socket(dirs: &StateDir, socket: &std::path::Path, explicit: bool) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let record = dirs.socket_record();
     if socket == dirs.root().join("wsd.sock") {
         let _ = std::fs::remove_file(&record);
         return Ok(());
     }
-    if let Some(parent) = socket.parent() {
+    if explicit && let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    let text = format!("{}\n", socket.display());
+    let mode = Sharing::of_this_process().record_mode();
     let temporary = record.with_extension("socket.new");
-    std::fs::write(&temporary, text)
+    let _ = std::fs::remove_file(&temporary);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)
+        .and_then(|mut file| {
+            // The umask may have taken bits the clients need.
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+            writeln!(file, "{}", socket.display())
+        })
         .and_then(|()| std::fs::rename(&temporary, &record))
         .map_err(|e| format!("cannot write {}: {e}", record.display()))
 }

@@ -7,64 +7,23 @@
 //! check that cannot see the workspace fails rather than passing.
 //!
 //! The users' sides run in child processes: this test binary re-executed with
-//! the user's uid and gid (`as_user`), running the test `user_side`, a small
-//! zbus client that prints what it sees as `@@` lines.
+//! the user's uid and gid (`as_user`, on `support::rerun_as`), running the test
+//! `user_side`, a small zbus client that prints what it sees as `@@` lines.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use overlay::testsuite::privileged;
+use support::{User, rerun_as, shared_tempdir, users};
 
 const BUS_NAME: &str = "org.ws.Daemon";
 const WAIT: Duration = Duration::from_secs(30);
-
-#[derive(Clone, Copy, Debug)]
-struct User {
-    uid: u32,
-    gid: u32,
-}
-
-/// The two test users, made once per test process.
-fn users() -> [User; 2] {
-    static USERS: OnceLock<[User; 2]> = OnceLock::new();
-    *USERS.get_or_init(|| ["wstest1", "wstest2"].map(user))
-}
-
-fn user(name: &str) -> User {
-    if nix::unistd::User::from_name(name).unwrap().is_none() {
-        let out = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home"])
-            .args(["--shell", "/usr/sbin/nologin", name])
-            .output()
-            .unwrap();
-        // 9: made meanwhile by another test process.
-        assert!(
-            out.status.success() || out.status.code() == Some(9),
-            "useradd {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let entry = nix::unistd::User::from_name(name).unwrap().unwrap();
-    User {
-        uid: entry.uid.as_raw(),
-        gid: entry.gid.as_raw(),
-    }
-}
-
-/// A temporary directory every user can enter.
-fn shared_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    dir
-}
 
 /// A private bus configured like the system bus (default deny for calls and
 /// names), with the daemon's own policy file included: what it allows is what
@@ -219,15 +178,10 @@ impl Transport {
 
 /// This test binary, run as `user` in the role `role` (see `user_side`).
 fn as_user(user: User, role: &str, at: &str, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "user_side", "--nocapture", "--test-threads=1"])
-        .env("WS_TWO_USERS_ROLE", role)
+    let mut cmd = rerun_as(user, "user_side");
+    cmd.env("WS_TWO_USERS_ROLE", role)
         .env("WS_TWO_USERS_AT", at)
-        .envs(env.iter().copied())
-        .current_dir("/")
-        // Also drops root's supplementary groups.
-        .uid(user.uid)
-        .gid(user.gid);
+        .envs(env.iter().copied());
     cmd
 }
 

@@ -24,7 +24,7 @@ use crate::layer::{LayerFormat, read_layer};
 use crate::plan::{MountPlan, OverlayPlan, Upper};
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, give_to, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, create_view_root, give_to, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -283,13 +283,9 @@ impl Snapshotter for LayeredSnapshotter {
         let dir = self.root.dir(&info.id);
         std::fs::create_dir(&dir).map_err(SnapshotError::io(key, "create", &dir))?;
         txn.created(dir.clone());
-        for sub in ["fs", "work"] {
-            std::fs::create_dir(dir.join(sub)).map_err(SnapshotError::io(
-                key,
-                "create",
-                dir.join(sub),
-            ))?;
-        }
+        create_view_root(key, &dir.join("fs"))?;
+        let work = dir.join("work");
+        std::fs::create_dir(&work).map_err(SnapshotError::io(key, "create", &work))?;
         // The upper's root is the view's root: its owner must be able to write it.
         give_to(self.options.owner, key, &dir.join("fs"), false)?;
         let plan = self.plan(&info, &chain)?;

@@ -35,7 +35,7 @@ use crate::info::{Content, Info, Kind, Owner};
 use crate::plan::MountPlan;
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, give_to, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, create_view_root, give_to, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -128,7 +128,7 @@ impl MirrorSnapshotter {
                 self.seed_stat_cache(&info, tree)?;
             }
             None => {
-                std::fs::create_dir(&fs).map_err(SnapshotError::io(key, "create", &fs))?;
+                create_view_root(key, &fs)?;
                 give_to(self.options.owner, key, &fs, false)?;
             }
         }

@@ -360,6 +360,18 @@ impl SnapshotRoot {
     }
 }
 
+/// Makes the directory `path` that becomes a view's root (an upper, an empty
+/// mirror): 0755 like the checkouts under it, whatever the process's umask (a
+/// daemon's is 077), since the view shows its mode.
+pub(crate) fn create_view_root(key: &str, path: &Path) -> Result<(), SnapshotError> {
+    use rustix::fs::{Mode, OFlags};
+    std::fs::create_dir(path).map_err(SnapshotError::io(key, "create", path))?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::open(path, flags, Mode::empty())
+        .and_then(|dir| rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755)))
+        .map_err(|e| SnapshotError::io(key, "set the mode of", path)(e.into()))
+}
+
 /// Gives `path` and, if `recursive`, everything under it (symlinks themselves,
 /// never their targets) to `owner`.
 pub(crate) fn give_to(

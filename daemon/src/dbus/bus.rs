@@ -141,6 +141,7 @@ struct Gateway {
     bus: Connection,
     dbus: DBusProxy<'static>,
     links: Arc<Links>,
+    shared: Arc<Shared>,
 }
 
 /// Owns `BUS_NAME` on `bus` and serves it until the connection ends.
@@ -182,11 +183,12 @@ pub(super) async fn serve(shared: Arc<Shared>, bus: Bus) -> Result<(), BusError>
         return Err(BusError::NameTaken { bus: name });
     }
     tracing::info!(bus = %name, name = BUS_NAME, "serving on the bus");
-    let links = Links::new(shared, conn.clone());
+    let links = Links::new(shared.clone(), conn.clone());
     let gateway = Arc::new(Gateway {
         bus: conn,
         dbus,
         links: links.clone(),
+        shared,
     });
     while let Some(message) = messages.next().await {
         let Ok(message) = message else {
@@ -270,6 +272,11 @@ impl Gateway {
         let caller = credentials::caller(&self.dbus, sender)
             .await
             .map_err(|e| DbusError::AccessDenied(describe(&e)))?;
+        if !self.shared.admits(caller.uid, "bus") {
+            return Err(DbusError::AccessDenied(
+                "this daemon runs as another user and serves that user only; use your own (ws starts one for your state directory)".to_owned(),
+            ));
+        }
         let link = self
             .links
             .attach(sender, caller)

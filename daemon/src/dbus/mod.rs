@@ -4,7 +4,8 @@
 //! connection is its own D-Bus connection with its own object server, populated
 //! with the caller's workspaces only: the caller is identified by `SO_PEERCRED`,
 //! read before the handshake, and another user's workspaces are not there to be
-//! found, introspected or enumerated. Operations run on the blocking pool; when
+//! found, introspected or enumerated. A daemon not running as root refuses a
+//! caller of another uid there and then (its socket is 0600 besides). Operations run on the blocking pool; when
 //! one changes a workspace, every connection of its owner learns it through an
 //! event channel and emits `PropertiesChanged` (or `InterfacesAdded/Removed`
 //! through the object manager). See `docs/dbus.md` for the interfaces.
@@ -36,6 +37,7 @@ use tokio::sync::broadcast;
 use zbus::object_server::ObjectServer;
 
 use crate::manager::{Caller, Manager};
+use crate::state_dir::Sharing;
 use crate::workspace::Workspace;
 
 pub use bus::{Bus, BusChoice, BusError};
@@ -79,9 +81,28 @@ impl Event {
 pub(crate) struct Shared {
     pub manager: Arc<Manager>,
     pub events: broadcast::Sender<Event>,
+    /// A daemon not running as root serves this uid, its own, and no other.
+    pub only_uid: Option<u32>,
 }
 
 impl Shared {
+    /// Whether the daemon serves `uid` at all: a user daemon's files and store
+    /// are its user's, so another user is refused before anything is read.
+    /// The refusal is logged for an admin: someone tried another user's daemon.
+    pub fn admits(&self, uid: u32, via: &str) -> bool {
+        match self.only_uid {
+            Some(own) if own != uid => {
+                tracing::warn!(
+                    uid,
+                    via,
+                    "refused a client of uid {uid}: this daemon runs as uid {own} and serves that user only"
+                );
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Runs `f` on the blocking pool (the manager's operations block on I/O).
     pub async fn run<T: Send + 'static>(
         self: &Arc<Self>,
@@ -128,11 +149,22 @@ pub async fn serve(
     };
     let _ = std::fs::remove_file(socket);
     let listener = UnixListener::bind(socket).map_err(socket_error)?;
-    // Anyone may connect; what they may do is decided per call by their uid.
-    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .map_err(socket_error)?;
+    // A root daemon's socket: anyone may connect, and what they may do is
+    // decided per call by their uid. A user daemon's: its user only. (By path:
+    // the socket's directory is the daemon's own, or the admin's `--socket`.)
+    let sharing = Sharing::of_this_process();
+    std::fs::set_permissions(
+        socket,
+        std::os::unix::fs::PermissionsExt::from_mode(sharing.socket_mode()),
+    )
+    .map_err(socket_error)?;
     let (events, _) = broadcast::channel(256);
-    let shared = Arc::new(Shared { manager, events });
+    let only_uid = (sharing == Sharing::OneUser).then(|| rustix::process::geteuid().as_raw());
+    let shared = Arc::new(Shared {
+        manager,
+        events,
+        only_uid,
+    });
     tracing::info!(socket = %socket.display(), "serving");
     let on_bus = async {
         let Some(bus) = bus else {
@@ -171,6 +203,9 @@ async fn accept(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus::Re
             "cannot read the peer's credentials, so the connection is refused: {e}"
         ))
     })?;
+    if !shared.admits(cred.uid(), "socket") {
+        return Ok(());
+    }
     let caller = Caller {
         uid: cred.uid(),
         gid: cred.gid(),

@@ -150,14 +150,12 @@ impl Drop for StoreGuard<'_> {
 }
 
 impl Manager {
-    /// Opens the state in `dirs` (creating it), probes the machine, and recovers
-    /// from whatever a crash left (see [`Manager::recover`]).
+    /// Opens the state in `dirs` (creating it, private to the daemon and
+    /// tightened if an older release left it open: see `state_dir::modes`),
+    /// probes the machine, and recovers from whatever a crash left (see
+    /// [`Manager::recover`]).
     pub fn open(dirs: StateDir) -> Result<Manager, Error> {
-        dirs.create().map_err(|source| Error::Io {
-            op: "create the state directory",
-            path: dirs.root().to_owned(),
-            source,
-        })?;
+        dirs.prepare()?;
         let db = Arc::new(Db::open(&dirs.db())?);
         let store = Arc::new(Store::open(dirs.root()).map_err(Error::store(""))?);
         let probe = overlay::probe::probe(&dirs.snapshots()).map_err(|source| Error::Io {

@@ -16,6 +16,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::{Caller, Manager};
 use crate::error::Error;
+use crate::state_dir::modes;
 
 /// A directory to mount a workspace on, open.
 #[derive(Clone, Debug)]
@@ -97,28 +98,35 @@ impl Manager {
         requested: Option<&MountPoint>,
     ) -> Result<Target, Error> {
         let Some(dir) = requested else {
-            let path = self
-                .dirs
-                .workspaces()
-                .join(caller.uid.to_string())
-                .join(name);
-            let io = |op| {
-                let path = path.clone();
-                move |source| Error::Io { op, path, source }
-            };
-            std::fs::create_dir_all(&path).map_err(io("create the mount point"))?;
-            if caller.uid != self.euid {
-                let _ = nix::unistd::chown(&path, Some(caller.uid.into()), Some(caller.gid.into()));
-            }
-            // The state directory's own path may go through symlinks (it is the
-            // daemon's, not a caller's); recorded resolved, it opens again later.
-            let path = path.canonicalize().map_err(io("resolve the mount point"))?;
-            let dir = MountPoint::open(&path).map_err(io("open the mount point"))?;
-            return Ok(Target { dir, path });
+            return self.default_target(caller, name);
         };
         let path = dir.checked_path(Some(caller.uid), "mount point")?;
         Ok(Target {
             dir: dir.clone(),
+            path,
+        })
+    }
+
+    /// `<state>/workspaces/<uid>/<name>`, made if needed and the caller's. The
+    /// caller owns `<uid>` and may have put anything there, so each step is made
+    /// and opened beneath the descriptor of the one before, never following a
+    /// symlink, and given to the caller through its own descriptor.
+    fn default_target(&self, caller: Caller, name: &str) -> Result<Target, Error> {
+        // The state directory's own path may go through symlinks (it is the
+        // daemon's, not a caller's); recorded resolved, it opens again later.
+        let workspaces = self.dirs.workspaces();
+        let resolved = workspaces.canonicalize().map_err(|source| Error::Io {
+            op: "resolve",
+            path: workspaces.clone(),
+            source,
+        })?;
+        let user_path = resolved.join(caller.uid.to_string());
+        let path = user_path.join(name);
+        let parent = self.dirs.open_workspaces()?;
+        let user = modes::user_dir(&parent, caller.uid, Some(caller.gid), &user_path)?;
+        let dir = modes::mount_dir(&user, name, caller.uid, caller.gid, &path)?;
+        Ok(Target {
+            dir: MountPoint::from_fd(dir),
             path,
         })
     }

@@ -5,7 +5,8 @@
 //! is not enough to read it: a caller reads only trees their own records lead
 //! to (see `grants`). Writes into a caller's directory are made with the
 //! caller's credentials (the files are theirs, and nothing is written where
-//! they could not write).
+//! they could not write); the store, private to the daemon, is read with the
+//! daemon's.
 
 use treediff::checkout::{CheckoutMode, CheckoutOptions, CheckoutStats};
 use treediff::{Change, Digest, SourceAccess};
@@ -51,20 +52,12 @@ impl Manager {
                 problem: "hardlink checkouts share the store's own files, which only the daemon's user may link; use --mode reflink or copy".to_owned(),
             });
         }
-        // By the checked path: the checkout runs with the caller's credentials, so
-        // a path swapped meanwhile could only lead it where the caller may write.
+        // By the checked path: the checkout writes with the caller's credentials,
+        // so a path swapped meanwhile could only lead it where the caller may
+        // write. It reads the store, which only the daemon may, as the daemon.
         let options = CheckoutOptions { mode };
-        // Threads the checkout starts inherit this thread's credentials.
-        let _as_caller = access
-            .as_ref()
-            .map(AsCaller::enter)
-            .transpose()
-            .map_err(|source| Error::Io {
-                op: "take on the caller's credentials to write",
-                path: path.clone(),
-                source,
-            })?;
-        treediff::checkout::checkout(&self.store, tree, &path, &options)
+        let access = access.as_ref().map(|a| a as &dyn SourceAccess);
+        treediff::checkout::checkout_as(&self.store, tree, &path, &options, access)
             .map_err(|e| Error::store_on(format!("checkout of {tree} into {}", path.display()))(e))
     }
 

@@ -48,6 +48,10 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// argv\[1\] starts with `__sandbox`, before anything else starts.
 pub fn child_main() -> ExitCode {
     close_inherited_descriptors();
+    // The daemon runs with umask 077; builds get the usual 022, whatever the
+    // daemon's: the modes of what they write end up in artifacts, and the
+    // directories made for the sandbox's root must be reachable by the caller.
+    rustix::process::umask(Mode::from_raw_mode(0o022));
     let args: Vec<OsString> = std::env::args_os().collect();
     match (
         args.get(1).and_then(|a| a.to_str()),

@@ -50,6 +50,8 @@
 //! - Without network: a new network namespace, whose only interface is a loopback
 //!   that is down.
 //!
+//! The commands start with umask 022, whatever the daemon's (077).
+//!
 //! A build run as uid 0 has every capability inside, so the sandbox only keeps
 //! honest builds honest for root; for any other uid it is a boundary (the commands
 //! run with that uid and gid and no supplementary groups).

@@ -115,6 +115,23 @@ pub enum CheckoutError {
         #[source]
         source: Box<StoreError>,
     },
+    /// The thread could not switch between the credentials of the target's user
+    /// and the process's own.
+    #[error(
+        "cannot check out tree {tree} into {}: cannot {op}; the checkout in it may be incomplete: remove it and retry",
+        target.display()
+    )]
+    Credentials {
+        /// The tree being checked out.
+        tree: Digest,
+        /// The target directory.
+        target: PathBuf,
+        /// Which switch failed.
+        op: &'static str,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
     /// Writing into the target failed.
     #[error(
         "cannot {op} {} (tree path {}, digest {digest}); the checkout in {} is incomplete: remove it, fix the cause and retry",

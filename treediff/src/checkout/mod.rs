@@ -45,6 +45,13 @@
 //! mtime is set with `AT_SYMLINK_NOFOLLOW`). The target itself must not be a
 //! symlink, and must be absent (its parent present) or an empty directory.
 //!
+//! # Credentials
+//!
+//! [`checkout_as`] writes a target of another user with that user's credentials
+//! (a daemon running as root, checking out into a user's directory) while the
+//! store, private to the process, is read with the process's own: the threads
+//! switch around each object they open, as capture's do around each store write.
+//!
 //! # Crash safety
 //!
 //! A checkout is not a transaction. An error or a crash after the target was
@@ -67,6 +74,7 @@ use nix::sys::stat::SFlag;
 
 pub use error::CheckoutError;
 
+use crate::capture::SourceAccess;
 use crate::digest::Digest;
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::sys;
@@ -138,7 +146,23 @@ pub fn checkout(
     target: &Path,
     options: &CheckoutOptions,
 ) -> Result<CheckoutStats, CheckoutError> {
-    let place = Place::inspect(tree, target)?;
+    checkout_as(store, tree, target, options, None)
+}
+
+/// [`checkout`] into a target of another user, written with their credentials:
+/// `access`'s reader's (see [`SourceAccess`]). The target is inspected, created
+/// and written as the reader, on threads that start as the reader; the store,
+/// which only the process may read, is read with the process's own credentials
+/// (the plan and the objects' checks before, and each object's opening, with a
+/// switch around it). The calling thread acts as the process before and after.
+pub fn checkout_as(
+    store: &Store,
+    tree: Digest,
+    target: &Path,
+    options: &CheckoutOptions,
+    access: Option<&dyn SourceAccess>,
+) -> Result<CheckoutStats, CheckoutError> {
+    let place = as_reader(access, tree, target, || Place::inspect(tree, target))?;
     let threads = parallel::threads();
     let plan = Plan::load(store, tree, threads).map_err(|source| CheckoutError::Tree {
         tree,
@@ -160,20 +184,67 @@ pub fn checkout(
         add_exec_twins(store, &plan, &twins, target)?;
     }
 
-    let (root, created) = place.open(tree, target)?;
     let shared = Shared {
         store,
         plan: &plan,
         mode: options.mode,
         target,
         reflink: AtomicBool::new(true),
+        access: Access(access),
     };
-    let stats = parallel::write_tree(&shared, root.as_fd(), threads)?;
-    if created || plan.dir(tree).props.is_some() {
-        let mut worker = Worker::new(&shared);
-        worker.finish_dir(root.as_fd(), tree)?;
+    as_reader(access, tree, target, || {
+        let (root, created) = place.open(tree, target)?;
+        let stats = parallel::write_tree(&shared, root.as_fd(), threads)?;
+        if created || plan.dir(tree).props.is_some() {
+            let mut worker = Worker::new(&shared);
+            worker.finish_dir(root.as_fd(), tree)?;
+        }
+        Ok(stats)
+    })
+}
+
+/// Runs `f` with `access`'s reader's credentials, then the process's again.
+fn as_reader<T>(
+    access: Option<&dyn SourceAccess>,
+    tree: Digest,
+    target: &Path,
+    f: impl FnOnce() -> Result<T, CheckoutError>,
+) -> Result<T, CheckoutError> {
+    let Some(access) = access else {
+        return f();
+    };
+    let switch = |op: &'static str| {
+        move |source| CheckoutError::Credentials {
+            tree,
+            target: target.to_owned(),
+            op,
+            source,
+        }
+    };
+    access
+        .as_reader()
+        .map_err(switch("take on the credentials of the target's user"))?;
+    let result = f();
+    if let Err(e) = access.as_writer() {
+        // A thread left with another user's credentials would act for whoever
+        // the process serves next with them: it must not go on.
+        panic!("cannot take on the process's own credentials again after a checkout: {e}");
     }
-    Ok(stats)
+    result
+}
+
+/// The credentials a checkout switches between, if any.
+#[derive(Clone, Copy)]
+pub(super) struct Access<'a>(pub Option<&'a dyn SourceAccess>);
+
+impl std::fmt::Debug for Access<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Access(switched)"
+        } else {
+            "Access(none)"
+        })
+    }
 }
 
 /// The tree path a tree error is about.

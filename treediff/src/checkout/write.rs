@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::plan::{Plan, push_name};
-use super::{CheckoutError, CheckoutMode, CheckoutStats};
+use super::{Access, CheckoutError, CheckoutMode, CheckoutStats};
 use crate::digest::Digest;
 use crate::store::{OBJECT_MTIME, ObjectKind, Store, StoreError};
 use crate::sys::{self, Mtime};
@@ -43,6 +43,8 @@ pub(super) struct Shared<'a> {
     /// Cleared at the first "this filesystem cannot reflink" answer, after which
     /// every file is copied without trying again.
     pub reflink: AtomicBool,
+    /// The credentials the workers write with and the store is read with.
+    pub access: Access<'a>,
 }
 
 /// One thread's state: its buffer, the tree path being written, its counts.
@@ -218,11 +220,7 @@ impl<'a> Worker<'a> {
                 Err(e) => return Err(self.io("hardlink", digest, e)),
             }
         }
-        let src = self
-            .shared
-            .store
-            .open_object(ObjectKind::Blob, &digest)
-            .map_err(|source| self.object_error(digest, source))?;
+        let src = self.open_object(digest)?;
         let dst = sys::create_file_at(fd, name, FILE_CREATE_MODE)
             .map_err(|e| self.io("create file", digest, e))?;
         let mut cloned = false;
@@ -251,6 +249,38 @@ impl<'a> Worker<'a> {
         sys::fchmod(dst.as_fd(), mode).map_err(|e| self.io("set the mode of", digest, e))?;
         let mtime: Mtime = props.and_then(|p| p.mtime).unwrap_or(OBJECT_MTIME);
         sys::set_mtime(dst.as_fd(), mtime).map_err(|e| self.io("set the mtime of", digest, e))
+    }
+
+    /// Opens the blob of `digest` with the process's own credentials, which
+    /// alone may read the store, when the thread writes with another user's.
+    fn open_object(&self, digest: Digest) -> Result<File, CheckoutError> {
+        let open = || {
+            self.shared
+                .store
+                .open_object(ObjectKind::Blob, &digest)
+                .map_err(|source| self.object_error(digest, source))
+        };
+        let Some(access) = self.shared.access.0 else {
+            return open();
+        };
+        access.as_writer().map_err(|e| {
+            self.io(
+                "take on the process's credentials to read the object of",
+                digest,
+                e,
+            )
+        })?;
+        let file = open();
+        // Failing here, the thread still has the process's credentials: it stops,
+        // and writes nothing more.
+        access.as_reader().map_err(|e| {
+            self.io(
+                "take on the target user's credentials again to write",
+                digest,
+                e,
+            )
+        })?;
+        file
     }
 
     /// Copies the object `src` into `dst` while hashing it; on a mismatch removes

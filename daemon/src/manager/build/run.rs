@@ -31,6 +31,7 @@
 //! workspace is refused as busy.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use overlay::{Content, MountPlan, Owner};
@@ -717,7 +718,14 @@ impl Manager {
                         "cache {name} of element {element_name}"
                     )))?;
                 }
-                None => std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?,
+                None => {
+                    std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?;
+                    // Its mode is in the cache's tree: 0755 whatever the
+                    // daemon's umask, as before it had one of its own. (By
+                    // path: root's until given to the caller below.)
+                    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o755))
+                        .map_err(|e| io("set the mode of the cache directory", e))?;
+                }
             }
             give_to(&dir, owner).map_err(|e| io("give the cache to the caller", e))?;
             out.push((name.clone(), dir));

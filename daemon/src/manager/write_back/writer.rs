@@ -323,6 +323,16 @@ impl<'a> Writer<'a> {
         let dir = self.open(parent).map_err(Failure::new("open", parent))?;
         rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))
             .map_err(Failure::new("make the directory", path))?;
+        // 0755 whatever the daemon's umask (077), as the mkdir of a shell would.
+        let made = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(Failure::new("open", path))?;
+        rustix::fs::fchmod(&made, Mode::from_raw_mode(0o755))
+            .map_err(Failure::new("set the mode of", path))?;
         if self.inherit_owner {
             let st = rustix::fs::fstat(&dir).map_err(Failure::new("look at", parent))?;
             give(&dir, name, st.st_uid, st.st_gid)

@@ -1,7 +1,17 @@
 //! The daemon's state directory: where the store, the database, the snapshots,
-//! default workspace paths and the socket live.
+//! default workspace paths and the socket live, and who may reach them
+//! (`modes`: private to the daemon but for the socket and each user's default
+//! mount points; `runtime`: the checked directory of a socket kept elsewhere).
 
+pub mod modes;
+mod runtime;
+
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+pub use modes::Sharing;
+
+use crate::error::Error;
 
 /// The paths under one state directory.
 #[derive(Clone, Debug)]
@@ -10,17 +20,15 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// The state directory `root` (made by [`StateDir::create`]).
+    /// The state directory `root` (made by [`StateDir::prepare`]).
     pub fn new(root: PathBuf) -> StateDir {
         StateDir { root }
     }
 
-    /// Creates the directories the daemon writes in.
-    pub fn create(&self) -> std::io::Result<()> {
-        for dir in [self.root.clone(), self.snapshots(), self.workspaces()] {
-            std::fs::create_dir_all(&dir)?;
-        }
-        Ok(())
+    /// Creates the directories the daemon writes in, private as `modes` says,
+    /// and tightens what an older release left.
+    pub fn prepare(&self) -> Result<(), Error> {
+        modes::prepare(&self.root)
     }
 
     /// The state directory itself (also the store's root).
@@ -40,7 +48,12 @@ impl StateDir {
 
     /// Default mount points: `workspaces/<owner uid>/<name>`.
     pub fn workspaces(&self) -> PathBuf {
-        self.root.join("workspaces")
+        self.root.join(modes::WORKSPACES)
+    }
+
+    /// `workspaces/`, opened without following a symlink there.
+    pub(crate) fn open_workspaces(&self) -> Result<OwnedFd, Error> {
+        modes::open_workspaces(&self.root)
     }
 
     /// The peer-to-peer D-Bus socket: `<state>/wsd.sock`, or, when that path is
@@ -48,20 +61,32 @@ impl StateDir {
     /// directory named after the state directory. Clients find the latter through
     /// [`StateDir::socket_record`].
     pub fn socket(&self) -> PathBuf {
-        let default = self.root.join("wsd.sock");
+        let default = self.root.join(modes::SOCKET);
         if default.as_os_str().len() < MAX_SOCKET_PATH {
             return default;
         }
         let absolute = std::path::absolute(&self.root).unwrap_or_else(|_| self.root.clone());
         let hash = blake3::hash(absolute.as_os_str().as_encoded_bytes()).to_hex();
-        runtime_dir().join(format!("wsd-{}.sock", &hash[..16]))
+        runtime::runtime_dir().join(format!("wsd-{}.sock", &hash[..16]))
+    }
+
+    /// [`StateDir::socket`], once the runtime directory it may be in is made and
+    /// checked to be this process's own (see `runtime`).
+    pub fn prepare_socket(&self) -> Result<PathBuf, Error> {
+        let socket = self.socket();
+        if let Some(dir) = socket.parent()
+            && dir != self.root
+        {
+            runtime::prepare(dir)?;
+        }
+        Ok(socket)
     }
 
     /// The file naming the socket when it is not `<state>/wsd.sock` (written by
     /// the daemon at start): a client cannot work out the runtime directory of the
     /// daemon's user.
     pub fn socket_record(&self) -> PathBuf {
-        self.root.join("wsd.socket")
+        self.root.join(modes::SOCKET_RECORD)
     }
 
     /// The lock that decides which daemon serves this state directory.
@@ -72,16 +97,3 @@ impl StateDir {
 
 /// The longest path a Unix socket address holds, with its terminating NUL.
 const MAX_SOCKET_PATH: usize = 108;
-
-/// Where short-lived runtime files go: `/run/ws` for root, `$XDG_RUNTIME_DIR/ws`
-/// for a user, else `/tmp/ws-<uid>`.
-fn runtime_dir() -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return PathBuf::from("/run/ws");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("ws"),
-        None => PathBuf::from(format!("/tmp/ws-{uid}")),
-    }
-}
