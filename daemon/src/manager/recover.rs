@@ -1,17 +1,20 @@
 //! Recovery at start: reconcile the database, snapshot directories and mounts.
 
+use overlay::BackendKind;
 use rocksdb::WriteBatch;
 
 use super::{Caller, Manager, is_mounted};
 use crate::error::Error;
-use crate::workspace::State;
+use crate::workspace::{State, Workspace};
 
 impl Manager {
     /// Reconciles the database, the snapshot directories and the mount table after
     /// a start: snapshot directories that no record names (a crash before a
     /// commit's batch) are collected, with any mount on them; every open
     /// workspace's view is mounted again if it is not; a workspace whose view cannot
-    /// be mounted is marked unmounted (and tried again at the next start).
+    /// be mounted is marked unmounted (and tried again at the next start). A
+    /// fuse-overlayfs view still mounted is served by a server this process did
+    /// not start: it is taken over (see `take_over_fuse_view`).
     pub fn recover(&self) -> Result<(), Error> {
         self.recover_builds()?;
         let workspaces = self.list(Caller { uid: 0, gid: 0 })?;
@@ -27,7 +30,7 @@ impl Manager {
             }
         }
         for mut ws in workspaces {
-            if !ws.mounted_by_daemon || is_mounted(&ws.path) {
+            if !ws.mounted_by_daemon || (is_mounted(&ws.path) && !self.take_over_fuse_view(&ws)?) {
                 continue;
             }
             let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
@@ -57,6 +60,37 @@ impl Manager {
             }
         }
         self.finish_pending_writes()
+    }
+
+    /// Whether the still mounted view of `ws` is to be mounted again. A
+    /// fuse-overlayfs view that an earlier daemon mounted is served by a server
+    /// this one cannot signal (or by none, if it died): it is unmounted, by the
+    /// mount id recorded so that nothing else is, and its server exits. A view
+    /// that cannot be unmounted (files are open in it) stays with its server
+    /// and is adopted (its layers count as in use and are flushed through it)
+    /// until it is closed. Views of the other backends, and those recorded
+    /// without a mount id, stay as they are.
+    fn take_over_fuse_view(&self, ws: &Workspace) -> Result<bool, Error> {
+        let Some(id) = ws
+            .mount_id
+            .filter(|_| ws.backend == BackendKind::FuseOverlayfs)
+        else {
+            return Ok(false);
+        };
+        match overlay::unmount_checked(&ws.path, id) {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                tracing::warn!(workspace = ws.name, owner = ws.owner, error = %e, "a fuse-overlayfs view stays with the server that mounted it until it is closed")
+            }
+        }
+        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+        match snapper.snap.mounts(&ws.snapshot) {
+            Ok(plan) => overlay::adopt_fuse_view(&plan, &ws.path, id),
+            Err(e) => {
+                tracing::error!(workspace = ws.name, error = %e, "cannot read the view's layers")
+            }
+        }
+        Ok(false)
     }
 
     /// Finishes the writes through views that a crash cut off (see
