@@ -34,7 +34,8 @@
 //! adopted instead ([`adopt_fuse_view`]): recorded, with no server to signal,
 //! until it is unmounted.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Seek};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -246,6 +247,10 @@ fn options(plan: &OverlayPlan) -> String {
 struct Server {
     child: Child,
     pidfd: OwnedFd,
+    /// What it wrote to its stderr while it mounted: a memory file, which
+    /// neither fills up and blocks it nor breaks (SIGPIPE) once nobody reads
+    /// it; dropped once it serves.
+    stderr: Option<File>,
 }
 
 impl Server {
@@ -255,6 +260,17 @@ impl Server {
     fn mount(plan: &OverlayPlan, at: &Path, shown: &Path) -> Result<Server, SnapshotError> {
         let fail = |e: std::io::Error, said: String| mount_error(OP, shown, e, said);
         let before = path_mount_id(at).map_err(|e| fail(e, format!("at {}", at.display())))?;
+        let stderr = rustix::fs::memfd_create(FUSE_OVERLAYFS, rustix::fs::MemfdFlags::CLOEXEC)
+            .map(File::from)
+            .map_err(|e| {
+                fail(
+                    e.into(),
+                    "cannot make a memory file for its messages".into(),
+                )
+            })?;
+        let theirs = stderr
+            .try_clone()
+            .map_err(|e| fail(e, "cannot make a memory file for its messages".into()))?;
         let mut child = Command::new(FUSE_OVERLAYFS)
             .arg("-f")
             .arg("-o")
@@ -262,7 +278,7 @@ impl Server {
             .arg(at)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(theirs)
             .spawn()
             .map_err(|e| fail(e, format!("cannot run {FUSE_OVERLAYFS}")))?;
         // Until this process waits for it, the child's pid names it alone.
@@ -274,13 +290,16 @@ impl Server {
                 return Err(fail(e.into(), "a pidfd needs Linux 5.3".to_owned()));
             }
         };
-        let mut server = Server { child, pidfd };
+        let mut server = Server {
+            child,
+            pidfd,
+            stderr: Some(stderr),
+        };
         if let Err(why) = server.wait_mounted(at, before) {
             server.stop();
             return Err(fail(std::io::Error::other(why), server.said()));
         }
-        // Its later messages are dropped (it ignores the broken pipe).
-        server.child.stderr = None;
+        server.stderr = None;
         Ok(server)
     }
 
@@ -308,10 +327,11 @@ impl Server {
         }
     }
 
-    /// What the server wrote to its stderr, once it has exited.
+    /// What the server wrote to its stderr.
     fn said(&mut self) -> String {
         let mut said = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
+        if let Some(mut stderr) = self.stderr.take() {
+            let _ = stderr.rewind();
             let _ = stderr.read_to_string(&mut said);
         }
         said.trim().to_owned()
@@ -421,6 +441,16 @@ mod tests {
                 .iter()
                 .any(|m| m.target == staging)
         );
+        // The clone keeps the flags the server mounted with.
+        let infos = procfs::process::Process::myself()
+            .unwrap()
+            .mountinfo()
+            .unwrap();
+        let info = infos.into_iter().find(|m| m.mount_point == shown).unwrap();
+        assert_eq!(info.fs_type, "fuse.fuse-overlayfs");
+        for flag in ["nosuid", "nodev"] {
+            assert!(info.mount_options.contains_key(flag), "{info:?}");
+        }
         assert_eq!(std::fs::read_to_string(shown.join("a")).unwrap(), "lower\n");
         std::fs::write(shown.join("b"), "upper\n").unwrap();
         flush_views_using(&dir.path().join("snap")).unwrap();
