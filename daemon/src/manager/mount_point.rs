@@ -189,7 +189,8 @@ impl Manager {
             }
             other => other.clone(),
         };
-        // A bind mount is made here first, where no one else can reach, then moved.
+        // A bind mount, or a fuse-overlayfs server's, is made here first, where
+        // no one else can reach, and a clone of it is attached to the target.
         let staging = self.dirs.root().join("mounting").join(super::new_id());
         std::fs::create_dir_all(&staging).map_err(|source| Error::Io {
             op: "create a staging mount point",
