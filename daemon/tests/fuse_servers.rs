@@ -727,3 +727,75 @@ fn a_restarted_daemon_takes_over_the_fuse_views_of_the_last_one() {
         assert_eq!(mounts_under(s.dir.path()), Vec::<PathBuf>::new());
     });
 }
+
+/// Set in the process that opens a workspace and crashes before recording it.
+const CRASHING_DAEMON: &str = "WS_FUSE_TEST_CRASHING_DAEMON";
+
+#[test]
+fn a_crash_between_a_fuse_mount_and_its_record_leaves_no_view_behind() {
+    const NAME: &str = "a_crash_between_a_fuse_mount_and_its_record_leaves_no_view_behind";
+    in_both_namespaces(NAME, &[], || {
+        if let Some(state) = std::env::var_os(CRASHING_DAEMON) {
+            let dir = Path::new(&state).parent().unwrap();
+            let m = fuse_only_manager(Path::new(&state));
+            fail::cfg("open-before-batch", "return").unwrap();
+            let _ = m.open_workspace(
+                user(USER),
+                OpenRequest {
+                    name: "w".into(),
+                    source: Source::Dir(dir.join("src")),
+                    path: Some(MountPoint::open(&dir.join("home/p/view")).unwrap()),
+                    backend: Some(BackendKind::FuseOverlayfs),
+                },
+            );
+            panic!("the crash point was not reached");
+        }
+        let s = Scene::new();
+        let state = s.path("state");
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(CRASHING_DAEMON, &state)
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(nix::libc::SIGABRT),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let view = s.path("home/p/view");
+        assert_eq!(
+            mounts_under(s.dir.path()),
+            [view.clone()],
+            "the crash left the view"
+        );
+        assert_eq!(servers_naming(&state).len(), 1);
+
+        let m = fuse_only_manager(&state);
+        assert!(m.list(ROOT).unwrap().is_empty());
+        assert_eq!(mounts_under(s.dir.path()), Vec::<PathBuf>::new());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !servers_naming(&state).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the crashed daemon's server serves on"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left: Vec<_> = std::fs::read_dir(state.join("mounting")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // The name and the directory are free again.
+        m.open_workspace(
+            s.caller,
+            OpenRequest {
+                name: "w".into(),
+                source: Source::Dir(s.path("src")),
+                path: Some(MountPoint::open(&view).unwrap()),
+                backend: Some(BackendKind::FuseOverlayfs),
+            },
+        )
+        .unwrap();
+        m.close(s.caller, "w", true).unwrap();
+    });
+}

@@ -3,6 +3,7 @@
 use overlay::BackendKind;
 use rocksdb::WriteBatch;
 
+use super::mount_point::MountNote;
 use super::{Caller, Manager, is_mounted};
 use crate::error::Error;
 use crate::workspace::{State, Workspace};
@@ -29,6 +30,7 @@ impl Manager {
                 );
             }
         }
+        self.unmount_unrecorded(&workspaces);
         for mut ws in workspaces {
             if !ws.mounted_by_daemon || (is_mounted(&ws.path) && !self.take_over_fuse_view(&ws)?) {
                 continue;
@@ -58,8 +60,46 @@ impl Manager {
                 self.put_workspace(&mut batch, &mut ws, None);
                 self.db.write(batch)?;
             }
+            if let Ok(mounted) = mounted {
+                mounted.note.map(MountNote::done);
+            }
         }
         self.finish_pending_writes()
+    }
+
+    /// Unmounts the mounts that the daemon made and no batch recorded (a crash
+    /// came between: see `MountNote`), each by the mount id its note names,
+    /// so nothing else is; a mount still in use keeps its note, for the next
+    /// start. Removes the staging directories a crash left, after unmounting
+    /// what is on them (the daemon's own directories).
+    fn unmount_unrecorded(&self, workspaces: &[Workspace]) {
+        let Ok(entries) = std::fs::read_dir(self.dirs.root().join("mounting")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "view") {
+                if is_mounted(&path) {
+                    let _ = overlay::unmount(&path);
+                }
+                let _ = std::fs::remove_dir(&path);
+                continue;
+            }
+            let recorded = |id| workspaces.iter().any(|w| w.mount_id == Some(id));
+            if let Some((id, view)) = MountNote::read(&path).filter(|(id, _)| !recorded(*id)) {
+                match overlay::unmount_checked(&view, id) {
+                    Ok(()) => {
+                        tracing::info!(path = %view.display(), "unmounted a view a crash left unrecorded")
+                    }
+                    Err(e @ overlay::SnapshotError::Busy { .. }) => {
+                        tracing::warn!(error = %e, "a view a crash left unrecorded is in use; tried again at the next start");
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a view a crash left unrecorded is gone"),
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     /// Whether the still mounted view of `ws` is to be mounted again. A
