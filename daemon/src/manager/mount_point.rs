@@ -227,8 +227,8 @@ pub(super) struct Mounted {
     /// The unique id of the mount the daemon made at `path`; `None` when it
     /// mounted nothing (a mirror's own directory).
     pub mount_id: Option<u64>,
-    /// The note of that mount, for the caller to drop once a batch records it.
-    pub note: Option<MountNote>,
+    /// The note of that mount, until [`Mounted::settled`].
+    note: Option<MountNote>,
 }
 
 /// A note of a mount that the database does not record yet,
@@ -264,7 +264,7 @@ impl MountNote {
     }
 
     /// The mount is recorded, or undone: the note goes.
-    pub(super) fn done(self) {
+    fn done(self) {
         let _ = std::fs::remove_file(&self.0);
     }
 }
@@ -273,6 +273,13 @@ impl Mounted {
     /// Whether the daemon mounted something (and so unmounts it at close).
     pub fn by_daemon(&self) -> bool {
         self.mount_id.is_some()
+    }
+
+    /// The mount is recorded by a batch, or undone: its note goes.
+    pub fn settled(self) {
+        if let Some(note) = self.note {
+            note.done();
+        }
     }
 }
 

@@ -104,7 +104,6 @@ impl Manager {
         crash_point!("open-before-mount");
         let mounted = self.mount_view(name, &plan, &target, request.path.is_some())?;
         let (path, mounted_by_daemon) = (mounted.path.clone(), mounted.by_daemon());
-        let note = mounted.note;
         crash_point!("open-before-batch");
         let now = now_secs();
         let mut ws = Workspace {
@@ -160,10 +159,10 @@ impl Manager {
             if let Some(id) = mounted.mount_id {
                 let _ = overlay::unmount_checked(&path, id);
             }
-            note.map(super::mount_point::MountNote::done);
+            mounted.settled();
             return Err(e);
         }
-        note.map(super::mount_point::MountNote::done);
+        mounted.settled();
         crash_point!("open-after-batch");
         tracing::info!(workspace = name, owner = caller.uid, %backend, path = %path.display(), source = %tree, "opened");
         Ok(ws)

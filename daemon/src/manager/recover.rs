@@ -61,7 +61,7 @@ impl Manager {
                 self.db.write(batch)?;
             }
             if let Ok(mounted) = mounted {
-                mounted.note.map(MountNote::done);
+                mounted.settled();
             }
         }
         self.finish_pending_writes()

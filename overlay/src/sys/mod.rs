@@ -27,8 +27,10 @@ use crate::plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan};
 
 pub use fuse::{FUSE_OVERLAYFS, adopt_fuse_view};
 
-/// Mounts `plan` at `target`, an existing directory. A [`MountPlan::Direct`] plan
-/// mounts nothing (its files are already in place).
+/// Mounts `plan` at `target`, an existing directory of this process's own (the
+/// path is followed). A [`MountPlan::Fuse`] plan starts a server that mounts on
+/// `target` ([`fuse`]); a [`MountPlan::Direct`] plan mounts nothing (its files
+/// are already in place).
 pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
     match plan {
         MountPlan::Overlay(overlay) => mount_overlay(overlay, target),
