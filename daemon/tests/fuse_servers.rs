@@ -585,9 +585,14 @@ fn mount_once(s: &Scene, plan: &MountPlan, attempt: u32, secret_mount: u64, race
 
 #[test]
 fn a_user_who_asks_for_fuse_overlayfs_where_kernel_overlayfs_works_is_told_to_use_that() {
-    if !privileged("a_user_who_asks_for_fuse_overlayfs_where_kernel_overlayfs_works") {
-        return;
-    }
+    in_both_namespaces(
+        "a_user_who_asks_for_fuse_overlayfs_where_kernel_overlayfs_works_is_told_to_use_that",
+        &[],
+        refused_where_kernel_overlayfs_works,
+    );
+}
+
+fn refused_where_kernel_overlayfs_works() {
     let s = Scene::new();
     let manager = Manager::open(StateDir::new(s.path("state"))).unwrap();
     assert!(manager.probe().kernel_overlay.available);
