@@ -211,13 +211,12 @@ impl LayeredSnapshotter {
         if self.options.driver == Driver::Fuse {
             // fuse-overlayfs mounts cache writes in the kernel (writeback cache):
             // flush them to the upper before reading it.
-            for target in crate::sys::fuse_mounts_using(&self.root.dir(&info.id)) {
-                crate::sys::syncfs(&target).map_err(SnapshotError::io(
-                    key,
-                    "flush writes to",
-                    &target,
-                ))?;
-            }
+            let dir = self.root.dir(&info.id);
+            crate::sys::fuse::flush_views_using(&dir).map_err(SnapshotError::io(
+                key,
+                "flush the writes of the views of",
+                &dir,
+            ))?;
         }
         let parent_tree = parent.and_then(|p| p.tree);
         self.root.change_set(key, parent_tree, |txn| {

@@ -40,7 +40,7 @@ pub use revert::{Reversal, lay_over, restamp, reverse};
 pub use root::{Cleaned, Usage};
 pub use snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 pub use sys::{
-    FUSE_OVERLAYFS, MountEntry, is_mount_root, mount, mount_id, mount_on, mount_table, unmount,
-    unmount_checked,
+    FUSE_OVERLAYFS, MountEntry, adopt_fuse_view, is_mount_root, mount, mount_id, mount_on,
+    mount_table, unmount, unmount_checked,
 };
 pub use txn::{CommitError, Txn};

@@ -181,6 +181,24 @@ impl Probe {
         }
     }
 
+    /// Whether a daemon running as root may give `kind` to a user other than
+    /// root: fuse-overlayfs only where kernel overlayfs cannot be mounted (as
+    /// [`Probe::choose`] picks it). It is the backend of daemons without
+    /// privileges; under root its server would run as root over the user's
+    /// layers where the kernel's overlay would do. `Err` says why and what to
+    /// use; [`Probe::check`] still says whether `kind` works at all.
+    pub fn check_for_other_user(&self, kind: BackendKind) -> Result<(), String> {
+        if kind == BackendKind::FuseOverlayfs && self.kernel_overlay.available {
+            return Err(
+                "a daemon running as root gives other users fuse-overlayfs only where kernel \
+                 overlayfs cannot be mounted, and here it can (fuse-overlayfs would run as \
+                 root over your files): use the overlayfs backend (the default), or mirror"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     fn overlay_missing(&self) -> String {
         let reason = &self.kernel_overlay.reason;
         let mut hints = Vec::new();
@@ -580,12 +598,36 @@ mod tests {
         };
         let (kind, reason) = probe.choose();
         assert_eq!(kind, BackendKind::FuseOverlayfs);
+        assert_eq!(probe.check_for_other_user(kind), Ok(()));
         assert!(
             reason.starts_with(
                 "fuse-overlayfs: kernel overlayfs is not available (mount failed: EPERM"
             ),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn other_users_get_fuse_overlayfs_only_without_kernel_overlayfs() {
+        let probe = Probe {
+            kernel_overlay: Support::yes("mounted a test overlay in /x"),
+            userxattr: Support::yes("mounted a test overlay in /x"),
+            fuse_overlayfs: Support::yes("found /usr/bin/fuse-overlayfs"),
+            reflink: Support::no("the filesystem at /x cannot clone files (copies instead)"),
+            in_user_namespace: false,
+        };
+        assert_eq!(probe.check(BackendKind::FuseOverlayfs), Ok(()));
+        let why = probe
+            .check_for_other_user(BackendKind::FuseOverlayfs)
+            .unwrap_err();
+        assert!(
+            why.contains("use the overlayfs backend") && !why.ends_with('.'),
+            "{why}"
+        );
+        for kind in [BackendKind::Overlayfs, BackendKind::Mirror] {
+            assert_eq!(probe.check_for_other_user(kind), Ok(()));
+        }
+        assert_eq!(probe.choose().0, BackendKind::Overlayfs);
     }
 
     #[test]

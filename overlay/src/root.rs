@@ -268,8 +268,8 @@ impl SnapshotRoot {
         self.check_unmounted(info)
     }
 
-    /// Refuses when a mount (kernel overlay, bind, fuse-overlayfs) uses the
-    /// snapshot's directory.
+    /// Refuses when a mount (kernel overlay, bind) uses the snapshot's
+    /// directory, or a fuse-overlayfs server of this process serves it.
     pub fn check_unmounted(&self, info: &Info) -> Result<(), SnapshotError> {
         let dir = self.dir(&info.id);
         let table = crate::sys::mount_table().map_err(SnapshotError::io(
@@ -277,24 +277,29 @@ impl SnapshotRoot {
             "read the mount table for",
             &dir,
         ))?;
-        let mut targets: Vec<PathBuf> = table
-            .iter()
-            .filter(|m| m.uses(&dir))
-            .map(|m| m.target.clone())
-            .collect();
-        targets.extend(crate::sys::fuse_mounts_using(&dir));
-        if let Some(target) = targets.first() {
+        if let Some(mount) = table.iter().find(|m| m.uses(&dir)) {
             return Err(SnapshotError::Busy {
                 key: info.key.clone(),
-                detail: format!("its layer is mounted at {}", target.display()),
+                detail: format!("its layer is mounted at {}", mount.target.display()),
+            });
+        }
+        if let Some(view) = crate::sys::fuse::views_using(&dir).first() {
+            let server = match view.pid {
+                Some(pid) => format!("fuse-overlayfs (pid {pid})"),
+                None => "fuse-overlayfs (started before this daemon)".to_owned(),
+            };
+            return Err(SnapshotError::Busy {
+                key: info.key.clone(),
+                detail: format!("{server} serves its layer at {}", view.path.display()),
             });
         }
         Ok(())
     }
 
     /// Collects directories that no record names (left by a crash between making
-    /// them and the caller's commit), unmounting kernel mounts that use them, and
-    /// empties the trash.
+    /// them and the caller's commit), unmounting the mounts that use them (kernel
+    /// mounts found in the mount table, and fuse-overlayfs views this process
+    /// recorded), and empties the trash.
     pub fn cleanup(&self) -> Result<Cleaned, SnapshotError> {
         let txn = self.begin();
         let ids: HashSet<String> = txn.list()?.into_iter().map(|i| i.id).collect();
@@ -316,15 +321,18 @@ impl SnapshotRoot {
                 continue;
             }
             let path = entry.path();
-            let mut targets: Vec<PathBuf> = table
+            let targets: Vec<PathBuf> = table
                 .iter()
                 .filter(|m| m.uses(&path) || m.target.starts_with(&path))
                 .map(|m| m.target.clone())
                 .collect();
-            targets.extend(crate::sys::fuse_mounts_using(&path));
             for target in targets {
                 crate::sys::unmount(&target)?;
                 cleaned.unmounted.push(target);
+            }
+            for view in crate::sys::fuse::views_using(&path) {
+                crate::sys::unmount_checked(&view.path, view.mount_id)?;
+                cleaned.unmounted.push(view.path);
             }
             self.trash
                 .put(&path)

@@ -155,14 +155,25 @@ impl Manager {
     /// probes the machine, and recovers from whatever a crash left (see
     /// [`Manager::recover`]).
     pub fn open(dirs: StateDir) -> Result<Manager, Error> {
+        Manager::open_with_probe(dirs, |_| {})
+    }
+
+    /// [`Manager::open`], with what the probe found changed by `adjust` before
+    /// anything uses it: for tests of a machine that lacks a backend (kernel
+    /// overlayfs, say) on one that has it.
+    pub fn open_with_probe(
+        dirs: StateDir,
+        adjust: impl FnOnce(&mut Probe),
+    ) -> Result<Manager, Error> {
         dirs.prepare()?;
         let db = Arc::new(Db::open(&dirs.db())?);
         let store = Arc::new(Store::open(dirs.root()).map_err(Error::store(""))?);
-        let probe = overlay::probe::probe(&dirs.snapshots()).map_err(|source| Error::Io {
+        let mut probe = overlay::probe::probe(&dirs.snapshots()).map_err(|source| Error::Io {
             op: "probe the snapshot backends in",
             path: dirs.snapshots(),
             source,
         })?;
+        adjust(&mut probe);
         let manager = Manager {
             dirs,
             store,

@@ -7,7 +7,9 @@
 //! (`overlay::mount_on`). Directories the daemon opens again later (at a restart)
 //! are opened without following any symlink on the way.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -188,6 +190,7 @@ impl Manager {
                     return Ok(Mounted {
                         path: dir.clone(),
                         mount_id: None,
+                        note: None,
                     });
                 }
                 MountPlan::Bind {
@@ -197,7 +200,8 @@ impl Manager {
             }
             other => other.clone(),
         };
-        // A bind mount is made here first, where no one else can reach, then moved.
+        // A bind mount, or a fuse-overlayfs server's, is made here first, where
+        // no one else can reach, and a clone of it is attached to the target.
         let staging = self.dirs.root().join("mounting").join(super::new_id());
         std::fs::create_dir_all(&staging).map_err(|source| Error::Io {
             op: "create a staging mount point",
@@ -207,9 +211,18 @@ impl Manager {
         let mounted = overlay::mount_on(&plan, target.dir.0.as_fd(), &target.path, &staging);
         let _ = std::fs::remove_dir(&staging);
         let mount_id = mounted.map_err(Error::snapshot(name))?;
+        let note = match mount_id {
+            Some(id) => Some(
+                MountNote::write(&staging, id, &target.path).inspect_err(|_| {
+                    let _ = overlay::unmount_checked(&target.path, id);
+                })?,
+            ),
+            None => None,
+        };
         Ok(Mounted {
             path: target.path.clone(),
             mount_id,
+            note,
         })
     }
 }
@@ -222,12 +235,59 @@ pub(super) struct Mounted {
     /// The unique id of the mount the daemon made at `path`; `None` when it
     /// mounted nothing (a mirror's own directory).
     pub mount_id: Option<u64>,
+    /// The note of that mount, until [`Mounted::settled`].
+    note: Option<MountNote>,
+}
+
+/// A note of a mount that the database does not record yet,
+/// `<state>/mounting/<id>.view`: the mount's unique id on the first line, then
+/// its path. Written as soon as the mount is attached, and removed once a
+/// batch records the workspace or the mount is undone, so that a crash in
+/// between leaves it, and recovery unmounts that mount and no other
+/// (`Manager::unmount_unrecorded`). A fuse-overlayfs view needs it: nothing
+/// else tells a new daemon where it is (the mount table shows no layers).
+#[derive(Debug)]
+pub(super) struct MountNote(PathBuf);
+
+impl MountNote {
+    /// Notes the mount `id` at `path`, next to the staging directory `staging`.
+    fn write(staging: &Path, id: u64, path: &Path) -> Result<MountNote, Error> {
+        let note = staging.with_extension("view");
+        let mut text = format!("{id}\n").into_bytes();
+        text.extend_from_slice(path.as_os_str().as_bytes());
+        std::fs::write(&note, text).map_err(|source| Error::Io {
+            op: "note the new mount in",
+            path: note.clone(),
+            source,
+        })?;
+        Ok(MountNote(note))
+    }
+
+    /// The mount id and path that the note `note` names, if it reads.
+    pub(super) fn read(note: &Path) -> Option<(u64, PathBuf)> {
+        let text = std::fs::read(note).ok()?;
+        let (id, path) = text.split_at(text.iter().position(|&b| b == b'\n')?);
+        let id = std::str::from_utf8(id).ok()?.parse().ok()?;
+        Some((id, PathBuf::from(OsStr::from_bytes(&path[1..]))))
+    }
+
+    /// The mount is recorded, or undone: the note goes.
+    fn done(self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Mounted {
     /// Whether the daemon mounted something (and so unmounts it at close).
     pub fn by_daemon(&self) -> bool {
         self.mount_id.is_some()
+    }
+
+    /// The mount is recorded by a batch, or undone: its note goes.
+    pub fn settled(self) {
+        if let Some(note) = self.note {
+            note.done();
+        }
     }
 }
 

@@ -60,6 +60,13 @@ impl Manager {
                 what: "backend",
                 problem: format!("{backend}: {problem}"),
             })?;
+        if self.euid == 0 && caller.uid != 0 {
+            self.probe
+                .check_for_other_user(backend)
+                .map_err(|problem| Error::Denied {
+                    problem: format!("the {backend} backend: {problem}"),
+                })?;
+        }
         let snapper = self.snapper(backend, caller.uid, caller.gid)?;
         let (tree, source) = match &request.source {
             Source::Dir(dir) => {
@@ -152,8 +159,10 @@ impl Manager {
             if let Some(id) = mounted.mount_id {
                 let _ = overlay::unmount_checked(&path, id);
             }
+            mounted.settled();
             return Err(e);
         }
+        mounted.settled();
         crash_point!("open-after-batch");
         tracing::info!(workspace = name, owner = caller.uid, %backend, path = %path.display(), source = %tree, "opened");
         Ok(ws)

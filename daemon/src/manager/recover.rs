@@ -1,17 +1,21 @@
 //! Recovery at start: reconcile the database, snapshot directories and mounts.
 
+use overlay::BackendKind;
 use rocksdb::WriteBatch;
 
+use super::mount_point::MountNote;
 use super::{Caller, Manager, is_mounted};
 use crate::error::Error;
-use crate::workspace::State;
+use crate::workspace::{State, Workspace};
 
 impl Manager {
     /// Reconciles the database, the snapshot directories and the mount table after
     /// a start: snapshot directories that no record names (a crash before a
     /// commit's batch) are collected, with any mount on them; every open
     /// workspace's view is mounted again if it is not; a workspace whose view cannot
-    /// be mounted is marked unmounted (and tried again at the next start).
+    /// be mounted is marked unmounted (and tried again at the next start). A
+    /// fuse-overlayfs view still mounted is served by a server this process did
+    /// not start: it is taken over (see `take_over_fuse_view`).
     pub fn recover(&self) -> Result<(), Error> {
         self.recover_builds()?;
         let workspaces = self.list(Caller { uid: 0, gid: 0 })?;
@@ -26,8 +30,9 @@ impl Manager {
                 );
             }
         }
+        self.unmount_unrecorded(&workspaces);
         for mut ws in workspaces {
-            if !ws.mounted_by_daemon || is_mounted(&ws.path) {
+            if !ws.mounted_by_daemon || (is_mounted(&ws.path) && !self.take_over_fuse_view(&ws)?) {
                 continue;
             }
             let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
@@ -55,8 +60,77 @@ impl Manager {
                 self.put_workspace(&mut batch, &mut ws, None);
                 self.db.write(batch)?;
             }
+            if let Ok(mounted) = mounted {
+                mounted.settled();
+            }
         }
         self.finish_pending_writes()
+    }
+
+    /// Unmounts the mounts that the daemon made and no batch recorded (a crash
+    /// came between: see `MountNote`), each by the mount id its note names,
+    /// so nothing else is; a mount still in use keeps its note, for the next
+    /// start. Removes the staging directories a crash left, after unmounting
+    /// what is on them (the daemon's own directories).
+    fn unmount_unrecorded(&self, workspaces: &[Workspace]) {
+        let Ok(entries) = std::fs::read_dir(self.dirs.root().join("mounting")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "view") {
+                if is_mounted(&path) {
+                    let _ = overlay::unmount(&path);
+                }
+                let _ = std::fs::remove_dir(&path);
+                continue;
+            }
+            let recorded = |id| workspaces.iter().any(|w| w.mount_id == Some(id));
+            if let Some((id, view)) = MountNote::read(&path).filter(|(id, _)| !recorded(*id)) {
+                match overlay::unmount_checked(&view, id) {
+                    Ok(()) => {
+                        tracing::info!(path = %view.display(), "unmounted a view a crash left unrecorded")
+                    }
+                    Err(e @ overlay::SnapshotError::Busy { .. }) => {
+                        tracing::warn!(error = %e, "a view a crash left unrecorded is in use; tried again at the next start");
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a view a crash left unrecorded is gone"),
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Whether the still mounted view of `ws` is to be mounted again. A
+    /// fuse-overlayfs view that an earlier daemon mounted is served by a server
+    /// this one cannot signal (or by none, if it died): it is unmounted, by the
+    /// mount id recorded so that nothing else is, and its server exits. A view
+    /// that cannot be unmounted (files are open in it) stays with its server
+    /// and is adopted (its layers count as in use and are flushed through it)
+    /// until it is closed. Views of the other backends, and those recorded
+    /// without a mount id, stay as they are.
+    fn take_over_fuse_view(&self, ws: &Workspace) -> Result<bool, Error> {
+        let Some(id) = ws
+            .mount_id
+            .filter(|_| ws.backend == BackendKind::FuseOverlayfs)
+        else {
+            return Ok(false);
+        };
+        match overlay::unmount_checked(&ws.path, id) {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                tracing::warn!(workspace = ws.name, owner = ws.owner, error = %e, "a fuse-overlayfs view stays with the server that mounted it until it is closed")
+            }
+        }
+        let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;
+        match snapper.snap.mounts(&ws.snapshot) {
+            Ok(plan) => overlay::adopt_fuse_view(&plan, &ws.path, id),
+            Err(e) => {
+                tracing::error!(workspace = ws.name, error = %e, "cannot read the view's layers")
+            }
+        }
+        Ok(false)
     }
 
     /// Finishes the writes through views that a crash cut off (see

@@ -1,5 +1,6 @@
 //! Every mount-related syscall of the crate: performing a [`MountPlan`],
-//! unmounting, reading the mount table, and reading overlay xattrs.
+//! unmounting, reading the mount table, and reading overlay xattrs; the
+//! fuse-overlayfs servers this process starts are in [`fuse`].
 //!
 //! The kernel overlay is mounted with the new mount API (`fsopen`, `fsconfig`,
 //! `fsmount`, `move_mount`, via rustix: nix does not wrap them): lowers are passed
@@ -7,6 +8,8 @@
 //! a legacy option string and paths need no escaping, and when the kernel refuses
 //! an option it explains why in the context's log, which the error carries. Bind
 //! mounts and unmounting use nix. The mount table is read with procfs.
+
+pub(crate) mod fuse;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -22,15 +25,16 @@ use rustix::mount::{
 use crate::error::SnapshotError;
 use crate::plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan};
 
-/// The program that serves [`MountPlan::Fuse`] plans.
-pub const FUSE_OVERLAYFS: &str = "fuse-overlayfs";
+pub use fuse::{FUSE_OVERLAYFS, adopt_fuse_view};
 
-/// Mounts `plan` at `target`, an existing directory. A [`MountPlan::Direct`] plan
-/// mounts nothing (its files are already in place).
+/// Mounts `plan` at `target`, an existing directory of this process's own (the
+/// path is followed). A [`MountPlan::Fuse`] plan starts a server that mounts on
+/// `target` ([`fuse`]); a [`MountPlan::Direct`] plan mounts nothing (its files
+/// are already in place).
 pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
     match plan {
         MountPlan::Overlay(overlay) => mount_overlay(overlay, target),
-        MountPlan::Fuse(overlay) => mount_fuse(overlay, target),
+        MountPlan::Fuse(overlay) => fuse::mount_at(overlay, target).map(drop),
         MountPlan::Bind { source, read_only } => mount_bind(source, *read_only, target),
         MountPlan::Direct { .. } => Ok(()),
     }
@@ -39,15 +43,16 @@ pub fn mount(plan: &MountPlan, target: &Path) -> Result<(), SnapshotError> {
 /// Mounts `plan` on the directory `target` names, which the caller opened:
 /// the mount lands on that very directory even if its path is swapped for a
 /// symlink meanwhile (a root daemon mounting on a user's directory must not be
-/// redirected onto `/etc`). The kernel overlay is attached to the descriptor
-/// directly; a bind mount is made on `staging` (an empty directory of the
-/// caller's own, that no one else can touch), and a clone of it is attached to
-/// the descriptor (`open_tree(OPEN_TREE_CLONE)`, then `move_mount`: moving the
-/// staging mount itself fails under a shared parent, systemd's default for `/`),
-/// and the staging mount is detached. fuse-overlayfs mounts by path (it is
-/// another process, and finds its mount by the path on its command line):
-/// `path`, checked against the descriptor first, so only a swap in the moment
-/// between the check and the mount can mislead it.
+/// redirected onto `/etc`). `path` only names it in errors and records. The
+/// kernel overlay is attached to the descriptor directly. A bind mount, and
+/// under root a fuse-overlayfs mount (its server, another process, mounts on a
+/// path: see [`fuse`]), are made on `staging` (an empty directory of the
+/// caller's own, that no one else can touch), a clone of that mount is
+/// attached to the descriptor, and the staging mount is detached (see
+/// [`attach_clone`]). A daemon without privileges cannot clone mounts: its
+/// fuse-overlayfs mounts on `path`, checked against the descriptor first (the
+/// directory is its own user's, whom a swap could only mislead onto their own
+/// files).
 ///
 /// Returns the unique id of the mount attached ([`mount_id`]), by which writes
 /// through the view later check that its path still leads to it; `None` for a
@@ -58,61 +63,79 @@ pub fn mount_on(
     path: &Path,
     staging: &Path,
 ) -> Result<Option<u64>, SnapshotError> {
-    let attach = |op: &'static str, from: BorrowedFd<'_>| {
-        let id = mount_id(from).map_err(|e| mount_error(op, path, e, String::new()))?;
-        move_mount(
-            from,
-            "",
-            target,
-            "",
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-        )
-        .map_err(|e| mount_error(op, path, e.into(), String::new()))?;
-        Ok(Some(id))
-    };
     match plan {
         MountPlan::Overlay(overlay) => {
             let mnt = overlay_mount_fd(overlay, path)?;
-            attach("mount overlay on", mnt.as_fd())
+            attach("mount overlay on", mnt.as_fd(), target, path).map(Some)
         }
         MountPlan::Bind { source, read_only } => {
             mount_bind(source, *read_only, staging)?;
-            let clone = rustix::mount::open_tree(
-                rustix::fs::CWD,
-                staging,
-                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
-                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
-            )
-            .map_err(|e| mount_error("clone the bind mount for", path, e.into(), String::new()));
-            let attached = clone.and_then(|clone| attach("bind-mount on", clone.as_fd()));
+            let attached = attach_clone(staging, target, path);
             let _ = nix::mount::umount2(staging, MntFlags::MNT_DETACH);
-            attached
+            attached.map(Some)
+        }
+        MountPlan::Fuse(overlay) if rustix::process::geteuid().is_root() => {
+            fuse::mount_on(overlay, target, path, staging).map(Some)
         }
         MountPlan::Fuse(overlay) => {
-            let same = |a: &rustix::fs::Stat, b: &rustix::fs::Stat| {
-                (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-            };
-            let by_fd = rustix::fs::fstat(target)
-                .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
-            let by_path = rustix::fs::lstat(path)
-                .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
-            if !same(&by_fd, &by_path) {
-                return Err(mount_error(
-                    "mount fuse-overlayfs on",
-                    path,
-                    std::io::Error::other("the directory was moved or replaced"),
-                    "it is not the directory that was checked".to_owned(),
-                ));
-            }
-            mount_fuse(overlay, path)?;
-            let root = open_dir_no_symlinks(path)
-                .map_err(|e| mount_error("open the mounted view", path, e, String::new()))?;
-            let id = mount_id(root.as_fd())
-                .map_err(|e| mount_error("open the mounted view", path, e, String::new()))?;
-            Ok(Some(id))
+            check_same_dir(target, path)?;
+            fuse::mount_at(overlay, path).map(Some)
         }
         MountPlan::Direct { .. } => Ok(None),
     }
+}
+
+/// Attaches the detached mount `from` to the directory `target` (`path` in
+/// errors); returns its unique id.
+fn attach(
+    op: &'static str,
+    from: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    path: &Path,
+) -> Result<u64, SnapshotError> {
+    let id = mount_id(from).map_err(|e| mount_error(op, path, e, String::new()))?;
+    move_mount(
+        from,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| mount_error(op, path, e.into(), String::new()))?;
+    Ok(id)
+}
+
+/// Attaches a clone of the mount at `staging` (`open_tree(OPEN_TREE_CLONE)`)
+/// to the directory `target`, and returns the clone's unique id; the caller
+/// detaches the staging mount. Moving the staging mount itself would fail
+/// with EINVAL under a shared parent (systemd's default for `/`); a clone is
+/// a mount of its own, of the same superblock, which stays when the staging
+/// mount goes.
+fn attach_clone(staging: &Path, target: BorrowedFd<'_>, path: &Path) -> Result<u64, SnapshotError> {
+    use rustix::mount::{OpenTreeFlags, open_tree};
+    let op = "attach a clone of the staging mount to";
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    let clone = open_tree(rustix::fs::CWD, staging, flags)
+        .map_err(|e| mount_error(op, path, e.into(), format!("from {}", staging.display())))?;
+    attach(op, clone.as_fd(), target, path)
+}
+
+/// Refuses unless `path` (not followed if a symlink) is the directory `fd`.
+fn check_same_dir(fd: BorrowedFd<'_>, path: &Path) -> Result<(), SnapshotError> {
+    let op = "mount fuse-overlayfs on";
+    let by_fd =
+        rustix::fs::fstat(fd).map_err(|e| mount_error(op, path, e.into(), String::new()))?;
+    let by_path =
+        rustix::fs::lstat(path).map_err(|e| mount_error(op, path, e.into(), String::new()))?;
+    if (by_fd.st_dev, by_fd.st_ino) != (by_path.st_dev, by_path.st_ino) {
+        return Err(mount_error(
+            op,
+            path,
+            std::io::Error::other("the directory was moved or replaced"),
+            "it is not the directory that was checked".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// The unique id of the mount `fd` is on (`statx` with `STATX_MNT_ID_UNIQUE`,
@@ -121,9 +144,27 @@ pub fn mount_on(
 /// reusable `STATX_MNT_ID` stands in: a mount made later may get it again, so
 /// callers check that the directory is a mount root as well.
 pub fn mount_id(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
-    use rustix::fs::{AtFlags, StatxFlags, statx};
+    mount_id_at(fd, Path::new(""), rustix::fs::AtFlags::EMPTY_PATH)
+}
+
+/// The unique id of the mount that `path` (its last component not followed)
+/// is on, asking no FUSE server (a dead one answers nothing, a hung one never):
+/// for paths of this process's own.
+pub(crate) fn path_mount_id(path: &Path) -> std::io::Result<u64> {
+    use rustix::fs::AtFlags;
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC;
+    mount_id_at(rustix::fs::CWD, path, flags)
+}
+
+/// [`mount_id`] of `path` in `dir`, with `flags`.
+fn mount_id_at(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: rustix::fs::AtFlags,
+) -> std::io::Result<u64> {
+    use rustix::fs::{StatxFlags, statx};
     let unique = StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
-    let st = statx(fd, "", AtFlags::EMPTY_PATH, unique | StatxFlags::MNT_ID)?;
+    let st = statx(dir, path, flags, unique | StatxFlags::MNT_ID)?;
     if st.stx_mask & (StatxFlags::MNT_ID.bits() | STATX_MNT_ID_UNIQUE) == 0 {
         return Err(std::io::Error::other(
             "the kernel does not report mount ids (statx STATX_MNT_ID needs Linux 5.8)",
@@ -149,7 +190,7 @@ pub fn is_mount_root(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 
 /// Opens the directory `path` without following a symlink in any component.
-fn open_dir_no_symlinks(path: &Path) -> std::io::Result<OwnedFd> {
+pub(crate) fn open_dir_no_symlinks(path: &Path) -> std::io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
     Ok(rustix::fs::openat2(
         rustix::fs::CWD,
@@ -166,7 +207,9 @@ fn open_dir_no_symlinks(path: &Path) -> std::io::Result<OwnedFd> {
 pub fn unmount(target: &Path) -> Result<(), SnapshotError> {
     unmount_retrying(target, &mut || {
         Ok(nix::mount::umount2(target, MntFlags::empty()))
-    })
+    })?;
+    fuse::forget_view(target);
+    Ok(())
 }
 
 /// Runs `unmount` until the kernel does not refuse it as busy, for a moment: a
@@ -205,7 +248,10 @@ fn unmount_retrying(
 /// try, and unmounted through the descriptor's `/proc/self/fd` path with
 /// `UMOUNT_NOFOLLOW`. A mount point cannot be renamed or replaced while
 /// mounted, so what was checked is what is unmounted. Nothing is held open on
-/// the mount itself, which alone would make it busy.
+/// the mount itself, which alone would make it busy, and the check asks no
+/// FUSE server (`AT_STATX_DONT_SYNC`), so a view whose server died is
+/// unmounted too. A fuse-overlayfs server of this process that served the
+/// mount is waited for (see [`fuse`]).
 pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
     use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags, statx};
     let not_ours = |why: &str| {
@@ -232,7 +278,7 @@ pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
         let st = statx(
             &parent_fd,
             name,
-            AtFlags::SYMLINK_NOFOLLOW,
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
             unique | StatxFlags::MNT_ID,
         )
         .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
@@ -253,7 +299,9 @@ pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
     unmount_retrying(path, &mut || {
         check()?;
         Ok(nix::mount::umount2(&at, flags))
-    })
+    })?;
+    fuse::forget_mount(id);
+    Ok(())
 }
 
 fn fusermount_unmount(target: &Path) -> Result<(), SnapshotError> {
@@ -273,7 +321,7 @@ fn fusermount_unmount(target: &Path) -> Result<(), SnapshotError> {
     ))
 }
 
-fn mount_error(
+pub(crate) fn mount_error(
     op: &'static str,
     target: &Path,
     source: std::io::Error,
@@ -364,38 +412,6 @@ fn kernel_log(fs: BorrowedFd<'_>) -> String {
     } else {
         format!("kernel: {}", messages.join("; "))
     }
-}
-
-fn mount_fuse(plan: &OverlayPlan, target: &Path) -> Result<(), SnapshotError> {
-    let op = "mount fuse-overlayfs on";
-    let output = Command::new(FUSE_OVERLAYFS)
-        .arg("-o")
-        .arg(fuse_options(plan))
-        .arg(target)
-        .output()
-        .map_err(|e| mount_error(op, target, e, format!("cannot run {FUSE_OVERLAYFS}")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(mount_error(
-        op,
-        target,
-        std::io::Error::other(format!("{FUSE_OVERLAYFS} exited with {}", output.status)),
-        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    ))
-}
-
-/// fuse-overlayfs's options: the layers, and the FUSE mount flags. It has no
-/// redirects, metacopy or index to turn off.
-fn fuse_options(plan: &OverlayPlan) -> String {
-    let lowers: Vec<String> = plan.lowers.iter().map(|p| crate::plan::escape(p)).collect();
-    let mut options = vec![format!("lowerdir={}", lowers.join(":"))];
-    if let Some(upper) = &plan.upper {
-        options.push(format!("upperdir={}", crate::plan::escape(&upper.dir)));
-        options.push(format!("workdir={}", crate::plan::escape(&upper.work)));
-    }
-    options.push("nosuid,nodev".to_owned());
-    options.join(",")
 }
 
 fn mount_bind(source: &Path, read_only: bool, target: &Path) -> Result<(), SnapshotError> {
@@ -489,43 +505,6 @@ pub(crate) fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> std::io::Resu
     Ok(rustix::fs::ioctl_ficlone(dst, src)?)
 }
 
-/// Mount points of running fuse-overlayfs processes that serve a layer under
-/// `dir`. The mount table does not show fuse-overlayfs's layers, but its command
-/// line does.
-pub(crate) fn fuse_mounts_using(dir: &Path) -> Vec<PathBuf> {
-    let Ok(processes) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    // A server whose mount is gone is on its way out.
-    let mounted: Vec<PathBuf> = mount_table()
-        .map(|t| t.into_iter().map(|m| m.target).collect())
-        .unwrap_or_default();
-    let mut found = Vec::new();
-    for process in processes.flatten() {
-        let Ok(args) = process.cmdline() else {
-            continue;
-        };
-        if !args.first().is_some_and(|a| a.ends_with(FUSE_OVERLAYFS)) {
-            continue;
-        }
-        let entry = MountEntry {
-            target: PathBuf::from(args.last().cloned().unwrap_or_default()),
-            root: PathBuf::from("/"),
-            fs_type: "fuse.fuse-overlayfs".to_owned(),
-            options: args
-                .iter()
-                .flat_map(|a| a.split(','))
-                .filter_map(|o| o.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        };
-        if entry.uses(dir) && mounted.contains(&entry.target) {
-            found.push(entry.target);
-        }
-    }
-    found
-}
-
 /// The value of the xattr `name` of the open file `fd`, if it has one. Filesystems
 /// without xattrs answer "none".
 pub(crate) fn xattr(fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Option<Vec<u8>>> {
@@ -585,33 +564,4 @@ pub(crate) fn list_dir(
 pub(crate) fn syncfs(path: &Path) -> std::io::Result<()> {
     let dir = std::fs::File::open(path)?;
     Ok(rustix::fs::syncfs(dir.as_fd())?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fuse_mounts_are_found_by_their_layers() {
-        if !nix::unistd::geteuid().is_root() {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["l", "snap/fs", "snap/work", "m"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        let plan = OverlayPlan {
-            lowers: vec![dir.path().join("l")],
-            upper: Some(crate::plan::Upper {
-                dir: dir.path().join("snap/fs"),
-                work: dir.path().join("snap/work"),
-            }),
-            userxattr: false,
-        };
-        mount(&MountPlan::Fuse(plan), &dir.path().join("m")).unwrap();
-        let found = fuse_mounts_using(&dir.path().join("snap"));
-        unmount(&dir.path().join("m")).unwrap();
-        assert_eq!(found, [dir.path().join("m")]);
-        assert!(fuse_mounts_using(&dir.path().join("snap")).is_empty());
-    }
 }
