@@ -72,6 +72,11 @@ fn crash_child() {
         "undo" => {
             m.undo(ROOT, "w").unwrap();
         }
+        "write-back" => {
+            let src = state.parent().unwrap().join("src");
+            let dir = daemon::MountPoint::open(&src).unwrap();
+            m.write_back(ROOT, "w", &dir).unwrap();
+        }
         other => panic!("unknown action {other}"),
     }
     panic!("crash point {point} was not reached");
@@ -420,5 +425,46 @@ fn an_undo_of_a_discard_cut_off_at_any_path_is_finished_at_restart() {
         crash_after(&state, "undo", point, skip);
         let m = manager(&state);
         check_finished(&m, &state, &edited, OpKind::Undo);
+    }
+}
+
+#[test]
+fn a_write_back_cut_off_at_any_path_is_finished_by_running_it_again() {
+    if !privileged("a_write_back_cut_off_at_any_path") {
+        return;
+    }
+    // The write-back renames 5 files into place and removes one directory's
+    // worth (sub/file, then sub).
+    for skip in 0..7 {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let _cleanup = Cleanup(dir.path().to_owned());
+        let committed = {
+            let m = manager(&state);
+            let ws = open(&m, &source(dir.path()));
+            std::fs::write(ws.path.join("README"), "edited readme\n").unwrap();
+            std::fs::remove_dir_all(ws.path.join("sub")).unwrap();
+            for name in ["a", "b", "c", "d"] {
+                std::fs::write(ws.path.join(name), format!("{name}\n")).unwrap();
+            }
+            m.commit(ROOT, "w", None).unwrap();
+            snapshot(&ws.path)
+        };
+        crash_after(&state, "write-back", "write-back-between-paths", Some(skip));
+        let src = dir.path().join("src");
+        let m = manager(&state);
+        check_consistent(&m, &state);
+        let report = m
+            .write_back(ROOT, "w", &daemon::MountPoint::open(&src).unwrap())
+            .unwrap_or_else(|e| panic!("after {skip} paths: {e}"));
+        assert!(
+            report.already > 0 || skip == 0,
+            "after {skip} paths: {report:?}"
+        );
+        assert_eq!(snapshot(&src), committed, "after {skip} paths");
+        assert!(
+            snapshot(&src).iter().all(|(p, _)| !p.contains(".wsd-")),
+            "after {skip} paths: a daemon file is left"
+        );
     }
 }

@@ -104,6 +104,11 @@ pub(super) fn plan(store: &Store, trees: Trees) -> Result<Plan, PlanError> {
         };
         if done {
             plan.already += 1;
+            // A removal done by an earlier write-back that was cut off may
+            // have left the directories above it, now empty, behind.
+            if target.is_none() {
+                prune_above(&mut nodes, trees.committed, path, &mut prune)?;
+            }
             continue;
         }
         let expected = nodes.node(trees.expected, path)?;
@@ -155,15 +160,7 @@ pub(super) fn plan(store: &Store, trees: Trees) -> Result<Plan, PlanError> {
             }
             (None, current) => {
                 let dir = matches!(current, Some(Node::Dir { .. }));
-                // Every directory above that the committed tree does not have
-                // may be left empty.
-                let mut above = leaf.path.as_str();
-                while let Some((parent, _)) = above.rsplit_once('/') {
-                    if !matches!(nodes.node(trees.committed, parent)?, Some(Node::Dir { .. })) {
-                        prune.insert(parent.to_owned());
-                    }
-                    above = parent;
-                }
+                prune_above(&mut nodes, trees.committed, path, &mut prune)?;
                 Step::Remove {
                     path: leaf.path,
                     dir,
@@ -177,6 +174,24 @@ pub(super) fn plan(store: &Store, trees: Trees) -> Result<Plan, PlanError> {
     plan.prune
         .sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
     Ok(plan)
+}
+
+/// Every directory above `path` that the `committed` tree does not have goes
+/// into `prune`: removing `path` may leave it empty.
+fn prune_above(
+    nodes: &mut Nodes<'_>,
+    committed: Digest,
+    path: &str,
+    prune: &mut std::collections::BTreeSet<String>,
+) -> Result<(), PlanError> {
+    let mut above = path;
+    while let Some((parent, _)) = above.rsplit_once('/') {
+        if !matches!(nodes.node(committed, parent)?, Some(Node::Dir { .. })) {
+            prune.insert(parent.to_owned());
+        }
+        above = parent;
+    }
+    Ok(())
 }
 
 /// Planning failed: a tree could not be read from the store.

@@ -33,7 +33,7 @@ use treediff::Node;
 
 use super::plan::{DiskCheck, Step};
 use super::{Conflict, ConflictCause};
-use crate::crash::error_point;
+use crate::crash::{crash_point, error_point};
 
 /// A step that failed: what was being done, on which path of the directory.
 #[derive(Debug)]
@@ -405,6 +405,7 @@ impl<'a> Writer<'a> {
         self.staged[i].renamed = true;
         self.counts.written += 1;
         self.counts.done += 1;
+        crash_point!("write-back-between-paths");
         Ok(())
     }
 
@@ -427,6 +428,7 @@ impl<'a> Writer<'a> {
             Ok(()) => {
                 self.counts.removed += 1;
                 self.counts.done += 1;
+                crash_point!("write-back-between-paths");
                 Ok(())
             }
             Err(Errno::NOENT) => Ok(()),
