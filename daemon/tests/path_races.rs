@@ -38,12 +38,17 @@ fn user() -> Caller {
 fn swapper(home: &Path, secret: &Path) -> Child {
     // Each round puts the view's parent back, so that the daemon's operations
     // meet the real view as often as a swapped path.
+    // Each round puts the view's parent back (also after a step that failed,
+    // say a decoy the daemon mounted a view on), so that the daemon's
+    // operations meet the real view as often as a swapped path.
     let script = format!(
         "cd {home} && end=$(( $(date +%s) + 600 )); while [ $(date +%s) -lt $end ]; do \
          if [ -d p ] && [ ! -L p ] && [ ! -e moved ]; then \
          mv -T p moved; ln -s {secret} p; sleep 0.002; rm -f p; \
-         mkdir -p p/view; echo decoy > p/view/README; sleep 0.002; rm -rf p; \
-         mv -T moved p; fi; sleep 0.005; done",
+         mkdir -p p/view; sleep 0.002; rm -rf p 2>/dev/null; fi; \
+         if [ -e moved ] && [ ! -e p ]; then mv -T moved p; fi; \
+         if [ -e moved ] && [ -d p ] && [ ! -L p ]; then rmdir p/view p 2>/dev/null; fi; \
+         sleep 0.005; done",
         home = home.display(),
         secret = secret.display()
     );
@@ -150,7 +155,12 @@ fn path_swaps_racing_discard_undo_close_and_open_change_nothing_of_anyone_else()
         };
         match result {
             Ok(()) => done += 1,
-            Err(_) => refused += 1,
+            Err(e) => {
+                if std::env::var_os("WS_RACE_VERBOSE").is_some() {
+                    eprintln!("round {round}: {e}: {:?}", std::error::Error::source(&e));
+                }
+                refused += 1
+            }
         }
         if m.list(caller).unwrap().is_empty() {
             open(&m);
@@ -186,6 +196,10 @@ fn path_swaps_racing_discard_undo_close_and_open_change_nothing_of_anyone_else()
             let _ = overlay::unmount(&mount.target);
         }
     }
+    assert!(
+        done > 0,
+        "no operation went through: the race proves nothing"
+    );
     let report = format!(
         "path races: {rounds} rounds in {:.1} s, {done} operations done, {refused} refused\n",
         started.elapsed().as_secs_f64()
