@@ -138,7 +138,7 @@ pub struct Buildtree {
     #[serde(with = "digest_text")]
     pub source_digest: Digest,
     /// The newest mtime in it (seconds, nanoseconds): the changes laid over it
-    /// must be newer (DESIGN.md section 5).
+    /// must be newer (docs/design.md, "Workspaces and incremental builds").
     pub newest_mtime: (i64, u32),
     /// Its size in bytes, as far as it is known (for the quota).
     pub size: u64,

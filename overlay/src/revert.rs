@@ -122,7 +122,7 @@ pub fn reverse(
 /// other path alone; returns the changes from `from` to `to`.
 ///
 /// A build lays the sources' changes since the previous build over that build's
-/// tree this way (DESIGN.md section 5): the view holds sources and build outputs,
+/// tree this way (docs/design.md, "Workspaces and incremental builds"): the view holds sources and build outputs,
 /// and only the sources' changed paths are touched. Files written get the current
 /// time as their mtime, so make and ninja see them as newer than every output of
 /// the previous build. New entries are given to `owner` when one is named (the

@@ -1,6 +1,6 @@
 //! `Txn`: one change to the snapshots, published with the caller's own changes.
 //!
-//! The protocol (DESIGN.md section 6): the snapshotter makes directories and
+//! The protocol (docs/design.md, "The commit protocol"): the snapshotter makes directories and
 //! stages record changes in the `Txn`; [`Txn::commit`] makes the directories
 //! durable (one `syncfs`), hands the record changes to the caller, who writes them
 //! into its batch and commits that durably, and only then moves removed snapshots'

@@ -1,6 +1,6 @@
 //! The daemon's state in RocksDB: one column family per kind of record, a schema
 //! version checked at open, and every state change as one `WriteBatch` written with
-//! `sync = true` (DESIGN.md section 6: the data a batch points to is made durable
+//! `sync = true` (docs/design.md, "The commit protocol": the data a batch points to is made durable
 //! first, and the caller replies only after the batch).
 
 mod records;

@@ -11,7 +11,7 @@
 //!
 //! # Crash safety
 //!
-//! Every mutation follows DESIGN.md section 6: the data first (blobs and trees in
+//! Every mutation follows docs/design.md, "The commit protocol": the data first (blobs and trees in
 //! the store, made durable by its transaction; layer directories, synced by the
 //! snapshot transaction), then one RocksDB batch with `sync = true` that moves the
 //! workspace record, its op log entry and the snapshot records together, then the

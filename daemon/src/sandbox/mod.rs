@@ -1,7 +1,7 @@
 //! The build sandbox: runs a build's commands in private namespaces, with the
 //! host root seen through a throw-away overlay so that every write outside the
 //! allowed places is *recorded* (and the build fails listing those paths), even
-//! when a command swallowed the error (DESIGN.md §7).
+//! when a command swallowed the error (docs/design.md, "Builds").
 //!
 //! # How a run goes
 //!

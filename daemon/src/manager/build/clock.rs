@@ -1,4 +1,4 @@
-//! The timestamp rule of incremental builds (DESIGN.md section 5).
+//! The timestamp rule of incremental builds (docs/design.md, "Workspaces and incremental builds").
 //!
 //! make and ninja rebuild a target when a prerequisite is newer. A build in a
 //! workspace continues from the previous buildtree, whose outputs carry the real

@@ -1,4 +1,4 @@
-//! One element's build as a transaction (DESIGN.md sections 5 and 7).
+//! One element's build as a transaction (docs/design.md, "Workspaces and incremental builds" and "Builds").
 //!
 //! ```text
 //! view of the build:   upper = build-<id> (active)   lower = B_prev (or the sources)

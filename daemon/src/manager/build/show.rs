@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::manager::{Caller, Manager};
 use crate::project::{CacheKey, ElementKind};
 
-/// An element's state, as `ws show` reports it (DESIGN.md section 7).
+/// An element's state, as `ws show` reports it (docs/design.md, "Builds").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElementState {
     /// Its artifact is cached under its key.
