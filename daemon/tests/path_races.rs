@@ -15,22 +15,18 @@ use daemon::{Caller, Manager, MountPoint, OpenRequest, Source, StateDir};
 use overlay::BackendKind;
 use overlay::testsuite::privileged;
 
+#[allow(dead_code, reason = "each test binary uses part of the shared helpers")]
+mod support;
+
 const USER: &str = "wstest1";
 const ROUNDS: usize = 1000;
 
+/// The first test user, as the daemon sees a caller.
 fn user() -> Caller {
-    if nix::unistd::User::from_name(USER).unwrap().is_none() {
-        let out = Command::new("useradd")
-            .args(["--system", "--user-group", "--no-create-home"])
-            .args(["--shell", "/usr/sbin/nologin", USER])
-            .output()
-            .unwrap();
-        assert!(out.status.success() || out.status.code() == Some(9));
-    }
-    let entry = nix::unistd::User::from_name(USER).unwrap().unwrap();
+    let user = support::users()[0];
     Caller {
-        uid: entry.uid.as_raw(),
-        gid: entry.gid.as_raw(),
+        uid: user.uid,
+        gid: user.gid,
     }
 }
 
