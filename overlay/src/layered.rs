@@ -171,6 +171,7 @@ impl LayeredSnapshotter {
     fn checkout(&self, key: &str, tree: Digest, target: &Path) -> Result<(), SnapshotError> {
         let options = CheckoutOptions {
             mode: self.options.checkout,
+            owner: None,
         };
         treediff::checkout(&self.root.store, tree, target, &options).map_err(|source| {
             SnapshotError::Checkout {

@@ -116,6 +116,7 @@ impl MirrorSnapshotter {
             Some(tree) => {
                 let options = CheckoutOptions {
                     mode: CheckoutMode::Reflink,
+                    owner: None,
                 };
                 treediff::checkout(&self.root.store, tree, &fs, &options).map_err(|source| {
                     SnapshotError::Checkout {

@@ -51,7 +51,7 @@ impl Manager {
         }
         // By the checked path: the checkout runs with the caller's credentials, so
         // a path swapped meanwhile could only lead it where the caller may write.
-        let options = CheckoutOptions { mode };
+        let options = CheckoutOptions { mode, owner: None };
         // Threads the checkout starts inherit this thread's credentials.
         let _as_caller = access
             .as_ref()

@@ -711,6 +711,7 @@ impl Manager {
                         &dir,
                         &treediff::CheckoutOptions {
                             mode: treediff::CheckoutMode::Copy,
+                            owner: None,
                         },
                     )
                     .map_err(Error::store_on(format!(
