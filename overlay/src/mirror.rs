@@ -25,17 +25,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use treediff::statcache::{FileId, StatRecord};
-use treediff::{
-    CaptureOptions, CheckoutMode, CheckoutOptions, Digest, Dir, FileStatCache, Node, StatCache,
-    Store,
-};
+use treediff::{CaptureOptions, CheckoutMode, Digest, Dir, FileStatCache, Node, StatCache, Store};
 
 use crate::error::SnapshotError;
 use crate::info::{Content, Info, Kind, Owner};
 use crate::plan::MountPlan;
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, give_to, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, checkout_options, give_dir, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -114,23 +111,20 @@ impl MirrorSnapshotter {
         let fs = self.fs(&info);
         match parent_info.as_ref().and_then(|p| p.tree) {
             Some(tree) => {
-                let options = CheckoutOptions {
-                    mode: CheckoutMode::Reflink,
-                    owner: None,
-                };
+                // Every entry is given to the owner as it is written; the seed
+                // reads the ctimes that giving them set.
+                let options = checkout_options(CheckoutMode::Reflink, self.options.owner);
                 treediff::checkout(&self.root.store, tree, &fs, &options).map_err(|source| {
                     SnapshotError::Checkout {
                         key: key.to_owned(),
                         source: Box::new(source),
                     }
                 })?;
-                // Before seeding: a chown changes every file's ctime.
-                give_to(self.options.owner, key, &fs, true)?;
                 self.seed_stat_cache(&info, tree)?;
             }
             None => {
                 std::fs::create_dir(&fs).map_err(SnapshotError::io(key, "create", &fs))?;
-                give_to(self.options.owner, key, &fs, false)?;
+                give_dir(self.options.owner, key, &self.root.dir(&info.id), "fs")?;
             }
         }
         let plan = MountPlan::Direct {

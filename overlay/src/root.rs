@@ -3,12 +3,13 @@
 //! not depend on the backend (keys, parents, children, mounts, orphans).
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use treediff::Store;
+use treediff::{CheckoutMode, CheckoutOptions, Store};
 
 use crate::error::SnapshotError;
 use crate::info::{Info, Kind, Owner, validate_key};
@@ -360,32 +361,38 @@ impl SnapshotRoot {
     }
 }
 
-/// Gives `path` and, if `recursive`, everything under it (symlinks themselves,
-/// never their targets) to `owner`.
-pub(crate) fn give_to(
+/// Gives the directory `name` in `parent` (a directory of the snapshotter's own,
+/// which no user can change) to `owner`, if any: an empty upper or view, whose
+/// root its owner must be able to write. Through a descriptor opened without
+/// following a symlink, never by path. Trees checked out for an owner are given
+/// by the checkout itself, entry by entry ([`treediff::CheckoutOptions::owner`]).
+pub(crate) fn give_dir(
     owner: Option<Owner>,
     key: &str,
-    path: &Path,
-    recursive: bool,
+    parent: &Path,
+    name: &str,
 ) -> Result<(), SnapshotError> {
     let Some(owner) = owner else {
         return Ok(());
     };
-    let uid = Some(nix::unistd::Uid::from_raw(owner.uid));
-    let gid = Some(nix::unistd::Gid::from_raw(owner.gid));
-    let walk = walkdir::WalkDir::new(path).max_depth(if recursive { usize::MAX } else { 0 });
-    for entry in walk {
-        let entry = entry.map_err(|e| SnapshotError::io(key, "list", path)(e.into()))?;
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            entry.path(),
-            uid,
-            gid,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| SnapshotError::io(key, "give to the owner", entry.path())(e.into()))?;
+    let path = parent.join(name);
+    let parent_fd = std::fs::File::open(parent).map_err(SnapshotError::io(key, "open", parent))?;
+    let fd = crate::sys::open_dir_at(parent_fd.as_fd(), name.as_ref())
+        .map_err(SnapshotError::io(key, "open", &path))?;
+    rustix::fs::fchown(
+        &fd,
+        Some(rustix::process::Uid::from_raw(owner.uid)),
+        Some(rustix::process::Gid::from_raw(owner.gid)),
+    )
+    .map_err(|e| SnapshotError::io(key, "give to the owner", &path)(e.into()))
+}
+
+/// The checkout options that give every entry to `owner`, if any.
+pub(crate) fn checkout_options(mode: CheckoutMode, owner: Option<Owner>) -> CheckoutOptions {
+    CheckoutOptions {
+        mode,
+        owner: owner.map(|o| (o.uid, o.gid)),
     }
-    Ok(())
 }
 
 /// Seconds since the epoch, for records.
