@@ -108,15 +108,10 @@ impl BuildDirs {
             })?;
         }
         // The commands run as the caller and install into this directory.
-        nix::unistd::chown(
-            &dirs.install,
-            Some(owner.uid.into()),
-            Some(owner.gid.into()),
-        )
-        .map_err(|e| Error::Io {
+        give_dir(&dirs.root, "install", owner).map_err(|source| Error::Io {
             op: "give the install directory to the caller",
             path: dirs.install.clone(),
-            source: e.into(),
+            source,
         })?;
         Ok(dirs)
     }
@@ -680,6 +675,14 @@ impl Manager {
     /// file checked against its digest), or empty the first time or unless
     /// `saved`. Only a successful build saves them again, so a failed one leaves
     /// them as they were.
+    ///
+    /// The caller can reach `<state>/builds/<id>/caches/` (the state directory
+    /// is 0755), but it is root's, and they cannot interfere with a restore: the
+    /// checkout makes the cache directory root-only (0700), gives each entry to
+    /// the caller through the descriptor that made it, each directory only once
+    /// complete, and the cache directory last. By then nothing is left to give,
+    /// and no owner is ever changed by path, so a directory they swap for a
+    /// symlink afterwards leads root's chown nowhere.
     fn restore_caches(
         &self,
         dirs: &BuildDirs,
@@ -711,16 +714,19 @@ impl Manager {
                         &dir,
                         &treediff::CheckoutOptions {
                             mode: treediff::CheckoutMode::Copy,
-                            owner: None,
+                            owner: (owner.uid != self.euid).then_some((owner.uid, owner.gid)),
                         },
                     )
                     .map_err(Error::store_on(format!(
                         "cache {name} of element {element_name}"
                     )))?;
                 }
-                None => std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?,
+                None => {
+                    std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?;
+                    give_dir(&dirs.root.join("caches"), name, owner)
+                        .map_err(|e| io("give the cache to the caller", e))?;
+                }
             }
-            give_to(&dir, owner).map_err(|e| io("give the cache to the caller", e))?;
             out.push((name.clone(), dir));
         }
         Ok(out)
@@ -767,14 +773,23 @@ impl Drop for Building<'_> {
     }
 }
 
-/// Gives `path` and everything under it to `owner`, never following a symlink.
-fn give_to(path: &Path, owner: Caller) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            give_to(&entry?.path(), owner)?;
-        }
-    }
+/// Gives the directory `name` in `parent` (a build's own directory, which only
+/// root can change) to `owner`: through a descriptor opened without following a
+/// symlink, never by path.
+fn give_dir(parent: &Path, name: &str, owner: Caller) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let parent = std::fs::File::open(parent)?;
+    let dir = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fchown(
+        &dir,
+        Some(rustix::process::Uid::from_raw(owner.uid)),
+        Some(rustix::process::Gid::from_raw(owner.gid)),
+    )?;
     Ok(())
 }
 
