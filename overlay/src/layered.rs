@@ -16,7 +16,7 @@ use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use treediff::{CheckoutMode, CheckoutOptions, Digest, Store};
+use treediff::{CheckoutMode, Digest, Store};
 
 use crate::error::SnapshotError;
 use crate::info::{Content, Info, Kind, Owner};
@@ -24,7 +24,7 @@ use crate::layer::{LayerFormat, read_layer};
 use crate::plan::{MountPlan, OverlayPlan, Upper};
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, create_view_root, give_to, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, checkout_options, create_view_root, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -168,17 +168,18 @@ impl LayeredSnapshotter {
         Ok(flat)
     }
 
+    /// Checks `tree` out into `target`, every entry given to the owner as it is
+    /// written (no walk by path afterwards, which a swapped directory could lead
+    /// out of the layer).
     fn checkout(&self, key: &str, tree: Digest, target: &Path) -> Result<(), SnapshotError> {
-        let options = CheckoutOptions {
-            mode: self.options.checkout,
-        };
+        let options = checkout_options(self.options.checkout, self.options.owner);
         treediff::checkout(&self.root.store, tree, target, &options).map_err(|source| {
             SnapshotError::Checkout {
                 key: key.to_owned(),
                 source: Box::new(source),
             }
         })?;
-        give_to(self.options.owner, key, target, true)
+        Ok(())
     }
 
     fn chain_in(&self, txn: &Txn<'_>, parent: Option<&str>) -> Result<Vec<Info>, SnapshotError> {
@@ -282,11 +283,10 @@ impl Snapshotter for LayeredSnapshotter {
         let dir = self.root.dir(&info.id);
         std::fs::create_dir(&dir).map_err(SnapshotError::io(key, "create", &dir))?;
         txn.created(dir.clone());
-        create_view_root(key, &dir.join("fs"))?;
+        // The upper's root is the view's root: its owner must be able to write it.
+        create_view_root(key, &dir, self.options.owner)?;
         let work = dir.join("work");
         std::fs::create_dir(&work).map_err(SnapshotError::io(key, "create", &work))?;
-        // The upper's root is the view's root: its owner must be able to write it.
-        give_to(self.options.owner, key, &dir.join("fs"), false)?;
         let plan = self.plan(&info, &chain)?;
         txn.put(info);
         Ok(plan)

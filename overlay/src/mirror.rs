@@ -25,17 +25,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use treediff::statcache::{FileId, StatRecord};
-use treediff::{
-    CaptureOptions, CheckoutMode, CheckoutOptions, Digest, Dir, FileStatCache, Node, StatCache,
-    Store,
-};
+use treediff::{CaptureOptions, CheckoutMode, Digest, Dir, FileStatCache, Node, StatCache, Store};
 
 use crate::error::SnapshotError;
 use crate::info::{Content, Info, Kind, Owner};
 use crate::plan::MountPlan;
 use crate::probe::BackendKind;
 use crate::records::RecordStore;
-use crate::root::{Cleaned, SnapshotRoot, Usage, create_view_root, give_to, now_secs};
+use crate::root::{Cleaned, SnapshotRoot, Usage, checkout_options, create_view_root, now_secs};
 use crate::snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 use crate::txn::Txn;
 
@@ -114,22 +111,19 @@ impl MirrorSnapshotter {
         let fs = self.fs(&info);
         match parent_info.as_ref().and_then(|p| p.tree) {
             Some(tree) => {
-                let options = CheckoutOptions {
-                    mode: CheckoutMode::Reflink,
-                };
+                // Every entry is given to the owner as it is written; the seed
+                // reads the ctimes that giving them set.
+                let options = checkout_options(CheckoutMode::Reflink, self.options.owner);
                 treediff::checkout(&self.root.store, tree, &fs, &options).map_err(|source| {
                     SnapshotError::Checkout {
                         key: key.to_owned(),
                         source: Box::new(source),
                     }
                 })?;
-                // Before seeding: a chown changes every file's ctime.
-                give_to(self.options.owner, key, &fs, true)?;
                 self.seed_stat_cache(&info, tree)?;
             }
             None => {
-                create_view_root(key, &fs)?;
-                give_to(self.options.owner, key, &fs, false)?;
+                create_view_root(key, &self.root.dir(&info.id), self.options.owner)?;
             }
         }
         let plan = MountPlan::Direct {

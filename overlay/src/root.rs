@@ -3,12 +3,13 @@
 //! not depend on the backend (keys, parents, children, mounts, orphans).
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use treediff::Store;
+use treediff::{CheckoutMode, CheckoutOptions, Store};
 
 use crate::error::SnapshotError;
 use crate::info::{Info, Kind, Owner, validate_key};
@@ -368,44 +369,43 @@ impl SnapshotRoot {
     }
 }
 
-/// Makes the directory `path` that becomes a view's root (an upper, an empty
-/// mirror): 0755 like the checkouts under it, whatever the process's umask (a
-/// daemon's is 077), since the view shows its mode.
-pub(crate) fn create_view_root(key: &str, path: &Path) -> Result<(), SnapshotError> {
-    use rustix::fs::{Mode, OFlags};
-    std::fs::create_dir(path).map_err(SnapshotError::io(key, "create", path))?;
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::open(path, flags, Mode::empty())
-        .and_then(|dir| rustix::fs::fchmod(&dir, Mode::from_raw_mode(0o755)))
-        .map_err(|e| SnapshotError::io(key, "set the mode of", path)(e.into()))
+/// Makes `fs` in `parent` (a directory of the snapshotter's own, which no user
+/// can change), the directory that becomes a view's root (an upper, an empty
+/// mirror), and gives it to `owner`, if any, who must be able to write it. 0755
+/// like the checkouts under it, whatever the process's umask (a daemon's is
+/// 077), since the view shows its mode. Through descriptors opened without
+/// following a symlink, never by path. Trees checked out for an owner are given
+/// by the checkout itself, entry by entry ([`treediff::CheckoutOptions::owner`]).
+pub(crate) fn create_view_root(
+    key: &str,
+    parent: &Path,
+    owner: Option<Owner>,
+) -> Result<(), SnapshotError> {
+    use rustix::fs::Mode;
+    let path = parent.join("fs");
+    let parent_fd = std::fs::File::open(parent).map_err(SnapshotError::io(key, "open", parent))?;
+    rustix::fs::mkdirat(&parent_fd, "fs", Mode::from_raw_mode(0o700))
+        .map_err(|e| SnapshotError::io(key, "create", &path)(e.into()))?;
+    let fd = crate::sys::open_dir_at(parent_fd.as_fd(), "fs".as_ref())
+        .map_err(SnapshotError::io(key, "open", &path))?;
+    if let Some(owner) = owner {
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::process::Uid::from_raw(owner.uid)),
+            Some(rustix::process::Gid::from_raw(owner.gid)),
+        )
+        .map_err(|e| SnapshotError::io(key, "give to the owner", &path)(e.into()))?;
+    }
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
+        .map_err(|e| SnapshotError::io(key, "set the mode of", &path)(e.into()))
 }
 
-/// Gives `path` and, if `recursive`, everything under it (symlinks themselves,
-/// never their targets) to `owner`.
-pub(crate) fn give_to(
-    owner: Option<Owner>,
-    key: &str,
-    path: &Path,
-    recursive: bool,
-) -> Result<(), SnapshotError> {
-    let Some(owner) = owner else {
-        return Ok(());
-    };
-    let uid = Some(nix::unistd::Uid::from_raw(owner.uid));
-    let gid = Some(nix::unistd::Gid::from_raw(owner.gid));
-    let walk = walkdir::WalkDir::new(path).max_depth(if recursive { usize::MAX } else { 0 });
-    for entry in walk {
-        let entry = entry.map_err(|e| SnapshotError::io(key, "list", path)(e.into()))?;
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            entry.path(),
-            uid,
-            gid,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| SnapshotError::io(key, "give to the owner", entry.path())(e.into()))?;
+/// The checkout options that give every entry to `owner`, if any.
+pub(crate) fn checkout_options(mode: CheckoutMode, owner: Option<Owner>) -> CheckoutOptions {
+    CheckoutOptions {
+        mode,
+        owner: owner.map(|o| (o.uid, o.gid)),
     }
-    Ok(())
 }
 
 /// Seconds since the epoch, for records.

@@ -89,4 +89,5 @@ suite!(
     foreign_owner,
     revert_to_a_commit,
     reverse_again_and_keep_newer_edits,
+    owner_races_the_checkout,
 );

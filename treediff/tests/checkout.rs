@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use prost::Message;
 
-use common::{TestStore, TreeBuilder};
+use common::{TestStore, TreeBuilder, privileged};
 use treediff::store::OBJECT_MTIME;
 use treediff::tree::MAX_DEPTH;
 use treediff::{
@@ -27,7 +27,7 @@ const MODES: [CheckoutMode; 3] = [
 ];
 
 fn opts(mode: CheckoutMode) -> CheckoutOptions {
-    CheckoutOptions { mode }
+    CheckoutOptions { mode, owner: None }
 }
 
 /// The error and all its causes, as one line.
@@ -1499,4 +1499,110 @@ fn a_corrupt_blob_deep_in_a_wide_tree_fails_the_copy() {
     assert!(text.contains("d07/s5/f13"), "{text}");
     assert!(!target.join("d07/s5/f13").exists());
     make_writable(&target);
+}
+
+// ----------------------------------------------------------------------------
+// checkouts given to an owner
+
+/// A user and group nobody on the machine has.
+const OWNER: (u32, u32) = (4242, 4343);
+
+/// The entries below `root` (and `root` itself, as "") not owned by `owner`.
+fn not_owned_by(root: &Path, owner: (u32, u32)) -> Vec<String> {
+    let mut paths = vec![String::new()];
+    paths.extend(snapshot(root).into_keys());
+    paths
+        .into_iter()
+        .filter(|path| {
+            let meta = fs::symlink_metadata(root.join(path)).unwrap();
+            (meta.uid(), meta.gid()) != owner
+        })
+        .collect()
+}
+
+#[test]
+fn an_owner_is_given_every_file_dir_and_symlink() {
+    if !privileged("an_owner_is_given_every_file_dir_and_symlink") {
+        return;
+    }
+    let t = TestStore::new();
+    let (small, small_expected) = source_tree(&t.store);
+    // Wide: written by several threads; a buildtree: modes and mtimes to keep.
+    let (wide, wide_expected) = wide_tree(&t.store, true);
+    let wide_props = wide_props(&t.store, wide);
+    for mode in [CheckoutMode::Reflink, CheckoutMode::Copy] {
+        let options = CheckoutOptions {
+            mode,
+            owner: Some(OWNER),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let target = out.path().join("co");
+        checkout(&t.store, small, &target, &options).unwrap();
+        assert_eq!(snapshot(&target), small_expected, "{mode:?}");
+        assert_eq!(
+            not_owned_by(&target, OWNER),
+            Vec::<String>::new(),
+            "{mode:?}"
+        );
+        assert_eq!(
+            fs::metadata(target.join("bin/tool")).unwrap().mode() & 0o7777,
+            0o755,
+            "{mode:?}"
+        );
+
+        let existing = out.path().join("existing");
+        fs::create_dir(&existing).unwrap();
+        checkout(&t.store, small, &existing, &options).unwrap();
+        assert_eq!(
+            not_owned_by(&existing, OWNER),
+            Vec::<String>::new(),
+            "{mode:?}"
+        );
+
+        let bt = out.path().join("bt");
+        checkout(&t.store, wide, &bt, &options).unwrap();
+        assert_eq!(snapshot(&bt), wide_expected, "{mode:?}");
+        assert_eq!(not_owned_by(&bt, OWNER), Vec::<String>::new(), "{mode:?}");
+        for (path, p) in &wide_props {
+            let meta = fs::symlink_metadata(bt.join(path)).unwrap();
+            let want = p.mtime.unwrap();
+            assert_eq!(
+                (meta.mtime(), meta.mtime_nsec()),
+                (want.seconds, i64::from(want.nanos)),
+                "{mode:?} mtime of {path:?}"
+            );
+            if !meta.file_type().is_symlink() {
+                assert_eq!(
+                    meta.mode() & 0o7777,
+                    p.unix_mode.unwrap(),
+                    "{mode:?} mode of {path:?}"
+                );
+            }
+        }
+        make_writable(&bt);
+    }
+}
+
+#[test]
+fn hardlink_refuses_an_owner_and_writes_nothing() {
+    let t = TestStore::new();
+    let (tree, _) = source_tree(&t.store);
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("co");
+    let options = CheckoutOptions {
+        mode: CheckoutMode::Hardlink,
+        owner: Some(OWNER),
+    };
+    let err = checkout(&t.store, tree, &target, &options).unwrap_err();
+    let text = chain(&err);
+    assert!(matches!(err, CheckoutError::HardlinkOwner { .. }), "{text}");
+    assert!(text.contains("reflink or copy"), "{text}");
+    assert!(text.contains("nothing was written"), "{text}");
+    assert_message_style(&err);
+    assert!(!target.exists());
+    let blob = object_path(&t.store, "blobs", &Digest::of(b"hello\n"));
+    assert_eq!(
+        fs::metadata(blob).unwrap().uid(),
+        nix::unistd::geteuid().as_raw()
+    );
 }

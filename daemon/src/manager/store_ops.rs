@@ -55,7 +55,7 @@ impl Manager {
         // By the checked path: the checkout writes with the caller's credentials,
         // so a path swapped meanwhile could only lead it where the caller may
         // write. It reads the store, which only the daemon may, as the daemon.
-        let options = CheckoutOptions { mode };
+        let options = CheckoutOptions { mode, owner: None };
         let access = access.as_ref().map(|a| a as &dyn SourceAccess);
         treediff::checkout::checkout_as(&self.store, tree, &path, &options, access)
             .map_err(|e| Error::store_on(format!("checkout of {tree} into {}", path.display()))(e))

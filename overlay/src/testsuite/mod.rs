@@ -9,9 +9,11 @@
 
 mod checks;
 mod fixture;
+mod races;
 
 pub use checks::*;
 pub use fixture::{Factory, Fixture, LoopXfs, Spec, dump, listing};
+pub use races::owner_races_the_checkout;
 
 /// Runs `check` on a fresh fixture made by `make`; on failure prints the fixture's
 /// directories before passing the panic on.

@@ -61,6 +61,18 @@ pub enum CheckoutError {
         /// The first tree path (depth first, by name) that has properties.
         path: String,
     },
+    /// Hardlink mode was asked with an owner: giving the links away would give
+    /// away the store's own objects, which every checkout shares.
+    #[error(
+        "cannot hardlink tree {tree} into {} for another owner: hard links are the store's own objects, which cannot be given away; check out with reflink or copy mode instead; nothing was written",
+        target.display()
+    )]
+    HardlinkOwner {
+        /// The tree being checked out.
+        tree: Digest,
+        /// The target directory.
+        target: PathBuf,
+    },
     /// A file's store object is missing, has the wrong size, or cannot be read.
     #[error(
         "cannot check out file {} ({digest}) into {}: its store object is missing or damaged (see the cause); run `ws store fsck` to list every damaged object; {}",

@@ -36,6 +36,20 @@
 //! Reading the tree, checking its objects and writing it each run on up to four
 //! threads (see `parallel`): a large tree is written as independent subtrees.
 //!
+//! # Owner
+//!
+//! With [`CheckoutOptions::owner`] (a root daemon writing a user's layer), every
+//! entry is given to that owner as it is written, through what the checkout
+//! holds: a file by `fchown` on the descriptor that created it, a symlink by
+//! `fchownat` of its name below its directory's descriptor without following
+//! it, a directory by `fchown` on its descriptor once all its entries are
+//! written, the target last. Until then a directory the checkout created is its
+//! own (mode 0700), so the owner cannot enter it, let alone swap what is in it,
+//! and no path is ever walked to change an owner. (An existing target the owner
+//! can write lets them race the checkout inside it, still only through
+//! descriptors.) Hardlink mode refuses an owner: its files are the store's
+//! objects.
+//!
 //! # Safety rules
 //!
 //! A checkout never writes outside its target. All work is relative to directory
@@ -102,6 +116,11 @@ pub enum CheckoutMode {
 pub struct CheckoutOptions {
     /// How files are put in place.
     pub mode: CheckoutMode,
+    /// Who every entry written, and the target, belong to, as `(uid, gid)`:
+    /// `None` leaves them to the process's user. Needs a mode that copies or
+    /// clones (hard links are the store's own objects) and the privilege to
+    /// give files away.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// What a checkout wrote.
@@ -170,6 +189,12 @@ pub fn checkout_as(
         path: tree_error_path(&source).to_owned(),
         source: Box::new(source),
     })?;
+    if options.mode == CheckoutMode::Hardlink && options.owner.is_some() {
+        return Err(CheckoutError::HardlinkOwner {
+            tree,
+            target: target.to_owned(),
+        });
+    }
     if options.mode == CheckoutMode::Hardlink
         && let Some(path) = plan.first_props_path()
     {
@@ -188,6 +213,7 @@ pub fn checkout_as(
         store,
         plan: &plan,
         mode: options.mode,
+        owner: options.owner,
         target,
         reflink: AtomicBool::new(true),
         access: Access(access),
@@ -195,9 +221,12 @@ pub fn checkout_as(
     as_reader(access, tree, target, || {
         let (root, created) = place.open(tree, target)?;
         let stats = parallel::write_tree(&shared, root.as_fd(), threads)?;
+        let mut worker = Worker::new(&shared);
         if created || plan.dir(tree).props.is_some() {
-            let mut worker = Worker::new(&shared);
             worker.finish_dir(root.as_fd(), tree)?;
+        } else {
+            // An existing target keeps its mode, and is given like every directory.
+            worker.give(root.as_fd(), tree)?;
         }
         Ok(stats)
     })

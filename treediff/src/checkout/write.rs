@@ -5,6 +5,11 @@
 //! `symlinkat` (symlinks, never followed) or `linkat` (hardlinks); names were
 //! validated when the tree was read. Nothing here resolves a path of more than one
 //! component inside the target, so nothing can be written outside it.
+//!
+//! With an owner, entries are given the same way: through the descriptor that
+//! made them (files, directories) or by name below their directory's descriptor
+//! without following (symlinks); a directory once complete, so that until then
+//! only the checkout can enter it.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -39,6 +44,8 @@ pub(super) struct Shared<'a> {
     pub store: &'a Store,
     pub plan: &'a Plan,
     pub mode: CheckoutMode,
+    /// Who the entries are given to, `(uid, gid)`; see the module doc.
+    pub owner: Option<(u32, u32)>,
     pub target: &'a Path,
     /// Cleared at the first "this filesystem cannot reflink" answer, after which
     /// every file is copied without trying again.
@@ -130,6 +137,10 @@ impl<'a> Worker<'a> {
                 Node::Symlink { target } => {
                     sys::symlink_at(fd, name, OsStr::new(target))
                         .map_err(|e| self.io("create symlink", digest, e))?;
+                    if let Some((uid, gid)) = self.shared.owner {
+                        sys::chown_at_nofollow(fd, name, uid, gid)
+                            .map_err(|e| self.io("change the owner of symlink", digest, e))?;
+                    }
                     if let Some(mtime) = entry.props.and_then(|p| p.mtime) {
                         sys::set_mtime_at(fd, name, mtime)
                             .map_err(|e| self.io("set the mtime of symlink", digest, e))?;
@@ -172,13 +183,15 @@ impl<'a> Worker<'a> {
     }
 
     /// Gives the complete directory `fd` (the node `digest`, at the current tree
-    /// path) its mode and, for buildtrees, its mtime: after its entries, because
-    /// writing them changes its mtime and a read-only mode would forbid them.
+    /// path) its owner, its mode and, for buildtrees, its mtime: after its
+    /// entries, because writing them changes its mtime, a read-only mode would
+    /// forbid them, and its owner could move them while they are written.
     pub(super) fn finish_dir(
         &mut self,
         fd: BorrowedFd<'_>,
         digest: Digest,
     ) -> Result<(), CheckoutError> {
+        self.give(fd, digest)?;
         let props = self.shared.plan.dir(digest).props;
         let mode = props.and_then(|p| p.unix_mode).unwrap_or(DIR_MODE) & 0o777;
         sys::fchmod(fd, mode).map_err(|e| self.io("set the mode of directory", digest, e))?;
@@ -187,6 +200,17 @@ impl<'a> Worker<'a> {
                 .map_err(|e| self.io("set the mtime of directory", digest, e))?;
         }
         Ok(())
+    }
+
+    /// Gives the open file or directory `fd` (of the node or blob `digest`, at
+    /// the current tree path) to the owner, if there is one.
+    pub(super) fn give(&self, fd: BorrowedFd<'_>, digest: Digest) -> Result<(), CheckoutError> {
+        match self.shared.owner {
+            Some((uid, gid)) => {
+                sys::fchown(fd, uid, gid).map_err(|e| self.io("change the owner of", digest, e))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Sets the tree path reported by [`Worker::finish_dir`] errors.
@@ -223,6 +247,7 @@ impl<'a> Worker<'a> {
         let src = self.open_object(digest)?;
         let dst = sys::create_file_at(fd, name, FILE_CREATE_MODE)
             .map_err(|e| self.io("create file", digest, e))?;
+        self.give(dst.as_fd(), digest)?;
         let mut cloned = false;
         if self.shared.mode == CheckoutMode::Reflink && self.shared.reflink.load(Ordering::Relaxed)
         {

@@ -109,15 +109,10 @@ impl BuildDirs {
             })?;
         }
         // The commands run as the caller and install into this directory.
-        nix::unistd::chown(
-            &dirs.install,
-            Some(owner.uid.into()),
-            Some(owner.gid.into()),
-        )
-        .map_err(|e| Error::Io {
+        give_dir(&dirs.root, "install", owner).map_err(|source| Error::Io {
             op: "give the install directory to the caller",
             path: dirs.install.clone(),
-            source: e.into(),
+            source,
         })?;
         Ok(dirs)
     }
@@ -681,6 +676,14 @@ impl Manager {
     /// file checked against its digest), or empty the first time or unless
     /// `saved`. Only a successful build saves them again, so a failed one leaves
     /// them as they were.
+    ///
+    /// `<state>/builds/` is root's alone, so the caller cannot reach a cache
+    /// while it is restored; should that ever change, they still could not
+    /// interfere: the checkout keeps each directory root-only (0700) until it is
+    /// complete, gives each entry to the caller through the descriptor that made
+    /// it, and the cache directory last. No owner is ever changed by path, so a
+    /// directory swapped for a symlink (by the build's own commands, later) leads
+    /// root's chown nowhere.
     fn restore_caches(
         &self,
         dirs: &BuildDirs,
@@ -712,6 +715,7 @@ impl Manager {
                         &dir,
                         &treediff::CheckoutOptions {
                             mode: treediff::CheckoutMode::Copy,
+                            owner: (owner.uid != self.euid).then_some((owner.uid, owner.gid)),
                         },
                     )
                     .map_err(Error::store_on(format!(
@@ -722,12 +726,14 @@ impl Manager {
                     std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?;
                     // Its mode is in the cache's tree: 0755 whatever the
                     // daemon's umask, as before it had one of its own. (By
-                    // path: root's until given to the caller below.)
+                    // path: in root's private `builds/`, and root's until given
+                    // to the caller just below.)
                     std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o755))
                         .map_err(|e| io("set the mode of the cache directory", e))?;
+                    give_dir(&dirs.root.join("caches"), name, owner)
+                        .map_err(|e| io("give the cache to the caller", e))?;
                 }
             }
-            give_to(&dir, owner).map_err(|e| io("give the cache to the caller", e))?;
             out.push((name.clone(), dir));
         }
         Ok(out)
@@ -774,14 +780,23 @@ impl Drop for Building<'_> {
     }
 }
 
-/// Gives `path` and everything under it to `owner`, never following a symlink.
-fn give_to(path: &Path, owner: Caller) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            give_to(&entry?.path(), owner)?;
-        }
-    }
+/// Gives the directory `name` in `parent` (a build's own directory, which only
+/// root can change) to `owner`: through a descriptor opened without following a
+/// symlink, never by path.
+fn give_dir(parent: &Path, name: &str, owner: Caller) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let parent = std::fs::File::open(parent)?;
+    let dir = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fchown(
+        &dir,
+        Some(rustix::process::Uid::from_raw(owner.uid)),
+        Some(rustix::process::Gid::from_raw(owner.gid)),
+    )?;
     Ok(())
 }
 

@@ -91,6 +91,7 @@ impl Manager {
             &temp,
             &CheckoutOptions {
                 mode: CheckoutMode::Hardlink,
+                owner: None,
             },
         )
         .map_err(Error::store_on(format!("the sysroot {}", temp.display())))?;
