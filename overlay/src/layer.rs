@@ -180,7 +180,8 @@ impl Reader<'_, '_> {
                 });
             };
             if kind == FileType::Unknown || kind == FileType::CharacterDevice {
-                let st = sys::lstat_at(dir, OsStr::new(&name))
+                let st = treediff::safe_fs::lstat_at(dir, OsStr::new(&name))
+                    .map_err(std::io::Error::from)
                     .map_err(self.io("stat", &treediff::names::join(rel, &name)))?;
                 kind = FileType::from_raw_mode(st.st_mode);
                 if kind == FileType::CharacterDevice && st.st_rdev == 0 {
@@ -383,7 +384,8 @@ impl Reader<'_, '_> {
                 if depth + 1 > MAX_DEPTH {
                     return Err(self.too_deep(&child_rel));
                 }
-                let fd = sys::open_dir_at(dir, OsStr::new(&name))
+                let fd = treediff::safe_fs::open_dir_at(dir, OsStr::new(&name))
+                    .map_err(std::io::Error::from)
                     .map_err(self.io("open", &child_rel))?;
                 let child_classes = self.classify(fd.as_fd(), &child_rel)?;
                 let opaque = self.is_opaque(fd.as_fd(), &child_classes, &child_rel)?;
@@ -459,7 +461,8 @@ impl Reader<'_, '_> {
                 if depth + 1 > MAX_DEPTH {
                     return Err(self.too_deep(&child_rel));
                 }
-                let fd = sys::open_dir_at(dir, OsStr::new(&child))
+                let fd = treediff::safe_fs::open_dir_at(dir, OsStr::new(&child))
+                    .map_err(std::io::Error::from)
                     .map_err(self.io("open", &child_rel))?;
                 let child_classes = self.classify(fd.as_fd(), &child_rel)?;
                 entries.push(self.whole(
@@ -528,7 +531,7 @@ impl Reader<'_, '_> {
 }
 
 fn has_marker(dir: BorrowedFd<'_>) -> bool {
-    sys::lstat_at(dir, OsStr::new(FUSE_OPAQUE_MARKER)).is_ok()
+    treediff::safe_fs::lstat_at(dir, OsStr::new(FUSE_OPAQUE_MARKER)).is_ok()
 }
 
 fn fd_number(fd: BorrowedFd<'_>) -> i32 {

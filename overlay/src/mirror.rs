@@ -176,8 +176,9 @@ impl MirrorSnapshotter {
             let io = |op| SnapshotError::io(&info.key, op, self.fs(info).join(&child_rel));
             match &entry.node {
                 Node::File { digest, .. } => {
-                    let st =
-                        crate::sys::lstat_at(dir, OsStr::new(&entry.name)).map_err(io("stat"))?;
+                    let st = treediff::safe_fs::lstat_at(dir, OsStr::new(&entry.name))
+                        .map_err(std::io::Error::from)
+                        .map_err(io("stat"))?;
                     let ctime_ns = st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64;
                     *newest_ctime = (*newest_ctime).max(ctime_ns);
                     out.push((
@@ -195,7 +196,8 @@ impl MirrorSnapshotter {
                     ));
                 }
                 Node::Dir { digest } => {
-                    let fd = crate::sys::open_dir_at(dir, OsStr::new(&entry.name))
+                    let fd = treediff::safe_fs::open_dir_at(dir, OsStr::new(&entry.name))
+                        .map_err(std::io::Error::from)
                         .map_err(io("open"))?;
                     self.seed_dir(info, fd.as_fd(), *digest, &child_rel, out, newest_ctime)?;
                 }

@@ -354,10 +354,10 @@ impl<'a> Ctx<'a> {
         old: Option<&Entry>,
         new: Option<&Entry>,
     ) -> Result<Holds, SnapshotError> {
-        let st = match crate::sys::lstat_at(dir, OsStr::new(name)) {
+        let st = match treediff::safe_fs::lstat_at(dir, OsStr::new(name)) {
             Ok(st) => st,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Holds::Nothing),
-            Err(e) => return Err(self.io("stat", rel)(e)),
+            Err(rustix::io::Errno::NOENT) => return Ok(Holds::Nothing),
+            Err(e) => return Err(self.io("stat", rel)(e.into())),
         };
         // The old side's directory is only ever put in place whole (renamed
         // from a temporary name), so a directory there where the new side has
@@ -439,7 +439,9 @@ impl<'a> Ctx<'a> {
     ) -> Result<bool, SnapshotError> {
         let node = Dir::read(self.store, digest, rel)
             .map_err(SnapshotError::tree(self.key, "read the captured tree"))?;
-        let fd = crate::sys::open_dir_at(dir, OsStr::new(name)).map_err(self.io("open", rel))?;
+        let fd = treediff::safe_fs::open_dir_at(dir, OsStr::new(name))
+            .map_err(std::io::Error::from)
+            .map_err(self.io("open", rel))?;
         let mut emptied = true;
         for (child, _) in crate::sys::list_dir(fd.as_fd()).map_err(self.io("list", rel))? {
             let child = String::from_utf8_lossy(&child).into_owned();
@@ -452,7 +454,8 @@ impl<'a> Ctx<'a> {
                 emptied = false;
                 continue;
             };
-            let st = crate::sys::lstat_at(fd.as_fd(), OsStr::new(&child))
+            let st = treediff::safe_fs::lstat_at(fd.as_fd(), OsStr::new(&child))
+                .map_err(std::io::Error::from)
                 .map_err(self.io("stat", &child_rel))?;
             if !self.matches(fd.as_fd(), &child, &child_rel, &st, entry)? {
                 emptied = false;
@@ -497,7 +500,8 @@ impl<'a> Ctx<'a> {
         let mut current: Option<OwnedFd> = None;
         for component in rel.split('/') {
             let base = current.as_ref().map(|f| f.as_fd()).unwrap_or(root);
-            let next = crate::sys::open_dir_at(base, OsStr::new(component))
+            let next = treediff::safe_fs::open_dir_at(base, OsStr::new(component))
+                .map_err(std::io::Error::from)
                 .map_err(self.io("open", rel))?;
             current = Some(next);
         }
@@ -506,14 +510,15 @@ impl<'a> Ctx<'a> {
 
     /// Removes `name` in `dir` and, if it is a directory, everything under it.
     fn remove_at(&self, dir: BorrowedFd<'_>, name: &str, rel: &str) -> Result<(), SnapshotError> {
-        let st = match crate::sys::lstat_at(dir, OsStr::new(name)) {
+        let st = match treediff::safe_fs::lstat_at(dir, OsStr::new(name)) {
             Ok(st) => st,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(self.io("stat", rel)(e)),
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(self.io("stat", rel)(e.into())),
         };
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            let fd =
-                crate::sys::open_dir_at(dir, OsStr::new(name)).map_err(self.io("open", rel))?;
+            let fd = treediff::safe_fs::open_dir_at(dir, OsStr::new(name))
+                .map_err(std::io::Error::from)
+                .map_err(self.io("open", rel))?;
             for (child, _) in crate::sys::list_dir(fd.as_fd()).map_err(self.io("list", rel))? {
                 let child = String::from_utf8_lossy(&child).into_owned();
                 self.remove_at(fd.as_fd(), &child, &treediff::names::join(rel, &child))?;
@@ -575,7 +580,8 @@ impl<'a> Ctx<'a> {
             Node::Dir { digest } => {
                 rustix::fs::mkdirat(dir, temp.as_str(), Mode::from_raw_mode(0o700))
                     .map_err(|e| self.io("create directory", rel)(e.into()))?;
-                let fd = crate::sys::open_dir_at(dir, OsStr::new(&temp))
+                let fd = treediff::safe_fs::open_dir_at(dir, OsStr::new(&temp))
+                    .map_err(std::io::Error::from)
                     .map_err(self.io("open", rel))?;
                 let node = Dir::read(self.store, *digest, rel)
                     .map_err(SnapshotError::tree(self.key, "read the parent tree"))?;

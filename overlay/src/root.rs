@@ -26,6 +26,10 @@ pub struct Cleaned {
     pub orphans: Vec<PathBuf>,
     /// Mounts of orphans that were unmounted first.
     pub unmounted: Vec<PathBuf>,
+    /// Orphans kept because a mount on or of them could not be unmounted (in
+    /// use, or not the mount the table listed any more), with why: collected
+    /// at a later cleanup.
+    pub left: Vec<(PathBuf, String)>,
 }
 
 /// What a snapshot's own directory holds on disk.
@@ -322,18 +326,33 @@ impl SnapshotRoot {
                 continue;
             }
             let path = entry.path();
-            let targets: Vec<PathBuf> = table
+            let mut targets: Vec<PathBuf> = table
                 .iter()
                 .filter(|m| m.uses(&path) || m.target.starts_with(&path))
                 .map(|m| m.target.clone())
                 .collect();
-            for target in targets {
-                crate::sys::unmount(&target)?;
-                cleaned.unmounted.push(target);
-            }
-            for view in crate::sys::fuse::views_using(&path) {
-                crate::sys::unmount_checked(&view.path, view.mount_id)?;
-                cleaned.unmounted.push(view.path);
+            targets.dedup();
+            let unmounted = || -> Result<(), SnapshotError> {
+                for target in targets {
+                    // Wherever it is attached (a user's mount point, perhaps):
+                    // by the id the table gives, never by what the path leads
+                    // to now.
+                    if crate::sys::unmount_listed(&target, &path)? {
+                        cleaned.unmounted.push(target);
+                    }
+                }
+                for view in crate::sys::fuse::views_using(&path) {
+                    crate::sys::unmount_checked(&view.path, view.mount_id)?;
+                    cleaned.unmounted.push(view.path);
+                }
+                Ok(())
+            };
+            // One orphan that cannot be unmounted (a user may stack a mount of
+            // their own on a view they own) must not stop the others', nor
+            // the daemon's start.
+            if let Err(e) = unmounted() {
+                cleaned.left.push((path, e.to_string()));
+                continue;
             }
             self.trash
                 .put(&path)
@@ -386,7 +405,8 @@ pub(crate) fn create_view_root(
     let parent_fd = std::fs::File::open(parent).map_err(SnapshotError::io(key, "open", parent))?;
     rustix::fs::mkdirat(&parent_fd, "fs", Mode::from_raw_mode(0o700))
         .map_err(|e| SnapshotError::io(key, "create", &path)(e.into()))?;
-    let fd = crate::sys::open_dir_at(parent_fd.as_fd(), "fs".as_ref())
+    let fd = treediff::safe_fs::open_dir_at(parent_fd.as_fd(), "fs".as_ref())
+        .map_err(std::io::Error::from)
         .map_err(SnapshotError::io(key, "open", &path))?;
     if let Some(owner) = owner {
         rustix::fs::fchown(

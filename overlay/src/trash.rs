@@ -3,6 +3,8 @@
 //! leaves entries in the trash, which the next [`Trash::empty_in_background`]
 //! deletes: removal is idempotent.
 
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,23 +78,106 @@ impl Trash {
 }
 
 /// Deletes `path` and everything under it, without following symlinks. Overlay
-/// leaves its `work/work` directory with mode 000: a directory that cannot be read
-/// is made readable by its owner and tried again.
+/// leaves its `work/work` directory with mode 000, which a daemon without
+/// `CAP_DAC_OVERRIDE` cannot list: every directory is then made its owner's to
+/// enter (0700) and the removal tried again.
 pub(crate) fn remove_tree(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-                if entry.file_type().is_dir() {
-                    let _ = std::fs::set_permissions(
-                        entry.path(),
-                        std::fs::Permissions::from_mode(0o700),
-                    );
-                }
-            }
+            open_up(path)?;
             std::fs::remove_dir_all(path)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+/// Makes `path` and every directory below it 0700, through descriptors: a
+/// layer's owner may still hold a descriptor inside it (a mirror's view is the
+/// layer itself) and swap a directory for a symlink meanwhile, and a chmod by
+/// path would follow it. Each directory is opened with `O_PATH` (which needs
+/// no permission on it), not followed, and changed through its own
+/// `/proc/self/fd` link.
+fn open_up(path: &Path) -> std::io::Result<()> {
+    use std::ffi::OsStr;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let parent = std::rc::Rc::new(treediff::safe_fs::open_dir_no_symlinks(parent)?);
+    let mut todo = vec![(parent, name.to_owned())];
+    while let Some((dir, name)) = todo.pop() {
+        let Ok(handle) = rustix::fs::openat(
+            &dir,
+            &name,
+            rustix::fs::OFlags::PATH
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) else {
+            continue;
+        };
+        let link = treediff::safe_fs::proc_fd_path(handle.as_fd(), None);
+        if rustix::fs::chmod(&link, rustix::fs::Mode::from_raw_mode(0o700)).is_err() {
+            continue;
+        }
+        let Ok(opened) = treediff::safe_fs::open_dir_at(dir.as_fd(), &name) else {
+            continue;
+        };
+        let children: Vec<std::ffi::OsString> = crate::sys::list_dir(opened.as_fd())?
+            .into_iter()
+            .filter(|(_, kind)| {
+                matches!(
+                    kind,
+                    rustix::fs::FileType::Directory | rustix::fs::FileType::Unknown
+                )
+            })
+            .map(|(child, _)| OsStr::from_bytes(&child).to_owned())
+            .collect();
+        let opened = std::rc::Rc::new(opened);
+        for child in children {
+            todo.push((opened.clone(), child));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn opening_up_a_tree_changes_its_directories_and_nothing_a_symlink_leads_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, PermissionsExt::from_mode(0o751)).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/file"), "x").unwrap();
+        std::fs::set_permissions(tree.join("a/file"), PermissionsExt::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&victim, tree.join("a/link")).unwrap();
+        for d in ["a/b", "a", ""] {
+            std::fs::set_permissions(tree.join(d), PermissionsExt::from_mode(0o000)).unwrap();
+        }
+        open_up(&tree).unwrap();
+        assert_eq!(mode(&tree), 0o700);
+        assert_eq!(mode(&tree.join("a")), 0o700);
+        assert_eq!(mode(&tree.join("a/b")), 0o700);
+        assert_eq!(mode(&tree.join("a/file")), 0o640);
+        assert_eq!(mode(&victim), 0o751);
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert!(victim.exists());
     }
 }

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod digest;
 pub mod fsck;
 pub mod gc;
+pub mod safe_fs;
 pub mod store;
 pub(crate) mod sys;
 

@@ -2,7 +2,8 @@
 //!
 //! Everything that creates or opens a path inside a checkout or the store goes through
 //! here, relative to a directory file descriptor and with `O_NOFOLLOW`, so that a
-//! symlink planted in a tree can never redirect a write outside its root.
+//! symlink planted in a tree can never redirect a write outside its root. The
+//! rules, and what other crates use, are in [`crate::safe_fs`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -18,10 +19,19 @@ fn io(errno: Errno) -> io::Error {
     io::Error::from(errno)
 }
 
-/// Opens the directory `name` below `dir` (or `dir` itself for "."), refusing symlinks.
+/// [`crate::safe_fs::open_dir_at`], with the `io::Error` the store's code uses.
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    nix::fcntl::openat(dir, name, flags, Mode::empty()).map_err(io)
+    Ok(crate::safe_fs::open_dir_at(dir, name)?)
+}
+
+/// [`crate::safe_fs::fchown`], with an `io::Error`.
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(crate::safe_fs::fchown(fd, uid, gid)?)
+}
+
+/// [`crate::safe_fs::chown_at_nofollow`], with an `io::Error`.
+pub fn chown_at_nofollow(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(crate::safe_fs::chown_at_nofollow(dir, name, uid, gid)?)
 }
 
 /// Opens a directory by path (following symlinks in the path: the caller named it).
@@ -128,30 +138,6 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Sets the permission bits of an open file.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode)).map_err(io)
-}
-
-/// Gives an open file or directory to `uid` and `gid`: by its descriptor, so
-/// what is given is what was opened, whatever its path leads to meanwhile.
-pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    rustix::fs::fchown(
-        fd,
-        Some(rustix::process::Uid::from_raw(uid)),
-        Some(rustix::process::Gid::from_raw(gid)),
-    )
-    .map_err(io::Error::from)
-}
-
-/// Gives the entry `name` below `dir` to `uid` and `gid` without following it:
-/// for symlinks, which cannot be opened.
-pub fn chown_at_nofollow(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
-    rustix::fs::chownat(
-        dir,
-        name,
-        Some(rustix::process::Uid::from_raw(uid)),
-        Some(rustix::process::Gid::from_raw(gid)),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
 }
 
 /// A modification time, as seconds and nanoseconds since the epoch.

@@ -26,11 +26,27 @@ impl Manager {
             }
             if ws.mounted_by_daemon && is_mounted(&ws.path) {
                 match ws.mount_id {
-                    Some(id) => overlay::unmount_checked(&ws.path, id),
-                    // Recorded before mount ids were kept.
-                    None => overlay::unmount(&ws.path),
+                    Some(id) => {
+                        overlay::unmount_checked(&ws.path, id).map_err(Error::snapshot(name))?
+                    }
+                    // Recorded before mount ids were kept: the mount there that
+                    // uses the daemon's layers, if any, never what the path
+                    // leads to.
+                    None => {
+                        let unmounted = overlay::unmount_listed(&ws.path, self.dirs.root())
+                            .map_err(Error::snapshot(name))?;
+                        if !unmounted {
+                            return Err(Error::Conflict {
+                                name: name.to_owned(),
+                                problem: format!(
+                                    "what is mounted at {} does not use this daemon's layers, so it may not be the workspace's view, and was left alone; unmount it yourself (`umount {}`) if it is, then close again",
+                                    ws.path.display(),
+                                    ws.path.display()
+                                ),
+                            });
+                        }
+                    }
                 }
-                .map_err(Error::snapshot(name))?;
             }
             crash_point!("close-after-unmount");
             let snapper = self.snapper(ws.backend, ws.owner, ws.group)?;

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use overlay::MountPlan;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::{Caller, Manager};
 use crate::error::Error;
@@ -32,14 +31,9 @@ impl MountPoint {
 
     /// Opens the directory `path` without following a symlink in any component.
     pub fn open(path: &Path) -> std::io::Result<MountPoint> {
-        let fd = rustix::fs::openat2(
-            rustix::fs::CWD,
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS,
-        )?;
-        Ok(MountPoint::from_fd(fd))
+        Ok(MountPoint::from_fd(
+            treediff::safe_fs::open_dir_no_symlinks(path)?,
+        ))
     }
 
     /// Where the directory is, once checked through the descriptor to be an
@@ -348,14 +342,7 @@ fn open_trusted(path: &Path, owner: u32) -> Result<OwnedFd, String> {
         }
         Ok(())
     };
-    let open = |at: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr| {
-        rustix::fs::openat(
-            at,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
+    let open = treediff::safe_fs::open_dir_at;
     if !path.is_absolute() {
         return Err("the recorded path is not absolute".to_owned());
     }

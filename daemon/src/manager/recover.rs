@@ -29,6 +29,14 @@ impl Manager {
                     "collected what a crash left"
                 );
             }
+            for (orphan, why) in &cleaned.left {
+                tracing::warn!(
+                    snapshotter = name,
+                    orphan = %orphan.display(),
+                    why = %why,
+                    "left what a crash left: its mount could not be unmounted; tried again at the next start"
+                );
+            }
         }
         self.unmount_unrecorded(&workspaces);
         for mut ws in workspaces {

@@ -34,7 +34,6 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use rocksdb::WriteBatch;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
 use treediff::Digest;
 
 use super::Manager;
@@ -121,18 +120,12 @@ impl Manager {
     /// The root of `ws`'s view, open: reached without following a symlink, and,
     /// if the daemon mounted it, the very mount it made.
     pub(super) fn view_root(&self, ws: &Workspace) -> Result<OwnedFd, Error> {
-        let root = rustix::fs::openat2(
-            rustix::fs::CWD,
-            &ws.path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .map_err(|e| Error::Io {
-            op: "open the view",
-            path: ws.path.clone(),
-            source: e.into(),
-        })?;
+        let root =
+            treediff::safe_fs::open_dir_no_symlinks(&ws.path).map_err(|source| Error::Io {
+                op: "open the view",
+                path: ws.path.clone(),
+                source: source.into(),
+            })?;
         if !ws.mounted_by_daemon {
             // The daemon's own directory (a mirror it could not mount).
             return Ok(root);

@@ -30,10 +30,10 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Stat};
 
 /// The paths the commands wrote outside the writable places (see the module
 /// doc): the upper `upper` of the overlay whose lower is `host`, less the
@@ -78,7 +78,7 @@ fn walk(
                 .ok()
                 .filter(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
         });
-        let sub_upper = open_dir(upper, name)?;
+        let sub_upper = treediff::safe_fs::open_dir_at(upper, name)?;
         let mine = made.contains(&rel);
         if !mine {
             if on_host.is_none() || opaque(sub_upper.as_fd())? {
@@ -90,7 +90,7 @@ fn walk(
             }
         }
         let sub_host = match (host, &on_host) {
-            (Some(h), Some(_)) => Some(open_dir(h, name)?),
+            (Some(h), Some(_)) => Some(treediff::safe_fs::open_dir_at(h, name)?),
             _ => None,
         };
         walk(
@@ -102,15 +102,6 @@ fn walk(
         )?;
     }
     Ok(())
-}
-
-fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
 }
 
 /// Whether the upper directory hides the host directory's contents (it was

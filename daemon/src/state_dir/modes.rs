@@ -102,7 +102,7 @@ pub fn prepare(root: &Path) -> Result<(), Error> {
         path: root.to_owned(),
         source,
     })?;
-    let dir = rustix::fs::open(root, dir_flags() - OFlags::NOFOLLOW, Mode::empty())
+    let dir = rustix::fs::open(root, OPEN_NAMED, Mode::empty())
         .map_err(io("open the state directory", root))?;
     check_own(&dir, root)?;
     set_mode(&dir, sharing.passage_mode(), root)?;
@@ -124,10 +124,10 @@ pub fn prepare(root: &Path) -> Result<(), Error> {
 
 /// Opens `workspaces/` of the state directory `root`.
 pub fn open_workspaces(root: &Path) -> Result<OwnedFd, Error> {
-    let dir = rustix::fs::open(root, dir_flags() - OFlags::NOFOLLOW, Mode::empty())
+    let dir = rustix::fs::open(root, OPEN_NAMED, Mode::empty())
         .map_err(io("open the state directory", root))?;
     let path = root.join(WORKSPACES);
-    rustix::fs::openat(&dir, WORKSPACES, dir_flags(), Mode::empty())
+    treediff::safe_fs::open_dir_at(dir.as_fd(), WORKSPACES.as_ref())
         .map_err(io("open the directory of default mount points", &path))
 }
 
@@ -167,7 +167,7 @@ fn make_dir_at(parent: &OwnedFd, name: &str, mode: u32, path: &Path) -> Result<O
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(io("create", path)(e)),
     }
-    rustix::fs::openat(parent, name, dir_flags(), Mode::empty()).map_err(|e| match e {
+    treediff::safe_fs::open_dir_at(parent.as_fd(), name.as_ref()).map_err(|e| match e {
         Errno::LOOP | Errno::NOTDIR => Error::NotPrivate {
             path: path.to_owned(),
             problem: "it is not a directory but a symlink or a file, which the daemon never follows or replaces there; remove it".to_owned(),
@@ -281,10 +281,12 @@ fn give(dir: &OwnedFd, uid: u32, gid: Option<u32>, path: &Path) -> Result<(), Er
     .map_err(io("give its user", path))
 }
 
-/// A directory, opened for reading its entries, never through a symlink.
-fn dir_flags() -> OFlags {
-    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
+/// The state directory, opened by the path the admin (or the user, for their
+/// own daemon) configured: symlinks followed, since whoever wrote the
+/// configuration chose where it leads; below it nothing is followed.
+const OPEN_NAMED: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
 
 /// A closure for `map_err` turning an errno into [`Error::Io`].
 fn io<'a>(op: &'static str, path: &'a Path) -> impl Fn(Errno) -> Error + 'a {

@@ -53,8 +53,7 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(io("create")(e)),
     }
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = rustix::fs::openat(&parent, name, flags, Mode::empty()).map_err(|e| match e {
+    let fd = treediff::safe_fs::open_dir_at(std::os::fd::AsFd::as_fd(&parent), name).map_err(|e| match e {
         Errno::LOOP | Errno::NOTDIR => not_private(dir, format!("it is not a directory but a symlink or a file, and the daemon puts its socket only in a directory of its own; {}", remedy(dir))),
         e => io("open")(e),
     })?;

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
-use super::{attach_clone, detach, mount_error, mount_id, open_dir_no_symlinks, path_mount_id};
+use super::{attach_clone, detach, mount_error, mount_id, path_mount_id};
 use crate::error::SnapshotError;
 use crate::plan::{MountPlan, OverlayPlan};
 
@@ -219,7 +219,7 @@ pub(crate) fn flush_views_using(dir: &Path) -> std::io::Result<()> {
 
 /// The root of `view`, if its path still leads to its mount.
 fn open_view(view: &ServedView) -> Option<OwnedFd> {
-    let fd = open_dir_no_symlinks(&view.path).ok()?;
+    let fd = treediff::safe_fs::open_dir_no_symlinks(&view.path).ok()?;
     (mount_id(fd.as_fd()).ok()? == view.mount_id).then_some(fd)
 }
 
@@ -432,7 +432,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let plan = plan(dir.path());
-        let view = open_dir_no_symlinks(&dir.path().join("view")).unwrap();
+        let view = treediff::safe_fs::open_dir_no_symlinks(&dir.path().join("view")).unwrap();
         let (shown, staging) = (dir.path().join("view"), dir.path().join("staging"));
         let id = mount_on(&plan, view.as_fd(), &shown, &staging).unwrap();
         assert!(

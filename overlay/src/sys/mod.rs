@@ -11,7 +11,6 @@
 
 pub(crate) mod fuse;
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -189,18 +188,6 @@ pub fn is_mount_root(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8).
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 
-/// Opens the directory `path` without following a symlink in any component.
-pub(crate) fn open_dir_no_symlinks(path: &Path) -> std::io::Result<OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    Ok(rustix::fs::openat2(
-        rustix::fs::CWD,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )?)
-}
-
 /// Unmounts whatever is mounted at `target`. Fails with [`SnapshotError::Busy`]
 /// when files are open in it (nothing is detached lazily: a lazy unmount would
 /// leave writers on a layer the caller believes is settled).
@@ -253,7 +240,39 @@ fn unmount_retrying(
 /// unmounted too. A fuse-overlayfs server of this process that served the
 /// mount is waited for (see [`fuse`]).
 pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
-    use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags, statx};
+    let unique = rustix::fs::StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
+    unmount_if(path, id, unique | rustix::fs::StatxFlags::MNT_ID)?;
+    fuse::forget_mount(id);
+    Ok(())
+}
+
+/// Unmounts the mounts at `path` that the mount table lists as using
+/// `layers` (an overlay with a layer there, or a bind mount of a directory in
+/// it: what only this daemon mounts), or any mount at `path` if it is below
+/// `layers` (the daemon's own directory), each as [`unmount_checked`] does, by the
+/// id the table gives it: for mounts whose unique id was never recorded (an
+/// orphan's, a workspace recorded by an older release). Nothing else is
+/// unmounted, whatever `path` leads to meanwhile. `Ok(false)` if none was
+/// there.
+pub fn unmount_listed(path: &Path, layers: &Path) -> Result<bool, SnapshotError> {
+    let table = mount_table()
+        .map_err(|e| mount_error("read the mount table to unmount", path, e, String::new()))?;
+    let mut found = false;
+    // The last mounted first: it hides those under it.
+    for entry in table.iter().rev() {
+        if entry.target == path && (entry.uses(layers) || path.starts_with(layers)) {
+            unmount_if(path, entry.id, rustix::fs::StatxFlags::MNT_ID)?;
+            found = true;
+        }
+    }
+    Ok(found)
+}
+
+/// Unmounts `path` if the mount there has the id `id`, as `statx` gives it
+/// for `mask` (the unique id, or the reused one the mount table shows): see
+/// [`unmount_checked`].
+fn unmount_if(path: &Path, id: u64, mask: rustix::fs::StatxFlags) -> Result<(), SnapshotError> {
+    use rustix::fs::{AtFlags, StatxAttributes, statx};
     let not_ours = |why: &str| {
         mount_error(
             "unmount",
@@ -265,21 +284,14 @@ pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(not_ours("the path has no parent"));
     };
-    let parent_fd = rustix::fs::openat2(
-        rustix::fs::CWD,
-        parent,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(|e| mount_error("open the parent of", path, e.into(), String::new()))?;
+    let parent_fd = treediff::safe_fs::open_path_no_symlinks(parent)
+        .map_err(|e| mount_error("open the parent of", path, e.into(), String::new()))?;
     let check = || -> Result<(), SnapshotError> {
-        let unique = StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
         let st = statx(
             &parent_fd,
             name,
             AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-            unique | StatxFlags::MNT_ID,
+            mask,
         )
         .map_err(|e| mount_error("stat", path, e.into(), String::new()))?;
         if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) {
@@ -290,18 +302,12 @@ pub fn unmount_checked(path: &Path, id: u64) -> Result<(), SnapshotError> {
         }
         Ok(())
     };
-    let at = PathBuf::from(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&parent_fd)
-    ))
-    .join(name);
+    let at = treediff::safe_fs::proc_fd_path(parent_fd.as_fd(), Some(name));
     let flags = MntFlags::from_bits_retain(nix::libc::UMOUNT_NOFOLLOW);
     unmount_retrying(path, &mut || {
         check()?;
         Ok(nix::mount::umount2(&at, flags))
-    })?;
-    fuse::forget_mount(id);
-    Ok(())
+    })
 }
 
 fn fusermount_unmount(target: &Path) -> Result<(), SnapshotError> {
@@ -442,6 +448,8 @@ fn mount_bind(source: &Path, read_only: bool, target: &Path) -> Result<(), Snaps
 /// One line of the mount table, reduced to what the snapshotter checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
+    /// Its id (the one the kernel may reuse once it is gone, not the unique one).
+    pub id: u64,
     /// Where it is mounted.
     pub target: PathBuf,
     /// The filesystem type (`overlay`, `fuse.fuse-overlayfs`, ...).
@@ -482,6 +490,7 @@ pub fn mount_table() -> std::io::Result<Vec<MountEntry>> {
     Ok(infos
         .into_iter()
         .map(|m| MountEntry {
+            id: u64::from(m.mnt_id.unsigned_abs()),
             target: m.mount_point,
             root: PathBuf::from(m.root),
             fs_type: m.fs_type,
@@ -518,29 +527,6 @@ pub(crate) fn xattr(fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Option<Ve
         Err(rustix::io::Errno::RANGE) => Ok(Some(Vec::new())),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Opens the directory `name` in `dir` without following symlinks.
-pub(crate) fn open_dir_at(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
-/// `lstat` of `name` in `dir`.
-pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<rustix::fs::Stat> {
-    Ok(rustix::fs::statat(
-        dir,
-        name,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )?)
 }
 
 /// Names in the open directory `dir`, with their types as the directory reports

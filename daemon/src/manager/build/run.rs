@@ -784,20 +784,14 @@ impl Drop for Building<'_> {
 /// root can change) to `owner`: through a descriptor opened without following a
 /// symlink, never by path.
 fn give_dir(parent: &Path, name: &str, owner: Caller) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsFd;
     let parent = std::fs::File::open(parent)?;
-    let dir = rustix::fs::openat(
-        &parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    rustix::fs::fchown(
-        &dir,
-        Some(rustix::process::Uid::from_raw(owner.uid)),
-        Some(rustix::process::Gid::from_raw(owner.gid)),
-    )?;
-    Ok(())
+    let dir = treediff::safe_fs::open_dir_at(parent.as_fd(), name.as_ref())?;
+    Ok(treediff::safe_fs::fchown(
+        dir.as_fd(),
+        owner.uid,
+        owner.gid,
+    )?)
 }
 
 /// The commands of `element`, as sandbox steps: configure (unless the

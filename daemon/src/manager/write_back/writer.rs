@@ -23,13 +23,15 @@
 //! renamed or removed stays, and [`Counts::done`] says how much that was.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::rc::Rc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
-use treediff::Node;
+use treediff::{Node, safe_fs};
 
 use super::plan::{DiskCheck, Step};
 use super::{Conflict, ConflictCause};
@@ -44,12 +46,15 @@ pub(super) struct Failure {
 }
 
 impl Failure {
-    pub fn new(op: &'static str, path: &str) -> impl FnOnce(Errno) -> Failure + use<> {
+    pub fn new<E: Into<std::io::Error>>(
+        op: &'static str,
+        path: &str,
+    ) -> impl FnOnce(E) -> Failure + use<E> {
         let path = path.to_owned();
         move |e| Failure {
             op,
             path,
-            source: Box::new(std::io::Error::from(e)),
+            source: Box::new(e.into()),
         }
     }
 }
@@ -324,13 +329,8 @@ impl<'a> Writer<'a> {
         rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(0o755))
             .map_err(Failure::new("make the directory", path))?;
         // 0755 whatever the daemon's umask (077), as the mkdir of a shell would.
-        let made = rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(Failure::new("open", path))?;
+        let made = safe_fs::open_dir_at(dir.as_fd(), OsStr::new(name))
+            .map_err(Failure::new("open", path))?;
         rustix::fs::fchmod(&made, Mode::from_raw_mode(0o755))
             .map_err(Failure::new("set the mode of", path))?;
         if self.inherit_owner {
@@ -472,13 +472,7 @@ impl<'a> Writer<'a> {
         {
             return Ok(fd.clone());
         }
-        let fd = Rc::new(rustix::fs::openat2(
-            self.root,
-            if path.is_empty() { "." } else { path },
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )?);
+        let fd = Rc::new(safe_fs::open_dir_beneath(self.root, Path::new(path))?);
         if self.swept.insert(path.to_owned()) {
             sweep(&fd)?;
         }
