@@ -43,6 +43,8 @@ fn as_user(script: &str) {
 }
 
 struct Setup {
+    /// First, so that it is dropped before the directory is removed.
+    _unmounts: UnmountUnder,
     dir: tempfile::TempDir,
     manager: Manager,
     caller: Caller,
@@ -95,6 +97,7 @@ impl Setup {
             v = view.display()
         ));
         Setup {
+            _unmounts: UnmountUnder(dir.path().to_owned()),
             dir,
             manager,
             caller,
@@ -128,10 +131,13 @@ impl Setup {
     }
 }
 
-impl Drop for Setup {
+/// Unmounts, when dropped, whatever is mounted under its directory.
+struct UnmountUnder(PathBuf);
+
+impl Drop for UnmountUnder {
     fn drop(&mut self) {
         for mount in overlay::mount_table().unwrap_or_default() {
-            if mount.target.starts_with(self.dir.path()) {
+            if mount.target.starts_with(&self.0) {
                 let _ = overlay::unmount(&mount.target);
             }
         }
@@ -227,5 +233,83 @@ fn a_view_moved_back_is_written_again() {
     assert_eq!(
         std::fs::read_to_string(h.join("p/view/README")).unwrap(),
         "readme\n"
+    );
+}
+
+/// Makes every workspace record of the state directory `state` look like an
+/// older release's, which kept no mount id.
+fn forget_mount_ids(state: &std::path::Path) {
+    let path = state.join("db");
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(false);
+    let families = rocksdb::DB::list_cf(&options, &path).unwrap();
+    let db = rocksdb::DB::open_cf(&options, &path, &families).unwrap();
+    let cf = db.cf_handle("workspaces").unwrap();
+    let records: Vec<(Box<[u8]>, Box<[u8]>)> = db
+        .iterator_cf(cf, rocksdb::IteratorMode::Start)
+        .map(Result::unwrap)
+        .collect();
+    for (key, value) in records {
+        let mut ws: serde_json::Value = serde_json::from_slice(&value).unwrap();
+        ws.as_object_mut().unwrap().remove("mount_id");
+        db.put_cf(cf, key, serde_json::to_vec(&ws).unwrap())
+            .unwrap();
+    }
+}
+
+/// A workspace recorded by an older release (no mount id) is written through
+/// and closed only while its path leads to a mount of the daemon's: a mount
+/// stacked on the view there (standing for anything not the daemon's) makes
+/// discard and close refuse and leaves it mounted. Before, any mount root at
+/// the path was taken for the view.
+#[test]
+fn a_view_recorded_without_a_mount_id_is_written_only_while_it_is_the_daemons() {
+    if !privileged("a_view_recorded_without_a_mount_id_is_written_only_while_it_is_the_daemons") {
+        return;
+    }
+    let Setup {
+        _unmounts,
+        dir,
+        manager,
+        caller,
+    } = Setup::new(BackendKind::Overlayfs);
+    drop(manager);
+    let state = dir.path().join("state");
+    forget_mount_ids(&state);
+    let s = Setup {
+        _unmounts,
+        manager: Manager::open(StateDir::new(state)).unwrap(),
+        dir,
+        caller,
+    };
+    let view = s.home().join("p/view");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "mode=0755", "decoy"])
+        .arg(&view)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(view.join("README"), "the decoy's\n").unwrap();
+    let discard = s.manager.discard(s.caller, "w");
+    let close = s.manager.close(s.caller, "w", true);
+    let decoy = std::fs::read_to_string(view.join("README"));
+    let _ = nix::mount::umount2(&view, nix::mount::MntFlags::MNT_DETACH);
+    let err = discard.expect_err("discard wrote through a mount that is not the daemon's");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("daemon's layers"), "{err}");
+    let err = close.expect_err("close unmounted a mount that is not the daemon's");
+    let text = format!("{err:#}: {err:?}");
+    assert!(text.contains("another mount is there"), "{text}");
+    assert_eq!(decoy.unwrap(), "the decoy's\n");
+
+    // The view itself, uncovered, is written and closed as before.
+    let dropped = s.manager.discard(s.caller, "w").unwrap();
+    assert_eq!(dropped.len(), 2);
+    s.manager.close(s.caller, "w", true).unwrap();
+    assert!(
+        !overlay::mount_table()
+            .unwrap()
+            .iter()
+            .any(|m| m.target == view)
     );
 }

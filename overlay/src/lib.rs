@@ -41,6 +41,6 @@ pub use root::{Cleaned, Usage};
 pub use snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 pub use sys::{
     FUSE_OVERLAYFS, MountEntry, adopt_fuse_view, is_mount_root, mount, mount_id, mount_on,
-    mount_table, unmount, unmount_checked, unmount_listed,
+    mount_table, mount_uses, unmount, unmount_checked, unmount_listed,
 };
 pub use txn::{CommitError, Txn};

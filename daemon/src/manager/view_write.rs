@@ -152,6 +152,11 @@ impl Manager {
             Some(id) if overlay::mount_id(root.as_fd()).map_err(io)? != id => {
                 Err(moved("another mount is there"))
             }
+            // Recorded before mount ids were kept: at least one of the
+            // daemon's mounts, never one a user put there.
+            None if !overlay::mount_uses(root.as_fd(), self.dirs.root()).map_err(io)? => {
+                Err(moved("the mount there does not use the daemon's layers"))
+            }
             _ => Ok(root),
         }
     }

@@ -146,6 +146,23 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
     mount_id_at(fd, Path::new(""), rustix::fs::AtFlags::EMPTY_PATH)
 }
 
+/// Whether the mount `fd` is the root of is one the mount table lists as using
+/// `layers` (see [`unmount_listed`]): for a view recorded before its unique
+/// mount id was kept, the test that it is the daemon's own mount and not one
+/// a user put at its path.
+pub fn mount_uses(fd: BorrowedFd<'_>, layers: &Path) -> std::io::Result<bool> {
+    use rustix::fs::{AtFlags, StatxFlags, statx};
+    let st = statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID)?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(std::io::Error::other(
+            "the kernel does not report mount ids (statx STATX_MNT_ID needs Linux 5.8)",
+        ));
+    }
+    Ok(mount_table()?
+        .iter()
+        .any(|m| m.id == st.stx_mnt_id && m.uses(layers)))
+}
+
 /// The unique id of the mount that `path` (its last component not followed)
 /// is on, asking no FUSE server (a dead one answers nothing, a hung one never):
 /// for paths of this process's own.
