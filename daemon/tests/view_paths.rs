@@ -245,7 +245,7 @@ fn forget_mount_ids(state: &std::path::Path) {
     let families = rocksdb::DB::list_cf(&options, &path).unwrap();
     let db = rocksdb::DB::open_cf(&options, &path, &families).unwrap();
     let cf = db.cf_handle("workspaces").unwrap();
-    let records: Vec<(Box<[u8]>, Box<[u8]>)> = db
+    let records: Vec<_> = db
         .iterator_cf(cf, rocksdb::IteratorMode::Start)
         .map(Result::unwrap)
         .collect();
