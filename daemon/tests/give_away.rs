@@ -167,3 +167,41 @@ fn swap_cache_dirs(builds: &Path, victim: &Path, uid: u32, swaps: &AtomicUsize) 
         }
     }
 }
+
+/// A user's configure commands leave a symlink to a root-owned file where the
+/// daemon puts its configured marker. Before, root wrote the marker by path,
+/// following the symlink, and truncated the file. Now the marker is made
+/// beneath the buildtree's descriptor, without following, in place of what
+/// the commands left.
+#[test]
+fn a_symlink_where_the_configured_marker_goes_is_replaced_not_followed() {
+    if !privileged("a_symlink_where_the_configured_marker_goes_is_replaced_not_followed") {
+        return;
+    }
+    let caller = user();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root's own\n").unwrap();
+    let root = dir.path().join("project");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(root.join("src/input"), "input\n").unwrap();
+    std::fs::write(
+        root.join("ws.toml"),
+        format!(
+            "[element.a]\nsources = \"src\"\nconfigure = [\"ln -s {} .ws-configured\"]\nbuild = [\"true\"]\ninstall = [\"touch $WS_INSTALLDIR/out\"]\n",
+            victim.display()
+        ),
+    )
+    .unwrap();
+    let mut m = Manager::open(StateDir::new(dir.path().join("state"))).unwrap();
+    m.set_sandbox_exe(PathBuf::from(env!("CARGO_BIN_EXE_wsd")));
+    let built = m
+        .build(caller, &root, "a", &Unobserved, &Cancel::new())
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(built.result, ElementResult::Built, "{built:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's own\n");
+    assert_eq!(std::fs::metadata(&victim).unwrap().uid(), 0);
+}

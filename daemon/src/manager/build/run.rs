@@ -569,10 +569,9 @@ impl Manager {
             source,
         })?;
         if configure_steps > 0 && outcome.succeeded >= configure_steps {
-            let marker = view.join(CONFIGURED_MARKER);
-            std::fs::write(&marker, b"").map_err(|source| Error::Io {
+            mark_configured(view).map_err(|source| Error::Io {
                 op: "mark the buildtree as configured",
-                path: marker.clone(),
+                path: view.join(CONFIGURED_MARKER),
                 source,
             })?;
         }
@@ -778,6 +777,23 @@ impl Drop for Building<'_> {
             .unwrap_or_else(|e| e.into_inner());
         building.remove(&self.id);
     }
+}
+
+/// Leaves the (empty) configured marker in the buildtree `view`, whatever the
+/// commands left under its name: they run as the caller and may have put a
+/// symlink there, which a write by path would follow as root. The view is
+/// opened by its path in root's own `builds/`; the marker beneath it, with
+/// `O_NOFOLLOW | O_EXCL` after removing what was there.
+fn mark_configured(view: &Path) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let dir = treediff::safe_fs::open_dir_no_symlinks(view)?;
+    match rustix::fs::unlinkat(&dir, CONFIGURED_MARKER, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(&dir, CONFIGURED_MARKER, flags, Mode::from_raw_mode(0o644))?;
+    Ok(())
 }
 
 /// Gives the directory `name` in `parent` (a build's own directory, which only
