@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 mod tidy_paths;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
+    manifest_dir().parent().unwrap().to_owned()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -70,4 +67,13 @@ fn architecture_doc_names_every_crate() {
             "docs/ARCHITECTURE.md has no section for {member}/"
         );
     }
+}
+
+/// The package's directory, as cargo gives it when it runs the test: not the
+/// one compiled in, which a build reused from a clone at another path (CI's
+/// fixed target directory) would get wrong.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -513,7 +513,7 @@ async fn the_committed_introspection_xml_matches_the_service() {
     let daemon = Daemon::start();
     let (_conn, _manager, path) = daemon.open_hello().await;
     let address = daemon.address();
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dbus");
+    let docs = manifest_dir().join("../docs/dbus");
     for (object, name) in [
         ("/org/ws", "org.ws.Manager1"),
         ("/org/ws", "org.ws.Store1"),
@@ -742,7 +742,7 @@ async fn assert_committed_xml(conn: &zbus::Connection, path: &OwnedObjectPath, n
         .await
         .unwrap();
     let live = introspect.introspect().await.unwrap();
-    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/dbus/{name}.xml"));
+    let docs = manifest_dir().join(format!("../docs/dbus/{name}.xml"));
     if std::env::var_os("WS_UPDATE_DBUS_XML").is_some() {
         let block = interface_block_raw(&live, name);
         std::fs::write(&docs, format!("<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n{block}</interface>\n</node>\n")).unwrap();
@@ -760,4 +760,13 @@ fn interface_block_raw(xml: &str, name: &str) -> String {
     let start = xml.find(&format!("<interface name=\"{name}\">")).unwrap();
     let end = start + xml[start..].find("</interface>").unwrap();
     format!("  {}", &xml[start..end])
+}
+
+/// The package's directory, as cargo gives it when it runs the test: not the
+/// one compiled in, which a build reused from a clone at another path (CI's
+/// fixed target directory) would get wrong.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -37,7 +37,7 @@ struct PrivateBus {
 impl PrivateBus {
     fn start() -> PrivateBus {
         let dir = shared_tempdir();
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/org.ws.Daemon.conf");
+        let policy = manifest_dir().join("dist/org.ws.Daemon.conf");
         let config = format!(
             r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -949,4 +949,13 @@ mod client {
         }
         println!("@@done");
     }
+}
+
+/// The package's directory, as cargo gives it when it runs the test: not the
+/// one compiled in, which a build reused from a clone at another path (CI's
+/// fixed target directory) would get wrong.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -153,10 +153,7 @@ pub fn write(root: &Path, rel: &str, content: &str) {
 
 /// The repository's `examples/` directory.
 pub fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("examples")
+    manifest_dir().parent().unwrap().join("examples")
 }
 
 /// Whether this test may do what needs root (mounts, other users). Without root it
@@ -190,4 +187,13 @@ pub fn reapi_server(test: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// The package's directory, as cargo gives it when it runs the test: not the
+/// one compiled in, which a build reused from a clone at another path (CI's
+/// fixed target directory) would get wrong.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -19,9 +19,7 @@ pub fn venv() -> PathBuf {
 
 /// `.ci/buildgrid/NAME` in this repository.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.ci/buildgrid")
-        .join(name)
+    manifest_dir().join("../.ci/buildgrid").join(name)
 }
 
 /// A free loopback port (never 50051, someone's server).
@@ -143,4 +141,13 @@ impl Drop for Bgd {
     fn drop(&mut self) {
         let _ = Command::new(script("stop.sh")).arg(&self.dir).output();
     }
+}
+
+/// The package's directory, as cargo gives it when it runs the test: not the
+/// one compiled in, which a build reused from a clone at another path (CI's
+/// fixed target directory) would get wrong.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
