@@ -321,6 +321,59 @@ fn a_state_directory_left_open_by_an_older_release_is_made_private_at_start() {
     }
 }
 
+/// Under an older release a user could write the committed layers of their
+/// own workspace (`snapshots/` was 0755 and the layers theirs), which the
+/// daemon takes to hold their recorded trees. The first start on such a state
+/// directory checks every layer against its tree, replaces a changed one by a
+/// checkout of the tree (its view is unmounted and mounted again on it), and
+/// then forgets the check. Before, the view kept showing the planted file as
+/// part of the committed base.
+#[test]
+fn layers_an_older_release_left_writable_are_checked_and_renewed_at_start() {
+    if !privileged("layers_an_older_release_left_writable_are_checked_and_renewed_at_start") {
+        return;
+    }
+    let mut setup = Setup::new();
+    setup.stop();
+    let state = setup.state();
+    open_up_like_an_older_release(&state);
+    let [one, two] = users();
+    let planted: Vec<PathBuf> = every_path(&state.join("snapshots"))
+        .into_iter()
+        .filter(|p| p.ends_with("fs/README"))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == one.uid))
+        .collect();
+    assert!(!planted.is_empty(), "no layer of {one:?} holds README");
+    for layer in &planted {
+        std::fs::write(layer, "planted\n").unwrap();
+    }
+    setup.restart();
+    assert_eq!(
+        std::fs::read_to_string(setup.view(one).join("README")).unwrap(),
+        "readme\n",
+        "the changed layer still shows in the view"
+    );
+    assert_eq!(
+        std::fs::read_to_string(setup.view(two).join("README")).unwrap(),
+        "readme\n"
+    );
+    assert!(
+        !state.join("verify-layers").exists(),
+        "the check is not done"
+    );
+    // The renewed layer is the owner's, as every layer is.
+    let renewed: Vec<PathBuf> = every_path(&state.join("snapshots"))
+        .into_iter()
+        .filter(|p| p.ends_with("fs/README") && !planted.contains(p))
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|c| c == "readme\n"))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == one.uid))
+        .collect();
+    assert!(!renewed.is_empty(), "no renewed layer of {one:?}");
+    // A second start finds nothing to check.
+    setup.restart();
+    assert!(!state.join("verify-layers").exists());
+}
+
 #[test]
 fn a_symlink_among_a_users_mount_points_is_not_followed() {
     if !privileged("a_symlink_among_a_users_mount_points_is_not_followed") {

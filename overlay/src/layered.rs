@@ -219,12 +219,23 @@ impl LayeredSnapshotter {
                 &dir,
             ))?;
         }
-        let parent_tree = parent.and_then(|p| p.tree);
+        self.read_dir(info, &self.fs(info), parent.and_then(|p| p.tree), options)
+    }
+
+    /// Reads the layer `dir` of `info` as edits of `parent_tree`.
+    fn read_dir(
+        &self,
+        info: &Info,
+        dir: &Path,
+        parent_tree: Option<Digest>,
+        options: &ChangeOptions<'_>,
+    ) -> Result<ChangeSet, SnapshotError> {
+        let key = &info.key;
         self.root.change_set(key, parent_tree, |txn| {
             read_layer(
                 txn,
                 key,
-                &self.fs(info),
+                dir,
                 parent_tree,
                 self.format(),
                 info.content.capture_mode(),
@@ -375,6 +386,49 @@ impl Snapshotter for LayeredSnapshotter {
 
     fn cleanup(&self) -> Result<Cleaned, SnapshotError> {
         self.root.cleanup()
+    }
+
+    fn verify(&self, key: &str) -> Result<Option<Digest>, SnapshotError> {
+        let info = self.root.get(key)?;
+        let Some(recorded) = info.tree.filter(|_| info.kind == Kind::Committed) else {
+            return Ok(None);
+        };
+        let parent = info
+            .parent
+            .as_deref()
+            .map(|p| self.root.get(p))
+            .transpose()?;
+        let own = self.read(&info, parent.as_ref(), &ChangeOptions::default())?;
+        if own.tree != recorded {
+            return Ok(Some(own.tree));
+        }
+        // The squashed copy, if one was made, holds the whole tree.
+        let flat = self.root.dir(&info.id).join("flat");
+        if flat.exists() {
+            let whole = self.read_dir(&info, &flat, None, &ChangeOptions::default())?;
+            if whole.tree != recorded {
+                return Ok(Some(whole.tree));
+            }
+        }
+        Ok(None)
+    }
+
+    fn renew(&self, txn: &mut Txn<'_>, key: &str) -> Result<Info, SnapshotError> {
+        let info = self.root.expect(txn, "renew", key, Kind::Committed)?;
+        let tree = info.tree.expect("committed snapshots record their tree");
+        let renewed = Info {
+            id: self.root.new_id(),
+            parent: None,
+            ..info.clone()
+        };
+        let dir = self.root.dir(&renewed.id);
+        std::fs::create_dir(&dir).map_err(SnapshotError::io(key, "create", &dir))?;
+        txn.created(dir);
+        self.checkout(key, tree, &self.fs(&renewed))?;
+        txn.put(renewed.clone());
+        txn.doom(self.root.dir(&info.id));
+        txn.sync_before_commit();
+        Ok(renewed)
     }
 
     fn changes(&self, key: &str, options: &ChangeOptions<'_>) -> Result<ChangeSet, SnapshotError> {

@@ -351,6 +351,15 @@ impl Snapshotter for MirrorSnapshotter {
         self.root.cleanup()
     }
 
+    fn verify(&self, key: &str) -> Result<Option<Digest>, SnapshotError> {
+        // A committed snapshot is its tree in the store: nothing on disk.
+        self.root.get(key).map(|_| None)
+    }
+
+    fn renew(&self, txn: &mut Txn<'_>, key: &str) -> Result<Info, SnapshotError> {
+        self.root.expect(txn, "renew", key, Kind::Committed)
+    }
+
     fn changes(&self, key: &str, options: &ChangeOptions<'_>) -> Result<ChangeSet, SnapshotError> {
         let lock = self.root.key_lock(key);
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());

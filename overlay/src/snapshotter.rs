@@ -107,6 +107,19 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// The space the snapshot's own directory takes (not its parents').
     fn usage(&self, key: &str) -> Result<Usage, SnapshotError>;
 
+    /// Reads the committed snapshot `key`'s layers on disk again (its own layer
+    /// and any squashed copy) and returns the tree they hold where it is not
+    /// the recorded one; `None` when they hold it, or when the backend keeps no
+    /// layer for committed snapshots. For layers someone else could have
+    /// written: an older release left them where their owner could reach them.
+    fn verify(&self, key: &str) -> Result<Option<Digest>, SnapshotError>;
+
+    /// Replaces the committed snapshot `key`'s layers with a fresh checkout of
+    /// its recorded tree, on no parent (its content is whole in it), in a new
+    /// directory; the old one goes to the trash once the caller's batch is
+    /// written. No mounted view may use it meanwhile: the caller unmounts them.
+    fn renew(&self, txn: &mut Txn<'_>, key: &str) -> Result<Info, SnapshotError>;
+
     /// Collects what a crash left behind: directories no record names (unmounting
     /// them first) and the trash. Idempotent.
     fn cleanup(&self) -> Result<Cleaned, SnapshotError>;

@@ -90,4 +90,5 @@ suite!(
     revert_to_a_commit,
     reverse_again_and_keep_newer_edits,
     owner_races_the_checkout,
+    verify_and_renew_changed_layers,
 );

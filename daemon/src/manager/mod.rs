@@ -518,6 +518,7 @@ mod remotes;
 mod source_watch;
 mod store_ops;
 mod undo;
+mod verify_layers;
 mod view_write;
 pub mod write_back;
 

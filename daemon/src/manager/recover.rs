@@ -19,7 +19,8 @@ impl Manager {
     pub fn recover(&self) -> Result<(), Error> {
         self.recover_builds()?;
         let workspaces = self.list(Caller { uid: 0, gid: 0 })?;
-        for (name, snapper) in self.all_snappers(&workspaces)? {
+        let snappers = self.all_snappers(&workspaces)?;
+        for (name, snapper) in &snappers {
             let cleaned = snapper.snap.cleanup().map_err(Error::snapshot(""))?;
             if !cleaned.orphans.is_empty() {
                 tracing::info!(
@@ -39,6 +40,8 @@ impl Manager {
             }
         }
         self.unmount_unrecorded(&workspaces);
+        // Before the views are mounted again: it may unmount some.
+        self.verify_layers(&snappers, &workspaces)?;
         for mut ws in workspaces {
             if !ws.mounted_by_daemon || (is_mounted(&ws.path) && !self.take_over_fuse_view(&ws)?) {
                 continue;

