@@ -468,3 +468,42 @@ fn a_write_back_cut_off_at_any_path_is_finished_by_running_it_again() {
         );
     }
 }
+
+/// A write-back killed after its last rename and before its log entry leaves
+/// the directory holding the committed tree, unrecorded. Its rerun finds
+/// everything in place and must record it all the same: before, it logged
+/// nothing, and the next write-back, taking the directory to still hold the
+/// tree of the one before, refused every file as changed there since.
+#[test]
+fn a_write_back_killed_before_its_log_entry_is_recorded_by_its_rerun() {
+    if !privileged("a_write_back_killed_before_its_log_entry_is_recorded_by_its_rerun") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _cleanup = Cleanup(dir.path().to_owned());
+    let view = {
+        let m = manager(&state);
+        let ws = open(&m, &source(dir.path()));
+        std::fs::write(ws.path.join("README"), "edited readme\n").unwrap();
+        m.commit(ROOT, "w", None).unwrap();
+        ws.path
+    };
+    crash(&state, "write-back", "write-back-before-log");
+    let src = dir.path().join("src");
+    let m = manager(&state);
+    let point = || daemon::MountPoint::open(&src).unwrap();
+    let rerun = m.write_back(ROOT, "w", &point()).unwrap();
+    assert_eq!(rerun.written, 0, "{rerun:?}");
+    assert!(rerun.already > 0, "{rerun:?}");
+    std::fs::write(view.join("README"), "edited again\n").unwrap();
+    m.commit(ROOT, "w", None).unwrap();
+    let next = m
+        .write_back(ROOT, "w", &point())
+        .unwrap_or_else(|e| panic!("the write-back after: {}", daemon::error::message(&e)));
+    assert_eq!(next.written, 1, "{next:?}");
+    assert_eq!(
+        std::fs::read_to_string(src.join("README")).unwrap(),
+        "edited again\n"
+    );
+}

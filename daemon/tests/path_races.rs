@@ -202,3 +202,109 @@ fn path_swaps_racing_discard_undo_close_and_open_change_nothing_of_anyone_else()
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
 }
+
+/// The same race over the operations that write into a directory the user
+/// names: `ws store checkout` and `ws commit --write-back`. Each round the user
+/// makes a fresh empty directory through whichever path leads to their
+/// directory now, root's daemon is handed it (opened without following a
+/// symlink, as `ws` opens it) and writes into it as the user; the swapper
+/// meanwhile puts a symlink to a root-owned directory, or a decoy, where its
+/// parent was. Nothing outside the user's own files may change.
+#[test]
+fn path_swaps_racing_checkouts_and_write_backs_change_nothing_of_anyone_else() {
+    if !privileged("path_swaps_racing_checkouts_and_write_backs") {
+        return;
+    }
+    let rounds = std::env::var("WS_RACE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ROUNDS);
+    let caller = user();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("README"), "readme\n").unwrap();
+    std::fs::write(src.join("main.c"), "int main;\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(secret.join("view")).unwrap();
+    std::fs::write(secret.join("view/README"), "root's own\n").unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("p/view")).unwrap();
+    for d in [&home, &home.join("p"), &home.join("p/view"), &src] {
+        std::os::unix::fs::chown(d, Some(caller.uid), Some(caller.gid)).unwrap();
+    }
+    for f in ["README", "main.c"] {
+        std::os::unix::fs::chown(src.join(f), Some(caller.uid), Some(caller.gid)).unwrap();
+    }
+    let m = Manager::open(StateDir::new(dir.path().join("state"))).unwrap();
+    let ws = m
+        .open_workspace(
+            caller,
+            OpenRequest {
+                name: "w".into(),
+                source: Source::Dir(src.clone()),
+                path: None,
+                backend: Some(BackendKind::Overlayfs),
+            },
+        )
+        .unwrap();
+    std::fs::write(ws.path.join("added"), "added\n").unwrap();
+    m.commit(caller, "w", Some("an edit".into())).unwrap();
+    let tree = m.list(caller).unwrap()[0].source_digest;
+    let secret_before = entries(&secret);
+    let mut swaps = swapper(&home, &secret);
+    let (mut done, mut refused) = (0, 0);
+    let started = Instant::now();
+    for round in 0..rounds {
+        let name = format!("out-{round}");
+        let _ = Command::new("runuser")
+            .args(["-u", USER, "--", "sh", "-c"])
+            .arg(format!(
+                "cd {} && (mkdir p/view/{name} || mkdir moved/view/{name}) 2>/dev/null",
+                home.display()
+            ))
+            .status();
+        let result = MountPoint::open(&home.join("p/view").join(&name))
+            .map_err(|e| daemon::Error::Denied {
+                problem: format!("the directory moved: {e}"),
+            })
+            .and_then(|point| {
+                if round % 2 == 0 {
+                    m.store_checkout(caller, tree, &point, treediff::CheckoutMode::Copy)
+                        .map(|_| ())
+                } else {
+                    m.write_back(caller, "w", &point).map(|_| ())
+                }
+            });
+        match result {
+            Ok(()) => done += 1,
+            Err(e) => {
+                if std::env::var_os("WS_RACE_VERBOSE").is_some() {
+                    eprintln!("round {round}: {e}");
+                }
+                refused += 1
+            }
+        }
+    }
+    let _ = swaps.kill();
+    let _ = swaps.wait();
+    assert_eq!(entries(&secret), secret_before, "root's directory changed");
+    for (path, uid, _) in entries(&home) {
+        assert_eq!(uid, caller.uid, "{} is not the user's", path.display());
+    }
+    let _ = m.close(caller, "w", true);
+    assert!(
+        done > 0,
+        "no operation went through: the race proves nothing"
+    );
+    let report = format!(
+        "path races (checkout, write-back): {rounds} rounds in {:.1} s, {done} done, {refused} refused\n",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), report.as_bytes());
+}

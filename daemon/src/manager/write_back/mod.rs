@@ -43,6 +43,7 @@ use treediff::{Digest, Node};
 use super::store_ops::AsCaller;
 use super::{Caller, ImportOptions, Manager, MountPoint, new_id, now_secs};
 use crate::access::CallerAccess;
+use crate::crash::crash_point;
 use crate::error::Error;
 use crate::workspace::{OpEntry, OpKind};
 use plan::{Plan, Step, Trees};
@@ -244,7 +245,12 @@ impl Manager {
                 already: plan.already,
                 kept: counts.kept,
             };
-            if report.changes() > 0 {
+            // Logged whenever the directory now holds another tree than the
+            // last write-back recorded, also when nothing was left to write: a
+            // write-back killed after its last rename and before this batch is
+            // finished by a rerun that finds everything in place, and the next
+            // write-back must start from what the directory holds.
+            if report.changes() > 0 || expected != ws.source_digest {
                 let entry = OpEntry {
                     seq: ws.next_op,
                     op: OpKind::WriteBack,
@@ -257,6 +263,7 @@ impl Manager {
                 };
                 let mut batch = WriteBatch::default();
                 self.put_workspace(&mut batch, &mut ws, Some(entry));
+                crash_point!("write-back-before-log");
                 self.db.write(batch)?;
             }
             tracing::info!(workspace = name, dir = %real.display(), tree = %report.tree, written = report.written, removed = report.removed, already = report.already, "wrote back");
