@@ -229,6 +229,15 @@ impl Db {
             .map_err(|source| self.rocks("write", source))
     }
 
+    /// Writes `batch` without waiting for the disk: for a batch that a synced
+    /// intent already makes recovery write again if a power loss takes it
+    /// (the end of a write through a view). A killed process loses nothing
+    /// written here (the operating system has it), and the next synced write
+    /// takes it to the disk as well.
+    pub(crate) fn write_recoverable(&self, batch: WriteBatch) -> Result<(), DbError> {
+        self.write_cache(batch)
+    }
+
     /// Writes `batch` without waiting for the disk: for caches, whose loss costs
     /// work, never correctness.
     pub(crate) fn write_cache(&self, batch: WriteBatch) -> Result<(), DbError> {

@@ -112,7 +112,9 @@ impl Manager {
         ws.pending = None;
         let mut batch = WriteBatch::default();
         self.put_workspace(&mut batch, &mut ws, Some(pending.entry));
-        self.db.write(batch)?;
+        // Not synced: were it lost, the synced intent would be finished and
+        // logged again at the next start. One sync per discard, not two.
+        self.db.write_recoverable(batch)?;
         crash_point!("view-write-after-log");
         Ok(ws)
     }
