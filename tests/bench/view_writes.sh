@@ -2,14 +2,16 @@
 # Writes into a view, before and after a change: run by hand as root (never by CI).
 #
 #   tests/bench/view_writes.sh [--old DIR] [--new DIR] [--files 10000|100000|both]
-#                              [--edits 10,1000] [--runs N] [--keep]
+#                              [--edits 10,1000] [--runs N] [--measure LIST] [--keep]
 #
 # Times `ws discard NAME` of K edited files of an open workspace, and `ws status
 # NAME` of the same K edits (the capture alone: the reference for what a discard's
 # capture of the edits into the store costs), for two builds of ws and wsd side by
 # side: --old and --new name directories holding a `ws` and a `wsd` (release
 # builds copied out of a target dir, so that the two do not overwrite each other).
-# Each build serves its own state dir with its own daemon, started once; the runs
+# Each build serves its own state dir with its own daemon, started once, and opens
+# one workspace per K (a discard writes the base's content back through the view,
+# so those K files stay in the upper layer for every later status); the runs
 # interleave the builds (old new, then new old, ...) so that both see the same
 # minutes of a shared machine, and the table gives each build's median and range
 # and the median of the paired new/old ratios. Whole `ws` processes, as a user runs
@@ -21,6 +23,10 @@
 #           --files               tree size(s) (default both)
 #           --edits LIST          edited files per measurement (default 10,1000)
 #           --runs N              timed runs per build and measurement (default 10)
+#           --measure LIST        of discard, status, commit (`ws commit` of the K
+#                                 edits), checkout (`ws store checkout` of the tree
+#                                 into a new directory, once per run); default
+#                                 discard,status
 #           --keep                leave the daemons, state dirs and views for a look
 #
 # Environment: WS_BENCH_DIR (trees, shared with run.sh; default /var/tmp/ws-bench),
@@ -39,6 +45,7 @@ OLD=/var/tmp/rel-old
 NEW=/var/tmp/rel-new
 SIZES=(10000 100000)
 EDITS=10,1000
+MEASURE=discard,status
 RUNS=10
 KEEP=0
 
@@ -47,7 +54,7 @@ HELPER="$VDIR/helper.py"
 FAILURES=0
 declare -A WSD_PID=()
 
-usage() { usage_from_header 27 "${1:-0}"; }
+usage() { usage_from_header 33 "${1:-0}"; }
 
 parse_args() {
     while (($#)); do
@@ -59,6 +66,15 @@ parse_args() {
                 [[ ${2:-} =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--edits takes numbers separated by commas"
                 EDITS=$2; shift 2 ;;
             --runs) parse_runs "${2:-}"; shift 2 ;;
+            --measure)
+                local m
+                for m in ${2//,/ }; do
+                    case $m in
+                        discard | status | commit | checkout) ;;
+                        *) die "unknown measurement $m (discard, status, commit, checkout)" ;;
+                    esac
+                done
+                MEASURE=${2:-}; shift 2 ;;
             --keep) KEEP=1; shift ;;
             -h | --help) usage 0 ;;
             *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 2 ;;
@@ -198,14 +214,16 @@ def report(jsonl):
     ms = lambda x: f"{x:.1f}" if x < 100 else f"{x:.0f}"
     out = ["| files | edited | command | old: median (min–max) ms | new: median (min–max) ms | new/old (median of paired ratios) | pairs |",
            "|---:|---:|---|---:|---:|---:|---:|"]
-    for files, edits, what in sorted(keys, key=lambda k: (k[0], k[1], k[2] != "discard")):
+    order = {"discard": 0, "status": 1, "commit": 2, "checkout": 3}
+    for files, edits, what in sorted(keys, key=lambda k: (k[0], order[k[2]], k[1])):
         sel = lambda b: {r["run"]: r["ms"] for r in recs
                          if (r["files"], r["edits"], r["what"], r["build"]) == (files, edits, what, b)}
         old, new = sel("old"), sel("new")
         pairs = [new[i] / old[i] for i in old if i in new and old[i] > 0]
         cell = lambda d: f"{ms(median(d.values()))} ({ms(min(d.values()))}–{ms(max(d.values()))})" if d else "n/a"
         ratio = f"{median(pairs):.2f} ({min(pairs):.2f}–{max(pairs):.2f})" if pairs else "n/a"
-        out.append(f"| {files // 1000}k | {edits} | `ws {what}` | {cell(old)} | {cell(new)} | {ratio} | {len(pairs)} |")
+        cmd = "`ws store checkout` into a new dir" if what == "checkout" else f"`ws {what}`"
+        out.append(f"| {files // 1000}k | {edits or ''} | {cmd} | {cell(old)} | {cell(new)} | {ratio} | {len(pairs)} |")
     print("\n".join(out))
 
 main()
@@ -234,50 +252,98 @@ declare -A VIEW=()
 # One timed discard of K edited files: edit, sync, `ws discard`; then (untimed) the
 # count it reports, and a status that must be clean.
 discard_round() { # BUILD FILES K RUN
-    local b=$1 n=$2 k=$3 r=$4 view=${VIEW[$1-$2]} t0 t1 got
+    local b=$1 n=$2 k=$3 r=$4 view=${VIEW[$1-$2-$3]} t0 t1 got
     H modify "$view" "$VDIR/pick-$n-$k"
     sync -f "$view"
     t0=${EPOCHREALTIME/./}
-    wsx "$b" "$n" discard "vw-$n" --json >"$VDIR/out.json"
+    wsx "$b" "$n" discard "vw-$n-$k" --json >"$VDIR/out.json"
     t1=${EPOCHREALTIME/./}
     record "$b" "$n" "$k" discard "$r" "$t0" "$t1"
     got=$(H field "$VDIR/out.json" discarded)
     ((got == k)) || check "$b: ws discard reported $got discarded changes, $k expected ($n files)"
-    wsx "$b" "$n" status "vw-$n" --json >"$VDIR/out.json"
+    wsx "$b" "$n" status "vw-$n-$k" --json >"$VDIR/out.json"
     got=$(H field "$VDIR/out.json" dirty)
     ((got == 0)) || check "$b: $got changes left after ws discard ($n files, $k edits)"
 }
 
 # One timed status of K edited files (the capture alone); then (untimed) a discard.
 status_round() { # BUILD FILES K RUN
-    local b=$1 n=$2 k=$3 r=$4 view=${VIEW[$1-$2]} t0 t1 got
+    local b=$1 n=$2 k=$3 r=$4 view=${VIEW[$1-$2-$3]} t0 t1 got
     H modify "$view" "$VDIR/pick-$n-$k"
     sync -f "$view"
     t0=${EPOCHREALTIME/./}
-    wsx "$b" "$n" status "vw-$n" --json >"$VDIR/out.json"
+    wsx "$b" "$n" status "vw-$n-$k" --json >"$VDIR/out.json"
     t1=${EPOCHREALTIME/./}
     record "$b" "$n" "$k" status "$r" "$t0" "$t1"
     got=$(H field "$VDIR/out.json" dirty)
     ((got == k)) || check "$b: ws status listed $got changes, $k expected ($n files)"
-    wsx "$b" "$n" discard "vw-$n" >/dev/null
+    wsx "$b" "$n" discard "vw-$n-$k" >/dev/null
+}
+
+# One timed commit of K edited files; then (untimed) a status that must be clean.
+commit_round() { # BUILD FILES K RUN
+    local b=$1 n=$2 k=$3 r=$4 view=${VIEW[$1-$2-$3]} t0 t1 got
+    H modify "$view" "$VDIR/pick-$n-$k"
+    sync -f "$view"
+    t0=${EPOCHREALTIME/./}
+    wsx "$b" "$n" commit "vw-$n-$k" -m bench >/dev/null
+    t1=${EPOCHREALTIME/./}
+    record "$b" "$n" "$k" commit "$r" "$t0" "$t1"
+    wsx "$b" "$n" status "vw-$n-$k" --json >"$VDIR/out.json"
+    got=$(H field "$VDIR/out.json" dirty)
+    ((got == 0)) || check "$b: $got changes left after ws commit ($n files, $k edits)"
+}
+
+# One timed `ws store checkout` of the tree into a new directory (made by the CLI);
+# then (untimed) a count of what it wrote, and its removal.
+declare -A ENTRIES=() DIGEST=()
+checkout_round() { # BUILD FILES RUN
+    local b=$1 n=$2 r=$3 co="$VDIR/co-$1-$2" t0 t1 got
+    rm -rf -- "$co"
+    sync -f "$VDIR"
+    t0=${EPOCHREALTIME/./}
+    wsx "$b" "$n" store checkout "${DIGEST[$b-$n]}" "$co" >/dev/null
+    t1=${EPOCHREALTIME/./}
+    record "$b" "$n" 0 checkout "$r" "$t0" "$t1"
+    got=$(find "$co" -mindepth 1 | wc -l)
+    ((got == ENTRIES[$n])) || check "$b: ws store checkout wrote $got entries, the tree has ${ENTRIES[$n]}"
+    rm -rf -- "$co"
+}
+
+measure() { [[ ,$MEASURE, == *,$1,* ]]; }
+
+# All the rounds of run RUN for BUILD.
+rounds() { # BUILD FILES RUN
+    local b=$1 n=$2 r=$3 k
+    for k in ${EDITS//,/ }; do
+        if measure discard; then discard_round "$b" "$n" "$k" "$r"; fi
+        if measure status; then status_round "$b" "$n" "$k" "$r"; fi
+        if measure commit; then commit_round "$b" "$n" "$k" "$r"; fi
+    done
+    if measure checkout; then checkout_round "$b" "$n" "$r"; fi
 }
 
 LOADS=()
 bench_size() {
     local n=$1 tree="$BENCH/trees/tree-$1" b k r
     for k in ${EDITS//,/ }; do H pick "$tree" "$k" "$VDIR/pick-$n-$k"; done
+    ENTRIES[$n]=$(find "$tree" -mindepth 1 | wc -l)
     for b in old new; do
         rm -rf -- "$(state_of "$b" "$n")"
         start_daemon "$b" "$n"
-        log "$b: ws open vw-$n (imports tree-$n, untimed)"
-        wsx "$b" "$n" open "vw-$n" --source "$tree" >&2
-        wsx "$b" "$n" status "vw-$n" --json >"$VDIR/out.json"
-        VIEW[$b-$n]=$(H field "$VDIR/out.json" path)
-        # One untimed round of each, as a warm-up.
+        # A workspace per K: a discard writes the base's content back through the
+        # view, so the K files stay in its upper layer, and every later status
+        # compares them; the 10-file figures must not carry 1000 files of the others.
         for k in ${EDITS//,/ }; do
-            discard_round "$b" "$n" "$k" 0
-            status_round "$b" "$n" "$k" 0
+            log "$b: ws open vw-$n-$k (the first imports tree-$n, untimed)"
+            wsx "$b" "$n" open "vw-$n-$k" --source "$tree" >&2
+            wsx "$b" "$n" status "vw-$n-$k" --json >"$VDIR/out.json"
+            VIEW[$b-$n-$k]=$(H field "$VDIR/out.json" path)
         done
+        wsx "$b" "$n" status "vw-$n-${EDITS%%,*}" --json >"$VDIR/out.json"
+        DIGEST[$b-$n]=$(H field "$VDIR/out.json" base_source_digest)
+        # One untimed round of each, as a warm-up.
+        rounds "$b" "$n" 0
     done
     sync
     LOADS+=("$((n / 1000))k: CPUs $(cpu_busy)% busy at start, load average $(cut -d' ' -f1 /proc/loadavg)")
@@ -285,14 +351,13 @@ bench_size() {
     for ((r = 1; r <= RUNS; r++)); do
         if ((r % 2)); then order="old new"; else order="new old"; fi
         log "$n files: run $r/$RUNS ($order)"
-        for k in ${EDITS//,/ }; do
-            for b in $order; do discard_round "$b" "$n" "$k" "$r"; done
-            for b in $order; do status_round "$b" "$n" "$k" "$r"; done
-        done
+        for b in $order; do rounds "$b" "$n" "$r"; done
     done
     LOADS+=("$((n / 1000))k: load average $(cut -d' ' -f1 /proc/loadavg) at the end")
     for b in old new; do
-        wsx "$b" "$n" close "vw-$n" --force >/dev/null 2>&1 || log "$b: ws close vw-$n failed"
+        for k in ${EDITS//,/ }; do
+            wsx "$b" "$n" close "vw-$n-$k" --force >/dev/null 2>&1 || log "$b: ws close vw-$n-$k failed"
+        done
         stop_daemon "$b-$n"
     done
     unmount_all
@@ -326,7 +391,7 @@ main() {
         echo "- state dirs: $VDIR on $(findmnt -n -o FSTYPE,OPTIONS -T "$VDIR" | tr -s ' ')"
         echo "- old: $(describe "$OLD")"
         echo "- new: $(describe "$NEW")"
-        echo "- runs: $RUNS per build and measurement (+1 untimed), interleaved old/new; edits: $EDITS"
+        echo "- runs: $RUNS per build and measurement (+1 untimed), interleaved old/new; edits: $EDITS; measured: $MEASURE"
         local l
         for l in "${LOADS[@]}"; do echo "- load: $l"; done
         echo
