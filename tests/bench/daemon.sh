@@ -4,14 +4,18 @@
 #   tests/bench/daemon.sh [--files 10000|100000|both] [--runs N] [--status-runs N]
 #                         [--workspaces N] [--clients N] [--duration SECS]
 #                         [--backend B] [--fs ext4|xfs] [--no-build] [--no-peers] [--keep]
+#                         [--bin DIR] [--phases open,commit,checkout,status,concurrency]
 #   tests/bench/daemon.sh --cleanup        # after --keep: stop the daemon, unmount, delete
 #
 # Times wsd through the `ws` CLI (whole processes, hyperfine) and through raw D-Bus
 # calls (tests/bench/daemon_client.rs): the second `ws open` of a directory, commit
-# and discard of 10 changed files, `ws status` with 100 open workspaces (p99), the
-# daemon's memory, and 50 concurrent clients (errors by name, ops/s, fd leaks);
-# beside git on the same trees, on the same loop filesystem, in the same run.
-# Prints a markdown table. See tests/bench/README.md, "Daemon benchmark".
+# and discard of 10 changed files, `ws store checkout` of the tree into a new
+# directory, `ws status` with 100 open workspaces (p99), the daemon's memory, and
+# 50 concurrent clients (errors by name, ops/s, fd leaks); beside git on the same
+# trees, on the same loop filesystem, in the same run. --bin DIR takes prebuilt
+# ws, wsd and daemon_client from DIR (no build: to compare two builds, run each in
+# turn); --phases runs only the phases named. Prints a markdown table. See
+# tests/bench/README.md, "Daemon benchmark".
 #
 # Environment: WS_BENCH_DIR (trees, shared with run.sh; default /var/tmp/ws-bench),
 #              WS_BENCH_DAEMON_DIR (image, mount, results; default /var/tmp/ws-bench-daemon),
@@ -44,6 +48,8 @@ IMG_SIZE=24G
 BUILD=1
 PEERS=1
 KEEP=0
+BIN_DIR=""       # --bin: prebuilt ws, wsd and daemon_client
+PHASES=open,commit,checkout,status,concurrency
 
 MNT="$DDIR/mnt"
 STATE="$MNT/state"
@@ -53,7 +59,7 @@ HELPER="$DDIR/helper.py"
 WS="" WSD="" CLIENT="" WSD_PID=""
 FAILURES=0
 
-usage() { usage_from_header 18 "${1:-0}"; }
+usage() { usage_from_header 22 "${1:-0}"; }
 
 parse_args() {
     while (($#)); do
@@ -87,6 +93,18 @@ parse_args() {
             --no-build) BUILD=0; shift ;;
             --no-peers) PEERS=0; shift ;;
             --keep) KEEP=1; shift ;;
+            --bin)
+                [[ -d ${2:-} ]] || die "--bin takes a directory holding ws, wsd and daemon_client"
+                BIN_DIR=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
+            --phases)
+                local ph
+                for ph in ${2//,/ }; do
+                    case $ph in
+                        open | commit | checkout | status | concurrency) ;;
+                        *) die "unknown phase $ph (open, commit, checkout, status, concurrency)" ;;
+                    esac
+                done
+                PHASES=${2:-}; shift 2 ;;
             --cleanup) check_root; unmount_all; rm -f -- "$DDIR/fs.img"; log "cleaned up $DDIR"; exit 0 ;;
             -h | --help) usage 0 ;;
             *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 2 ;;
@@ -118,6 +136,11 @@ build() {
             die "cargo build --release -p daemon -p ctl failed"
         (cd "$REPO_ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -p ws-tests --bench daemon_client) ||
             die "cargo build --release -p ws-tests --bench daemon_client failed"
+    fi
+    if [[ -n $BIN_DIR ]]; then
+        WS="$BIN_DIR/ws" WSD="$BIN_DIR/wsd" CLIENT="$BIN_DIR/daemon_client"
+        [[ -x $WS && -x $WSD && -x $CLIENT ]] || die "--bin $BIN_DIR: no ws, wsd or daemon_client there"
+        return
     fi
     WS="$TARGET/release/ws"
     WSD="$TARGET/release/wsd"
@@ -359,6 +382,8 @@ def report(jsonl, targets):
         for n in sizes:
             cli = get("ws-cli", cli_what, n, field)
             raw = get("ws-dbus", raw_what, n, field)
+            if cli is None and raw is None:
+                continue  # a phase not run (--phases)
             for i, (peer, pwhat) in enumerate(peers):
                 p = get("git", pwhat, n, field)
                 tgt = f"< {limit} ms" if limit and i == 0 else ""
@@ -368,10 +393,15 @@ def report(jsonl, targets):
                 c, r = (ms(cli), ms(raw)) if i == 0 else ("", "")
                 out.append(f"| {name if i == 0 else ''} | {label(n)} | {c} | {r} | {peer} | {ms(p)} | {ratio(cli, p)} | {tgt} | {ok} |")
     for n in sizes:
+        co, cp = get("ws-cli", "checkout", n), get("cp", "cp_a", n)
+        if co is not None or cp is not None:
+            out.append(f"| `ws store checkout` into a new dir (copy), median | {label(n)} | {ms(co)} | | `cp -a` of the source | {ms(cp)} | {ratio(co, cp)} | | |")
+    for n in sizes:
         out.append(f"| open of the stored tree (`OpenTree`: no walk of the source), median | {label(n)} | | {ms(get('ws-dbus', 'open_tree', n))} | | | | | |")
     for n in sizes:
-        out.append(f"| D-Bus round trip floor (property get), p50 / p99 | {label(n)} | | {ms(get('ws-dbus', 'ping', n))} / {ms(get('ws-dbus', 'ping', n, 'p99_ms'))} | | | | | |")
-        out.append(f"| `ws status` of all {targets['workspaces']} workspaces, median | {label(n)} | {ms(get('ws-cli', 'status_all', n))} | | | | | | |")
+        if get("ws-dbus", "ping", n) is not None:
+            out.append(f"| D-Bus round trip floor (property get), p50 / p99 | {label(n)} | | {ms(get('ws-dbus', 'ping', n))} / {ms(get('ws-dbus', 'ping', n, 'p99_ms'))} | | | | | |")
+            out.append(f"| `ws status` of all {targets['workspaces']} workspaces, median | {label(n)} | {ms(get('ws-cli', 'status_all', n))} | | | | | | |")
         out.append(f"| first open (import of the copied tree), one run | {label(n)} | {ms(get('ws-cli', 'first_open', n))} | | | | | | |")
     if len(sizes) > 1:
         small, big = sizes[0], sizes[-1]
@@ -448,6 +478,8 @@ EOF
 
 H() { python3 "$HELPER" "$@"; }
 
+phase() { [[ ,$PHASES, == *,$1,* ]]; }
+
 proc_sample() { H proc "$WSD_PID" "$1" "$STATE" >>"$JSONL"; }
 
 # hf NAME TOOL WHAT FILES [hyperfine args...]: runs hyperfine, records the figure.
@@ -504,9 +536,9 @@ setup_trees() {
     for n in "${SIZES[@]}"; do
         log "copying tree-$n onto $FSTYPE: the source and git's repository (untimed)"
         cp -a "$BENCH/trees/tree-$n" "$MNT/src-$n"
-        cp -a "$BENCH/trees/tree-$n" "$MNT/git-$n"
         H pick "$MNT/src-$n" "$K" "$DDIR/pick-$n"
         if ((PEERS)); then
+            cp -a "$BENCH/trees/tree-$n" "$MNT/git-$n"
             log "git: initial commit of tree-$n (untimed)"
             (cd "$MNT/git-$n" && git init -q -b main && git config gc.auto 0 &&
                 git add -A && git commit -q -m base && git status --porcelain >/dev/null)
@@ -590,6 +622,28 @@ print(sum(1 for e in log if e["changes"] != int(sys.argv[1])), len(log))' "$K")
     client "$n" discard --name "cd-$n" --tree "$MNT/src-$n" --k "$K" --runs "$RUNS" --warmup 1
 }
 
+# 2b. `ws store checkout` of the imported tree (copy mode, the default) into a new
+# directory, made by the CLI; removed and the filesystem synced in --prepare. Peer:
+# `cp -a` of the source (the same files written, nothing to read from a store).
+bench_checkout() {
+    local n=$1 digest co="$MNT/co-$n"
+    settle "checkout, $n files"
+    digest=$("$WS" status "first-$n" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["base_source_digest"])')
+    hf "checkout-ws-$n" ws-cli checkout "$n" --runs "$RUNS" --warmup 1 \
+        --prepare "rm -rf $co; sync -f $MNT" \
+        "$WS store checkout $digest $co"
+    local want got
+    want=$(find "$MNT/src-$n" -mindepth 1 | wc -l)
+    got=$(find "$co" -mindepth 1 | wc -l)
+    ((got == want)) || check "ws store checkout wrote $got entries, the source has $want"
+    rm -rf -- "$co"
+    ((PEERS)) || return 0
+    hf "checkout-cp-$n" cp cp_a "$n" --runs "$RUNS" --warmup 1 \
+        --prepare "rm -rf $co; sync -f $MNT" \
+        "cp -a $MNT/src-$n $co"
+    rm -rf -- "$co"
+}
+
 # Opens idle workspaces until $WORKSPACES are open, spread over the sizes.
 fill_workspaces() {
     local open n i=0 per
@@ -668,7 +722,12 @@ machine_description() {
          "on $(findmnt -n -o FSTYPE,OPTIONS -T "$DDIR" | tr -s ' ')"
     echo "- backend: $("$WS" list --json | python3 -c 'import json, sys; print(", ".join(sorted({w["backend"] for w in json.load(sys.stdin)})) or "?")')"
     echo "- tools: $(git --version), $(hyperfine --version)"
-    echo "- ws: $WS, built from $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') + working tree"
+    if [[ -n $BIN_DIR ]]; then
+        echo "- ws: $WS (prebuilt, --bin; wsd built $(date -u -r "$WSD" '+%Y-%m-%d %H:%M UTC'))"
+    else
+        echo "- ws: $WS, built from $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') + working tree"
+    fi
+    echo "- phases: $PHASES"
     echo "- runs: $RUNS (+1 warm-up) for open/commit/discard; $STATUS_RUNS (+5) for status, $((STATUS_RUNS * 10)) raw;" \
          "$WORKSPACES open workspaces; $CLIENTS clients for ${DURATION}s"
     local l
@@ -703,16 +762,23 @@ main() {
     proc_sample "started"
     for n in "${SIZES[@]}"; do first_open "$n"; done
     proc_sample "after the first open of each tree"
-    for n in "${SIZES[@]}"; do bench_open "$n"; done
-    for n in "${SIZES[@]}"; do bench_commit_discard "$n"; done
-    fill_workspaces
-    for n in "${SIZES[@]}"; do bench_status "$n"; done
-    log "letting the daemon idle for 10 s"
-    sleep 10
-    proc_sample "idle, $WORKSPACES workspaces open"
-    for n in "${SIZES[@]}"; do bench_concurrent "$n"; done
+    if phase open; then for n in "${SIZES[@]}"; do bench_open "$n"; done; fi
+    if phase commit; then for n in "${SIZES[@]}"; do bench_commit_discard "$n"; done; fi
+    if phase checkout; then for n in "${SIZES[@]}"; do bench_checkout "$n"; done; fi
+    if phase status || phase concurrency; then fill_workspaces; fi
+    if phase status; then
+        # The status phase edits the commit phase's workspace.
+        phase commit || for n in "${SIZES[@]}"; do "$WS" open "cd-$n" --source "$MNT/src-$n" ${BACKEND:+--backend "$BACKEND"} >&2; done
+        for n in "${SIZES[@]}"; do bench_status "$n"; done
+    fi
+    if phase status || phase concurrency; then
+        log "letting the daemon idle for 10 s"
+        sleep 10
+        proc_sample "idle, $WORKSPACES workspaces open"
+    fi
+    if phase concurrency; then for n in "${SIZES[@]}"; do bench_concurrent "$n"; done; fi
     sleep 5
-    proc_sample "end, $WORKSPACES workspaces open"
+    proc_sample "end"
 
     local out="$DDIR/results.md"
     {

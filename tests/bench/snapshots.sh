@@ -3,13 +3,16 @@
 #
 #   tests/bench/snapshots.sh [--files 10000|100000|both] [--runs N] [--warmup N]
 #                            [--k 10,1000] [--backends LIST] [--no-build] [--no-peers]
+#                            [--bin FILE]
 #
 # Times the overlay crate's snapshotters (overlayfs, fuse-overlayfs, mirror) on
 # the bench trees: prepare+mount, commit of K changed files (change set + new
 # tree digest), revert, discard; beside `git status`, `git add -A && git commit`
 # and `cp -a [--reflink=always]` on the same trees, on the same loop filesystems
 # (ext4 and XFS images of their own), in the same run. Prints a markdown table
-# with the targets' ratios. See tests/bench/README.md, "Snapshot benchmarks".
+# with the targets' ratios. --bin FILE runs that prebuilt snapshots bench binary
+# (no build: to compare two builds, run each in turn). See tests/bench/README.md,
+# "Snapshot benchmarks".
 #
 # Environment: WS_BENCH_DIR (trees, shared with run.sh; default /var/tmp/ws-bench),
 #              WS_BENCH_SNAP_DIR (images, mounts, results; default /var/tmp/ws-bench-snap),
@@ -39,7 +42,7 @@ PEERS=1
 EXT4_SIZE=24G
 XFS_SIZE=12G
 
-usage() { usage_from_header 16 "${1:-0}"; }
+usage() { usage_from_header 19 "${1:-0}"; }
 
 parse_args() {
     while (($#)); do
@@ -63,6 +66,9 @@ parse_args() {
                 BACKENDS=$2; shift 2 ;;
             --no-build) BUILD=0; shift ;;
             --no-peers) PEERS=0; shift ;;
+            --bin)
+                [[ -x ${2:-} ]] || die "--bin takes the snapshots bench binary"
+                BIN=$(realpath "$2"); BIN_GIVEN=1; BUILD=0; shift 2 ;;
             -h | --help) usage 0 ;;
             *) printf 'unknown argument: %s\n\n' "$1" >&2; usage 2 ;;
         esac
@@ -80,8 +86,12 @@ check_tools() {
     ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (apt-get install xfsprogs fuse-overlayfs hyperfine git)"
 }
 
-BIN=""
+BIN="" BIN_GIVEN=0
 build_bench() {
+    if [[ -n $BIN ]]; then
+        "$BIN" --help >/dev/null || die "$BIN --help failed"
+        return
+    fi
     if ((BUILD)); then
         command -v cargo >/dev/null ||
             die "cargo not found (under sudo, try 'sudo env PATH=\"\$PATH\" $0 ...')"
@@ -465,7 +475,11 @@ machine_description() {
          "loop $LOOP_NOTE) on $(findmnt -n -o FSTYPE,OPTIONS -T "$SNAP" | tr -s ' ')"
     echo "- tools: $(git --version), $(hyperfine --version), fuse-overlayfs $(fuse-overlayfs --version 2>&1 | awk '/version/ { print $NF; exit }')," \
          "$(cp --version | head -1)"
-    echo "- bench: $BIN, built from $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') + working tree"
+    if ((BIN_GIVEN)); then
+        echo "- bench: $BIN (prebuilt, --bin; built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'))"
+    else
+        echo "- bench: $BIN, built from $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') + working tree"
+    fi
     echo "- runs: $RUNS timed (+$WARMUP warm-up) per figure; K = $KS"
     local l
     for l in "${LOADS[@]}"; do echo "- load: $l"; done
