@@ -331,6 +331,7 @@ impl SnapshotRoot {
                 .filter(|m| m.uses(&path) || m.target.starts_with(&path))
                 .map(|m| m.target.clone())
                 .collect();
+            targets.sort_unstable();
             targets.dedup();
             let unmounted = || -> Result<(), SnapshotError> {
                 for target in targets {
@@ -409,12 +410,8 @@ pub(crate) fn create_view_root(
         .map_err(std::io::Error::from)
         .map_err(SnapshotError::io(key, "open", &path))?;
     if let Some(owner) = owner {
-        rustix::fs::fchown(
-            &fd,
-            Some(rustix::process::Uid::from_raw(owner.uid)),
-            Some(rustix::process::Gid::from_raw(owner.gid)),
-        )
-        .map_err(|e| SnapshotError::io(key, "give to the owner", &path)(e.into()))?;
+        treediff::safe_fs::fchown(fd.as_fd(), owner.uid, owner.gid)
+            .map_err(|e| SnapshotError::io(key, "give to the owner", &path)(e.into()))?;
     }
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
         .map_err(|e| SnapshotError::io(key, "set the mode of", &path)(e.into()))
