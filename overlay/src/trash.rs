@@ -121,7 +121,9 @@ fn open_up(path: &Path) -> std::io::Result<()> {
         if rustix::fs::chmod(&link, rustix::fs::Mode::from_raw_mode(0o700)).is_err() {
             continue;
         }
-        let Ok(opened) = treediff::safe_fs::open_dir_at(dir.as_fd(), &name) else {
+        // The very directory changed, opened again for listing through its
+        // handle (an O_PATH descriptor serves as the directory of `openat`).
+        let Ok(opened) = treediff::safe_fs::open_dir_at(handle.as_fd(), OsStr::new(".")) else {
             continue;
         };
         let children: Vec<std::ffi::OsString> = crate::sys::list_dir(opened.as_fd())?
