@@ -36,7 +36,7 @@ pub use open::open;
 pub use plan::{MountPlan, OVERLAY_OPTIONS, OverlayPlan, Upper};
 pub use probe::{BackendKind, Probe};
 pub use records::{FileBatch, FileRecords, RecordBatch, RecordOp, RecordStore};
-pub use revert::{Reversal, lay_over, restamp, reverse};
+pub use revert::{Reversal, Run, lay_over, restamp, reverse};
 pub use root::{Cleaned, Usage};
 pub use snapshotter::{ChangeOptions, ChangeSet, Snapshotter};
 pub use sys::{

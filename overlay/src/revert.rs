@@ -62,8 +62,28 @@ pub(crate) fn revert_to(
         }
         _ => set,
     };
-    reverse(store, key, view, shown, owner, &set.changes, &mut |_| {})?;
+    reverse(
+        store,
+        key,
+        view,
+        shown,
+        owner,
+        &set.changes,
+        Run::Again,
+        &mut |_| {},
+    )?;
     Ok(set)
+}
+
+/// Whether a [`reverse`] is the first run over its changes, or a run again
+/// after one was cut off (which also removes what that one left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Nothing of it ran before.
+    First,
+    /// A run over the same changes was cut off (a crash): sweep the directories
+    /// written in for the daemon's temporary files.
+    Again,
 }
 
 /// What a [`reverse`] did.
@@ -84,7 +104,13 @@ pub struct Reversal {
 /// while it holds the new side's entry, nothing, or the old side's already (then
 /// nothing is done); anything else there is kept (see the module doc). Entries
 /// with the daemon's temporary prefix in the directories it writes in are
-/// removed: a reversal cut off earlier may have left them.
+/// removed when `run` is [`Run::Again`]: a reversal cut off earlier may have
+/// left them, and only there (a first run finds none: capture never records
+/// them, and a cut-off reversal is always run again before anything else).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the view, the changes, who gets what is made, and how the run is observed and resumed"
+)]
 pub fn reverse(
     store: &Store,
     key: &str,
@@ -92,6 +118,7 @@ pub fn reverse(
     shown: &Path,
     owner: Option<Owner>,
     changes: &[Change],
+    run: Run,
     after_each: &mut dyn FnMut(&str),
 ) -> Result<Reversal, SnapshotError> {
     let ctx = Ctx {
@@ -104,7 +131,7 @@ pub fn reverse(
     let mut swept = std::collections::HashSet::new();
     for change in changes {
         let parent = change.path.rsplit_once('/').map_or("", |(p, _)| p);
-        if !change.path.is_empty() && swept.insert(parent.to_owned()) {
+        if run == Run::Again && !change.path.is_empty() && swept.insert(parent.to_owned()) {
             ctx.sweep_temps(view, parent)?;
         }
         if ctx.reverse_one(view, change)? {

@@ -60,7 +60,7 @@ impl Manager {
         self.put_workspace(&mut batch, &mut ws, None);
         self.db.write(batch)?;
         crash_point!("view-write-after-intent");
-        self.finish_pending_at(ws, root)
+        self.finish_pending_at(ws, root, overlay::Run::First)
     }
 
     /// Finishes `ws`'s pending write, if it has one: writes what is left of
@@ -71,11 +71,17 @@ impl Manager {
             return Ok(ws);
         }
         let root = self.view_root(&ws)?;
-        self.finish_pending_at(ws, root)
+        self.finish_pending_at(ws, root, overlay::Run::Again)
     }
 
-    /// [`Manager::finish_pending`] through the view's root `root`, checked.
-    fn finish_pending_at(&self, mut ws: Workspace, root: OwnedFd) -> Result<Workspace, Error> {
+    /// [`Manager::finish_pending`] through the view's root `root`, checked;
+    /// `run` says whether a reversal of the intent was cut off before.
+    fn finish_pending_at(
+        &self,
+        mut ws: Workspace,
+        root: OwnedFd,
+        run: overlay::Run,
+    ) -> Result<Workspace, Error> {
         let Some(pending) = ws.pending.clone() else {
             return Ok(ws);
         };
@@ -94,6 +100,7 @@ impl Manager {
             &ws.path,
             owner,
             &changes,
+            run,
             &mut |_| {
                 crash_point!("view-write-between-paths");
             },

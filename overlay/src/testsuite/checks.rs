@@ -777,6 +777,7 @@ pub fn reverse_again_and_keep_newer_edits(fx: &Fixture) {
         &view,
         None,
         &set.changes[..1],
+        crate::Run::First,
         &mut |_| seen += 1,
     )
     .unwrap();
@@ -792,6 +793,7 @@ pub fn reverse_again_and_keep_newer_edits(fx: &Fixture) {
         &view,
         None,
         &set.changes,
+        crate::Run::Again,
         &mut |_| {},
     )
     .unwrap();
@@ -816,6 +818,7 @@ pub fn reverse_again_and_keep_newer_edits(fx: &Fixture) {
         &view,
         None,
         &set.changes,
+        crate::Run::Again,
         &mut |_| {},
     )
     .unwrap();
