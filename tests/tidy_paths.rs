@@ -864,8 +864,8 @@ fn check(found: &[Found], allowed: &AllowList) -> Vec<String> {
         let _ = write!(
             text,
             "  A root daemon must not open, chown, mount, unmount, watch or resolve by path anything a user can influence (docs/security.md, \"Paths and descriptors\").\n  \
-             Go through a descriptor: treediff's sys.rs (open_dir_at, open_file_at, create_file_at, mkdir_at, lstat_at, unlink_at, rename_noreplace, chown_at_nofollow, ...), \
-             overlay's sys (open_dir_at, lstat_at, list_dir, mount_on, unmount_checked), or rustix's *at calls beneath a held descriptor with O_NOFOLLOW (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).\n  \
+             Go through a descriptor: treediff::safe_fs (open_dir_at, open_dir_beneath, open_dir_no_symlinks, lstat_at, fchown, chown_at_nofollow, proc_fd_path), \
+             overlay's mount_on and unmount_checked, or rustix's *at calls beneath a held descriptor with O_NOFOLLOW.\n  \
              If the path is safe (see the categories in {ALLOW_LIST}), allow it there with the reason:\n"
         );
         let all: BTreeSet<&str> = allowed_calls.iter().copied().chain(new).collect();
