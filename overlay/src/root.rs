@@ -401,20 +401,12 @@ pub(crate) fn create_view_root(
     parent: &Path,
     owner: Option<Owner>,
 ) -> Result<(), SnapshotError> {
-    use rustix::fs::Mode;
     let path = parent.join("fs");
     let parent_fd = std::fs::File::open(parent).map_err(SnapshotError::io(key, "open", parent))?;
-    rustix::fs::mkdirat(&parent_fd, "fs", Mode::from_raw_mode(0o700))
+    let owner = owner.map(|o| (o.uid, o.gid));
+    treediff::safe_fs::make_dir_at(parent_fd.as_fd(), "fs".as_ref(), 0o755, owner)
         .map_err(|e| SnapshotError::io(key, "create", &path)(e.into()))?;
-    let fd = treediff::safe_fs::open_dir_at(parent_fd.as_fd(), "fs".as_ref())
-        .map_err(std::io::Error::from)
-        .map_err(SnapshotError::io(key, "open", &path))?;
-    if let Some(owner) = owner {
-        treediff::safe_fs::fchown(fd.as_fd(), owner.uid, owner.gid)
-            .map_err(|e| SnapshotError::io(key, "give to the owner", &path)(e.into()))?;
-    }
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
-        .map_err(|e| SnapshotError::io(key, "set the mode of", &path)(e.into()))
+    Ok(())
 }
 
 /// The checkout options that give every entry to `owner`, if any.

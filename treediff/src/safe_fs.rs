@@ -31,7 +31,7 @@
 //! refused) and which converts into `std::io::Error` with `?` or `.into()`.
 
 use std::ffi::OsStr;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
@@ -91,6 +91,25 @@ fn open_no_symlinks(path: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
     )
 }
 
+/// Makes the directory `name` below `dir`, and, through the descriptor that
+/// opens it (never following a symlink), gives it to `owner` (`(uid, gid)`),
+/// if any, and then `mode`, whatever the process's umask. It is 0700 and the
+/// process's until then, so no one else can use it half made.
+pub fn make_dir_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+    let made = open_dir_at(dir, name)?;
+    if let Some((uid, gid)) = owner {
+        fchown(made.as_fd(), uid, gid)?;
+    }
+    rustix::fs::fchmod(&made, Mode::from_raw_mode(mode))?;
+    Ok(made)
+}
+
 /// `lstat` of `name` below `dir`: a symlink is described, not followed.
 pub fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<rustix::fs::Stat> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -136,8 +155,6 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>, name: Option<&OsStr>) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::AsFd;
-
     use super::*;
 
     #[test]
@@ -163,6 +180,24 @@ mod tests {
         assert_eq!(
             rustix::fs::FileType::from_raw_mode(st.st_mode),
             rustix::fs::FileType::Symlink
+        );
+    }
+
+    #[test]
+    fn a_made_directory_has_its_mode_whatever_the_umask_and_refuses_what_is_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let top = open_dir_no_symlinks(dir.path()).unwrap();
+        make_dir_at(top.as_fd(), OsStr::new("d"), 0o755, None).unwrap();
+        let mode = std::fs::metadata(dir.path().join("d"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        std::os::unix::fs::symlink(dir.path().join("d"), dir.path().join("link")).unwrap();
+        assert_eq!(
+            make_dir_at(top.as_fd(), OsStr::new("link"), 0o755, None).unwrap_err(),
+            rustix::io::Errno::EXIST
         );
     }
 

@@ -31,7 +31,7 @@
 //! workspace is refused as busy.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use overlay::{Content, MountPlan, Owner};
@@ -722,15 +722,17 @@ impl Manager {
                     )))?;
                 }
                 None => {
-                    std::fs::create_dir(&dir).map_err(|e| io("make the cache directory", e))?;
                     // Its mode is in the cache's tree: 0755 whatever the
-                    // daemon's umask, as before it had one of its own. (By
-                    // path: in root's private `builds/`, and root's until given
-                    // to the caller just below.)
-                    std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o755))
-                        .map_err(|e| io("set the mode of the cache directory", e))?;
-                    give_dir(&dirs.root.join("caches"), name, owner)
-                        .map_err(|e| io("give the cache to the caller", e))?;
+                    // daemon's umask, as before it had one of its own.
+                    let caches = std::fs::File::open(dirs.root.join("caches"))
+                        .map_err(|e| io("open the caches directory of", e))?;
+                    treediff::safe_fs::make_dir_at(
+                        caches.as_fd(),
+                        name.as_ref(),
+                        0o755,
+                        Some((owner.uid, owner.gid)),
+                    )
+                    .map_err(|e| io("make the cache directory", e.into()))?;
                 }
             }
             out.push((name.clone(), dir));
@@ -800,7 +802,6 @@ fn mark_configured(view: &Path) -> std::io::Result<()> {
 /// root can change) to `owner`: through a descriptor opened without following a
 /// symlink, never by path.
 fn give_dir(parent: &Path, name: &str, owner: Caller) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
     let parent = std::fs::File::open(parent)?;
     let dir = treediff::safe_fs::open_dir_at(parent.as_fd(), name.as_ref())?;
     Ok(treediff::safe_fs::fchown(
