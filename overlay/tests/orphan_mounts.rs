@@ -40,6 +40,29 @@ fn detach(at: &Path) {
     let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// A kernel snapshotter in `dir/snap` with a base and a workspace on it,
+/// mounted at `dir/user/mnt`; returns its store. The snapshotter is dropped:
+/// the tests open it again with the records lost.
+fn mount_a_view(dir: &Path) -> Arc<Store> {
+    let store = Arc::new(Store::open(&dir.join("store")).unwrap());
+    let records = Arc::new(FileRecords::open(&dir.join("records.json")).unwrap());
+    let snap = kernel_snapshotter(&dir.join("snap"), &records, &store);
+    let src = tempfile::tempdir().unwrap();
+    Fixture::write(src.path(), BASE);
+    let (tree, _) = treediff::import(&store, src.path(), &Default::default()).unwrap();
+    let mut txn = snap.begin();
+    snap.commit_tree(&mut txn, "base", tree, Content::Source)
+        .unwrap();
+    let plan = snap
+        .prepare(&mut txn, "ws", Some("base"), Content::Source)
+        .unwrap();
+    txn.commit_to(&records).unwrap();
+    let view = dir.join("user/mnt");
+    std::fs::create_dir_all(&view).unwrap();
+    overlay::mount(&plan, &view).unwrap();
+    store
+}
+
 /// A view mounted in a user's directory whose records a crash lost. Before the
 /// daemon starts again, the user moves the directory away and puts a symlink
 /// to another mount (a decoy tmpfs, standing for another user's view) in its
@@ -53,23 +76,8 @@ fn cleanup_unmounts_an_orphans_view_where_it_is_never_what_its_old_path_leads_to
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-    let records = Arc::new(FileRecords::open(&dir.path().join("records.json")).unwrap());
-    let snap = kernel_snapshotter(&dir.path().join("snap"), &records, &store);
-    let src = tempfile::tempdir().unwrap();
-    Fixture::write(src.path(), BASE);
-    let (tree, _) = treediff::import(&store, src.path(), &Default::default()).unwrap();
-    let mut txn = snap.begin();
-    snap.commit_tree(&mut txn, "base", tree, Content::Source)
-        .unwrap();
-    let plan = snap
-        .prepare(&mut txn, "ws", Some("base"), Content::Source)
-        .unwrap();
-    txn.commit_to(&records).unwrap();
+    let store = mount_a_view(dir.path());
     let user = dir.path().join("user");
-    let view = user.join("mnt");
-    std::fs::create_dir_all(&view).unwrap();
-    overlay::mount(&plan, &view).unwrap();
 
     let decoy = dir.path().join("decoy");
     mount_tmpfs(&decoy.join("mnt"));
@@ -78,7 +86,6 @@ fn cleanup_unmounts_an_orphans_view_where_it_is_never_what_its_old_path_leads_to
     std::os::unix::fs::symlink(&decoy, &user).unwrap();
 
     // The crash lost every record: the same directories, opened with none.
-    drop(snap);
     let lost = Arc::new(FileRecords::open(&dir.path().join("lost.json")).unwrap());
     let snap = kernel_snapshotter(&dir.path().join("snap"), &lost, &store);
     let cleaned = snap.cleanup();
@@ -125,25 +132,10 @@ fn cleanup_leaves_a_mount_stacked_on_an_orphans_view_and_keeps_the_orphan() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("store")).unwrap());
-    let records = Arc::new(FileRecords::open(&dir.path().join("records.json")).unwrap());
-    let snap = kernel_snapshotter(&dir.path().join("snap"), &records, &store);
-    let src = tempfile::tempdir().unwrap();
-    Fixture::write(src.path(), BASE);
-    let (tree, _) = treediff::import(&store, src.path(), &Default::default()).unwrap();
-    let mut txn = snap.begin();
-    snap.commit_tree(&mut txn, "base", tree, Content::Source)
-        .unwrap();
-    let plan = snap
-        .prepare(&mut txn, "ws", Some("base"), Content::Source)
-        .unwrap();
-    txn.commit_to(&records).unwrap();
+    let store = mount_a_view(dir.path());
     let view = dir.path().join("user/mnt");
-    std::fs::create_dir_all(&view).unwrap();
-    overlay::mount(&plan, &view).unwrap();
     mount_tmpfs(&view);
 
-    drop(snap);
     let lost = Arc::new(FileRecords::open(&dir.path().join("lost.json")).unwrap());
     let snap = kernel_snapshotter(&dir.path().join("snap"), &lost, &store);
     let cleaned = snap.cleanup();
