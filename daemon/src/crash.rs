@@ -2,7 +2,9 @@
 //! at each step (`daemon/tests/crash.rs`), and error points, for tests that make
 //! one step fail. Both compile to nothing without the `failpoints` feature. A
 //! crash point configured with the action `return` aborts the process on the
-//! spot: no destructor runs and nothing is cleaned up, as after a SIGKILL.
+//! spot: no destructor runs and nothing is cleaned up, as after a SIGKILL; one
+//! configured with a callback runs it there instead, and the step goes on (the
+//! tests that swap a path mid-operation, like `treediff::race_point`).
 
 /// Aborts the process here if the failpoint `$name` is configured.
 macro_rules! crash_point {

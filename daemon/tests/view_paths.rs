@@ -7,163 +7,16 @@
 //! refused, and nothing outside the user's own files changes. The swaps are
 //! made by the user (`runuser`), as an attacker would make them.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::process::Command;
 
-use daemon::{Caller, ErrorKind, Manager, MountPoint, OpenRequest, Source, StateDir};
+use daemon::{ErrorKind, Manager, StateDir};
 use overlay::BackendKind;
 use overlay::testsuite::privileged;
 
 #[allow(dead_code, reason = "each test binary uses part of the shared helpers")]
 mod support;
 
-const USER: &str = "wstest1";
-
-/// The first test user, as the daemon sees a caller.
-fn user() -> Caller {
-    let user = support::users()[0];
-    Caller {
-        uid: user.uid,
-        gid: user.gid,
-    }
-}
-
-/// Runs `sh -c script` as the test user.
-fn as_user(script: &str) {
-    let out = Command::new("runuser")
-        .args(["-u", USER, "--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Setup {
-    /// First, so that it is dropped before the directory is removed.
-    _unmounts: UnmountUnder,
-    dir: tempfile::TempDir,
-    manager: Manager,
-    caller: Caller,
-}
-
-impl Setup {
-    /// A root manager, a user's home with `home/p/view` opened as workspace `w`
-    /// and edited (a file changed, one added), and a root-owned directory
-    /// `secret/view` with a file the attack aims at.
-    fn new(backend: BackendKind) -> Setup {
-        let caller = user();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let src = dir.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("README"), "readme\n").unwrap();
-        std::fs::write(src.join("main.c"), "int main;\n").unwrap();
-        let secret = dir.path().join("secret/view");
-        std::fs::create_dir_all(&secret).unwrap();
-        std::fs::write(secret.join("README"), "root's own\n").unwrap();
-        std::fs::write(secret.join("main.c"), "root's main\n").unwrap();
-        let home = dir.path().join("home");
-        std::fs::create_dir_all(home.join("p/view")).unwrap();
-        for d in [home.clone(), home.join("p"), home.join("p/view")] {
-            std::os::unix::fs::chown(&d, Some(caller.uid), Some(caller.gid)).unwrap();
-        }
-        for f in ["README", "main.c"] {
-            std::os::unix::fs::chown(src.join(f), Some(caller.uid), Some(caller.gid)).unwrap();
-        }
-        std::os::unix::fs::chown(&src, Some(caller.uid), Some(caller.gid)).unwrap();
-        let manager = Manager::open(StateDir::new(dir.path().join("state"))).unwrap();
-        let view = home.join("p/view");
-        manager
-            .open_workspace(
-                caller,
-                OpenRequest {
-                    name: "w".into(),
-                    source: Source::Dir(src),
-                    path: Some(MountPoint::open(&view).unwrap()),
-                    backend: Some(backend),
-                },
-            )
-            .unwrap();
-        as_user(&format!(
-            "echo edited > {v}/README && echo new > {v}/added",
-            v = view.display()
-        ));
-        Setup {
-            _unmounts: UnmountUnder(dir.path().to_owned()),
-            dir,
-            manager,
-            caller,
-        }
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    fn secret(&self) -> PathBuf {
-        self.dir.path().join("secret/view")
-    }
-
-    /// What the root-owned directory holds, with owners.
-    fn secret_state(&self) -> Vec<(String, String, u32)> {
-        let mut out: Vec<_> = std::fs::read_dir(self.secret())
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let meta = std::fs::symlink_metadata(e.path()).unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(e.path()).unwrap_or_default(),
-                    meta.uid(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
-    }
-}
-
-/// Unmounts, when dropped, whatever is mounted under its directory.
-struct UnmountUnder(PathBuf);
-
-impl Drop for UnmountUnder {
-    fn drop(&mut self) {
-        for mount in overlay::mount_table().unwrap_or_default() {
-            if mount.target.starts_with(&self.0) {
-                let _ = overlay::unmount(&mount.target);
-            }
-        }
-    }
-}
-
-/// A way to redirect the view's path: its name, and the user's moves.
-type Attack = (&'static str, fn(&Setup));
-
-fn attacks() -> [Attack; 2] {
-    [
-        ("a symlink to a root-owned directory", |s| {
-            as_user(&format!(
-                "mv {h}/p {h}/moved && ln -s {secret} {h}/p",
-                h = s.home().display(),
-                secret = s.secret().parent().unwrap().display()
-            ))
-        }),
-        ("a plain directory of the user's", |s| {
-            as_user(&format!(
-                "mv {h}/p {h}/moved && mkdir -p {h}/p/view && echo mine > {h}/p/view/README",
-                h = s.home().display()
-            ))
-        }),
-    ]
-}
+use support::user_view::{Setup, as_user, attacks};
 
 #[test]
 fn discard_undo_and_close_refuse_a_view_whose_path_a_user_redirected() {
@@ -171,7 +24,8 @@ fn discard_undo_and_close_refuse_a_view_whose_path_a_user_redirected() {
         return;
     }
     for backend in [BackendKind::Overlayfs, BackendKind::Mirror] {
-        for (attack, swap) in attacks() {
+        for attack in attacks() {
+            let name = attack.name;
             let s = Setup::new(backend);
             let m = &s.manager;
             // Something to undo later: one discard before the swap.
@@ -181,39 +35,34 @@ fn discard_undo_and_close_refuse_a_view_whose_path_a_user_redirected() {
                 s.home().display()
             ));
             let secret = s.secret_state();
-            swap(&s);
+            s.redirect(&attack);
             for (op, result) in [
                 ("discard", m.discard(s.caller, "w").map(|_| ())),
                 ("undo", m.undo(s.caller, "w").map(|_| ())),
                 ("close", m.close(s.caller, "w", true)),
             ] {
-                let err = result.expect_err(&format!("{backend} {attack}: {op} went ahead"));
+                let err = result.expect_err(&format!("{backend} {name}: {op} went ahead"));
                 assert!(
                     matches!(
                         err.kind(),
                         ErrorKind::Conflict | ErrorKind::Io | ErrorKind::Busy
                     ),
-                    "{backend} {attack}: {op}: {err}"
+                    "{backend} {name}: {op}: {err}"
                 );
                 assert_eq!(
                     s.secret_state(),
                     secret,
-                    "{backend} {attack}: {op} changed root's files"
+                    "{backend} {name}: {op} changed root's files"
                 );
             }
             // The view itself, where it went, is untouched and still mounted.
-            let moved = s.home().join("moved/view");
+            let moved = s.home().join("p.moved/view");
             assert_eq!(
                 std::fs::read_to_string(moved.join("README")).unwrap(),
                 "again\n",
-                "{backend} {attack}"
+                "{backend} {name}"
             );
-            // What the path leads to now (the decoy, or root's files) is untouched.
-            let now = std::fs::read_to_string(s.home().join("p/view/README")).unwrap();
-            assert!(
-                now == "mine\n" || now == "root's own\n",
-                "{backend} {attack}: {now:?}"
-            );
+            s.assert_redirect_untouched("p", &format!("{backend} {name}"));
         }
     }
 }

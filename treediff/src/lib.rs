@@ -13,12 +13,14 @@ pub mod diff;
 pub mod digest;
 pub mod fsck;
 pub mod gc;
+mod race_point;
 pub mod safe_fs;
 pub mod store;
 pub(crate) mod sys;
 
 pub use blob::VerifiedBlob;
 pub use digest::Digest;
+pub use race_point::race_point;
 pub use store::{Store, StoreError, StoreTxn};
 pub mod names;
 pub mod statcache;

@@ -53,6 +53,8 @@ impl Manager {
                 .map_err(Error::snapshot(&ws.name))
                 .and_then(|plan| {
                     let target = self.reopen_target(&ws.path, ws.owner)?;
+                    // From here on the mount point is reached only through `target`.
+                    treediff::race_point("recover-before-mount");
                     self.mount_view(&ws.name, &plan, &target, true)
                 });
             let state = match &mounted {

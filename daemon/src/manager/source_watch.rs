@@ -239,6 +239,8 @@ impl SourceWatch {
                     "more than {budget} directories to watch (at most {MAX_DIRS} under one root, {MAX_DIRS_PER_USER} for one user)"
                 )));
             }
+            // From here on the directory is reached only through `fd`.
+            treediff::race_point("watch-before-arm");
             // Through `N/.`: IN_DONT_FOLLOW would watch the `/proc` link itself.
             let link = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
             match self.inotify.add_watch(link.as_str(), mask) {
@@ -434,5 +436,73 @@ mod tests {
         assert_eq!(watch.unchanged(&ignoring), None);
         watch.forget_trees();
         assert_eq!(watch.unchanged(&key), None);
+    }
+    /// The inodes `watch` has watches on, from its descriptor's `fdinfo`.
+    fn watched_inodes(watch: &SourceWatch) -> Vec<u64> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = watch.inotify.as_fd().as_raw_fd();
+        std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("inotify "))
+            .map(|l| {
+                let ino = l.split(' ').find_map(|f| f.strip_prefix("ino:")).unwrap();
+                u64::from_str_radix(ino, 16).unwrap()
+            })
+            .collect()
+    }
+
+    /// A directory swapped for a symlink to root's between the walk's open
+    /// and the watch (the race point `watch-before-arm`, on the second
+    /// directory) is watched where it was opened; root's directory, which
+    /// the caller (root here, so the kernel would not refuse) could watch by
+    /// path, is not watched.
+    #[test]
+    fn a_directory_swapped_after_its_open_is_watched_where_it_was_opened() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("a")).unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::create_dir(&secret).unwrap();
+        let ino = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        let (src_ino, a_ino, secret_ino) = (ino(&src), ino(&src.join("a")), ino(&secret));
+        // The point is process-wide; it swaps only on this test's thread.
+        thread_local!(static SWAP: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+        let (a, moved, target) = (src.join("a"), src.join("a.moved"), secret.clone());
+        SWAP.with(|n| n.set(1));
+        fail::cfg_callback("watch-before-arm", move || {
+            // 1: the root is about to be watched; 2: `a` is open.
+            SWAP.with(|n| match n.get() {
+                0 => {}
+                1 => n.set(2),
+                _ => {
+                    n.set(0);
+                    std::fs::rename(&a, &moved).unwrap();
+                    std::os::unix::fs::symlink(&target, &a).unwrap();
+                }
+            })
+        })
+        .unwrap();
+        let watch = SourceWatch::start().unwrap();
+        let (opened, key) = opened(ME, &src, &ImportOptions::default());
+        let reader = Reader::for_caller(ME).unwrap();
+        let armed = watch.arm(&key, &opened, &reader, ME.uid);
+        let swapped = SWAP.with(|n| n.get()) == 0;
+        fail::remove("watch-before-arm");
+        assert!(
+            swapped,
+            "the point was not reached twice: nothing was swapped"
+        );
+        assert!(armed.is_some());
+        let mut watched = watched_inodes(&watch);
+        watched.sort();
+        let mut expected = vec![src_ino, a_ino];
+        expected.sort();
+        assert!(
+            !watched.contains(&secret_ino),
+            "root's directory, where the swapped path leads, is watched"
+        );
+        assert_eq!(watched, expected);
     }
 }

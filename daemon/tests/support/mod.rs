@@ -2,6 +2,9 @@
 //! (`wstest1`, `wstest2`, made with `useradd` if absent), directories they can
 //! enter, and this test binary re-executed as one of them.
 
+#[allow(dead_code, reason = "only the tests that attack views use it")]
+pub mod user_view;
+
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::OnceLock;

@@ -323,6 +323,9 @@ fn unmount_if(path: &Path, id: u64, mask: rustix::fs::StatxFlags) -> Result<(), 
     let flags = MntFlags::from_bits_retain(nix::libc::UMOUNT_NOFOLLOW);
     unmount_retrying(path, &mut || {
         check()?;
+        // What was checked is what `at` leads to: the parent is held, and a
+        // mount point cannot be renamed or replaced.
+        treediff::race_point("unmount-after-check");
         Ok(nix::mount::umount2(&at, flags))
     })
 }

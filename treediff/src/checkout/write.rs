@@ -179,7 +179,10 @@ impl<'a> Worker<'a> {
             .map_err(|e| self.io("create directory", digest, e))?;
         self.stats.dirs += 1;
         // O_NOFOLLOW|O_DIRECTORY: whatever was swapped in since the mkdir is refused.
-        sys::open_dir_at(fd, name).map_err(|e| self.io("open directory", digest, e))
+        let dir = sys::open_dir_at(fd, name).map_err(|e| self.io("open directory", digest, e))?;
+        // From here on the directory is reached only through `dir`.
+        crate::race_point("checkout-dir-made");
+        Ok(dir)
     }
 
     /// Gives the complete directory `fd` (the node `digest`, at the current tree
