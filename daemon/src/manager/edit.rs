@@ -84,7 +84,9 @@ impl Manager {
                 undoes: None,
             };
             let to = ws.source_digest;
-            self.write_through_view(ws, status.current, to, entry)?;
+            // The status's changes, from the last commit to the view: what the
+            // reversal undoes.
+            self.write_through_view(ws, status.current, to, &status.changes, entry)?;
             tracing::info!(
                 workspace = name,
                 changes = status.changes.len(),

@@ -83,10 +83,10 @@ impl Manager {
                     }
                     // The edits come back through the view: recorded first, like
                     // the discard, so a crash midway is finished at the next start.
-                    undo.changes = treediff::diff::changes(&self.store, status.current, before)
-                        .map_err(Error::store(name))?
-                        .len() as u64;
-                    self.write_through_view(ws, status.current, before, undo.clone())?;
+                    let reversal = treediff::diff::changes(&self.store, before, status.current)
+                        .map_err(Error::store(name))?;
+                    undo.changes = reversal.len() as u64;
+                    self.write_through_view(ws, status.current, before, &reversal, undo.clone())?;
                 }
                 _ => unreachable!("last_undoable returns commits and discards"),
             }

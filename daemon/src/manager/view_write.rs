@@ -34,7 +34,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use rocksdb::WriteBatch;
-use treediff::Digest;
+use treediff::{Change, Digest};
 
 use super::Manager;
 use crate::crash::crash_point;
@@ -43,7 +43,9 @@ use crate::workspace::{OpEntry, PendingWrite, Workspace};
 
 impl Manager {
     /// Brings `ws`'s view from the captured tree `from` to `to` and logs
-    /// `entry`, recording the intent first (see the module doc). The view is
+    /// `entry`, recording the intent first (see the module doc). `changes` are
+    /// the changes from `to` to `from`, which the caller has at hand (a diff of
+    /// two large trees costs milliseconds; a recovery computes it). The view is
     /// found and checked before anything is recorded: a view whose path leads
     /// elsewhere is refused with nothing changed. Returns the workspace as
     /// recorded after.
@@ -52,6 +54,7 @@ impl Manager {
         mut ws: Workspace,
         from: Digest,
         to: Digest,
+        changes: &[Change],
         entry: OpEntry,
     ) -> Result<Workspace, Error> {
         let root = self.view_root(&ws)?;
@@ -60,7 +63,7 @@ impl Manager {
         self.put_workspace(&mut batch, &mut ws, None);
         self.db.write(batch)?;
         crash_point!("view-write-after-intent");
-        self.finish_pending_at(ws, root, overlay::Run::First)
+        self.finish_pending_at(ws, root, changes, overlay::Run::First)
     }
 
     /// Finishes `ws`'s pending write, if it has one: writes what is left of
@@ -71,22 +74,27 @@ impl Manager {
             return Ok(ws);
         }
         let root = self.view_root(&ws)?;
-        self.finish_pending_at(ws, root, overlay::Run::Again)
+        let Some(pending) = &ws.pending else {
+            return Ok(ws);
+        };
+        let changes = treediff::diff::changes(&self.store, pending.to, pending.from)
+            .map_err(Error::store(&ws.name))?;
+        self.finish_pending_at(ws, root, &changes, overlay::Run::Again)
     }
 
-    /// [`Manager::finish_pending`] through the view's root `root`, checked;
-    /// `run` says whether a reversal of the intent was cut off before.
+    /// [`Manager::finish_pending`] through the view's root `root`, checked,
+    /// given the `changes` of the intent (from its `to` to its `from`); `run`
+    /// says whether a reversal of the intent was cut off before.
     fn finish_pending_at(
         &self,
         mut ws: Workspace,
         root: OwnedFd,
+        changes: &[Change],
         run: overlay::Run,
     ) -> Result<Workspace, Error> {
         let Some(pending) = ws.pending.clone() else {
             return Ok(ws);
         };
-        let changes = treediff::diff::changes(&self.store, pending.to, pending.from)
-            .map_err(Error::store(&ws.name))?;
         // A root daemon writing into a user's view gives what it makes to them.
         let owner = (ws.owner != self.euid).then_some(overlay::Owner {
             uid: ws.owner,
@@ -99,7 +107,7 @@ impl Manager {
             root.as_fd(),
             &ws.path,
             owner,
-            &changes,
+            changes,
             run,
             &mut |_| {
                 crash_point!("view-write-between-paths");
