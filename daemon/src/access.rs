@@ -230,16 +230,13 @@ fn raw_groups(groups: Vec<Gid>) -> Vec<rustix::process::Gid> {
         .collect()
 }
 
-/// Reads the file `path` with `caller`'s permissions, on a thread of its own that
-/// takes on the caller's credentials (so the daemon's other threads keep theirs).
-/// `None` when it does not exist.
+/// Reads the input file `path` (see [`crate::input_file`]: a regular file of
+/// at most 1 MiB) with `caller`'s permissions, on a thread of its own that
+/// takes on the caller's credentials (so the daemon's other threads keep
+/// theirs). `None` when it does not exist.
 pub fn read_file_as(caller: Caller, path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let access = CallerAccess::for_caller(caller)?;
-    as_reader_on_own_thread(access.as_ref(), || match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    })
+    as_reader_on_own_thread(access.as_ref(), || crate::input_file::read(path))
 }
 
 /// Runs `f` with `reader`'s credentials, on a thread of its own (which ends

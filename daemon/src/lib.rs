@@ -8,6 +8,7 @@ mod crash;
 pub mod db;
 pub mod dbus;
 pub mod error;
+pub mod input_file;
 pub mod manager;
 pub mod project;
 pub mod remote;

@@ -1,7 +1,7 @@
 //! The `wsd` process: arguments, logging (journald-friendly under systemd), the
 //! one-daemon-per-state-dir lock, and the D-Bus service on its socket and bus.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::dbus::{Bus, BusChoice};
 use crate::manager::Manager;
+use crate::project::{DaemonConfig, parse_daemon_config};
 use crate::state_dir::{Sharing, StateDir};
 
 /// wsd: the daemon that keeps ws workspaces, their store and their transactions
@@ -31,6 +32,35 @@ struct Args {
     /// it must work. Ignored with --bus none.
     #[arg(long, env = "WSD_BUS_ADDRESS", value_name = "ADDRESS")]
     bus_address: Option<String>,
+    /// The daemon's configuration file (docs/security.md): the remote caches
+    /// whose results every user may reuse. Default: /etc/ws/wsd.toml when root
+    /// and it exists.
+    #[arg(long, env = "WSD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The configuration file a root daemon reads when none is given, if it exists.
+const SYSTEM_CONFIG: &str = "/etc/ws/wsd.toml";
+
+/// The daemon's configuration, from `--config` (which must exist) or the
+/// system file (which may not).
+fn daemon_config(given: Option<&Path>) -> Result<DaemonConfig, String> {
+    let system = Path::new(SYSTEM_CONFIG);
+    let path = match given {
+        Some(path) => path,
+        None if rustix::process::geteuid().is_root() => system,
+        None => return Ok(DaemonConfig::default()),
+    };
+    match crate::input_file::read(path) {
+        Ok(Some(bytes)) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+            parse_daemon_config(path, &text).map_err(|e| e.to_string())
+        }
+        Ok(None) if given.is_none() => Ok(DaemonConfig::default()),
+        Ok(None) => Err(format!("{} does not exist", path.display())),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// `--bus`.
@@ -91,7 +121,9 @@ fn run(args: Args) -> Result<(), String> {
                 lock_path.display()
             )
         })?;
-    let manager = Manager::open(dirs.clone()).map_err(|e| crate::dbus::describe(&e))?;
+    let config = daemon_config(args.config.as_deref())?;
+    let manager =
+        Manager::open_configured(dirs.clone(), config).map_err(|e| crate::dbus::describe(&e))?;
     let socket = match &args.socket {
         Some(socket) => socket.clone(),
         None => dirs

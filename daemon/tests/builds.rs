@@ -52,7 +52,7 @@ fn a_write_outside_the_sandbox_fails_the_build_naming_the_path() {
     assert!(!Path::new("/etc/ws-stray-build-test").exists());
     assert!(a.buildtree.is_some() && a.log.is_some());
     assert!(
-        m.artifact(&a.cache_key)
+        m.artifact(0, &a.cache_key)
             .unwrap()
             .unwrap()
             .artifact
@@ -213,7 +213,10 @@ fn a_full_disk_while_the_artifact_is_captured_fails_cleanly_and_a_retry_works() 
     assert!(text.contains("big"), "{text}");
     assert!(m.running_builds().unwrap().is_empty());
     let key = m.show(ROOT, &p, "big").unwrap()[0].cache_key.clone();
-    assert!(m.artifact(&key).unwrap().is_none(), "nothing was recorded");
+    assert!(
+        m.artifact(0, &key).unwrap().is_none(),
+        "nothing was recorded"
+    );
 
     // With a smaller output the same build goes through.
     std::fs::write(
@@ -326,7 +329,7 @@ fn gc_removes_the_buildtrees_nothing_needs_and_keeps_a_workspaces() {
     // Without a quota every cached buildtree is kept.
     let kept = m.gc(ROOT, GcOptions::default()).unwrap();
     assert_eq!(kept.removed_snapshots, 0, "{kept:?}");
-    let snapshot = |key| m.artifact(key).unwrap().unwrap().snapshot;
+    let snapshot = |key| m.artifact(0, key).unwrap().unwrap().snapshot;
     assert!(snapshot(&first.cache_key).is_some() && snapshot(&second.cache_key).is_some());
 
     // A workspace continues from the second key's buildtree; the quota evicts

@@ -183,7 +183,7 @@ fn a_shell_on_a_failed_buildtree_sees_its_outputs_and_changes_nothing() {
         out.starts_with("half-done\n") && out.contains("No such file"),
         "{out}"
     );
-    let record = m.artifact(&failed.cache_key).unwrap().unwrap();
+    let record = m.artifact(0, &failed.cache_key).unwrap().unwrap();
     assert_eq!(record.buildtree, failed.buildtree);
     assert_nothing_left(&state);
 }

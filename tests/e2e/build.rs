@@ -271,7 +271,7 @@ fn a_failed_build_is_continued_fixed_committed_and_reused() {
     assert_eq!(status["last_build"]["result"], "built", "{status}");
     assert_eq!(
         status["artifact_ref"],
-        format!("artifact/{}", built["cache_key"].as_str().unwrap())
+        format!("artifact/0/{}", built["cache_key"].as_str().unwrap())
     );
 
     // 4. A build right after changes nothing: the key is cached.

@@ -5,6 +5,7 @@
 
 mod records;
 mod statcache;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 
@@ -20,13 +21,13 @@ pub use statcache::RocksStatCache;
 /// upgraded in place at open. Version 3 added the `digestmap` column family (the
 /// remote cache's BLAKE3 ↔ SHA-256 table): versions 1 and 2 are upgraded alike.
 /// Version 4 added the `grants` column family (the trees each user may read by
-/// digest) and keys the stat cache by reader: at the upgrade the stat cache is
-/// emptied, since its entries were not.
-pub const SCHEMA_VERSION: u32 = 4;
+/// digest) and keys the stat cache by reader. Version 5 keys artifact records
+/// and their refs by producer. What an upgrade changes is in `upgrade`.
+pub const SCHEMA_VERSION: u32 = 5;
 
-/// Older versions this build upgrades at open (nothing to rewrite: the new
-/// column families are created empty, and the stat cache is emptied).
-const UPGRADABLE: [u32; 3] = [1, 2, 3];
+/// Older versions this build upgrades at open (the new column families are
+/// created empty; see `upgrade` for what else changes).
+const UPGRADABLE: [u32; 4] = [1, 2, 3, 4];
 
 /// Past every key the stat cache has had (at most 32 bytes).
 const STAT_KEYS_END: &[u8] = &[0xff; 33];
@@ -46,9 +47,11 @@ pub(crate) mod cf {
     /// source id (16 bytes: directory and reader) + dev + ino (u64 BE) →
     /// stat-cache entry (see `statcache`).
     pub const STATCACHE: &str = "statcache";
-    /// ref name (`artifact/<key>`, `buildtree/<key>`, ...) → ref record (JSON).
+    /// ref name (`artifact/<producer>/<key>`, `cache/<uid>/...`, ...) → ref
+    /// record (JSON).
     pub const REFS: &str = "refs";
-    /// cache key → the record of the last build under it (JSON; see `build::record`).
+    /// producer uid + `/` + cache key → that producer's record of the last
+    /// build under it (JSON; see `build::record`).
     pub const ARTIFACTS: &str = "artifacts";
     /// build id → a build that has started and not ended (JSON): what recovery
     /// removes after a crash.
@@ -169,10 +172,7 @@ impl Db {
                     .map(u32::from_be_bytes)
                     .map_err(|_| self.corrupt("schema", "the version is not 4 bytes"))?;
                 if UPGRADABLE.contains(&found) {
-                    let mut batch = WriteBatch::default();
-                    // Entries made before version 4 are keyed by path alone: a hit
-                    // on one would answer for credentials that never read the file.
-                    batch.delete_range_cf(self.cf(cf::STATCACHE), [].as_slice(), STAT_KEYS_END);
+                    let mut batch = upgrade::batch(self, found)?;
                     batch.put_cf(meta, b"schema", SCHEMA_VERSION.to_be_bytes());
                     return self.write(batch);
                 }
@@ -278,14 +278,22 @@ mod tests {
         let db = DB::open_cf(&options, path, &cf::ALL[..families]).unwrap();
         let meta = db.cf_handle(cf::META).unwrap();
         db.put_cf(meta, b"schema", version.to_be_bytes()).unwrap();
-        db.put_cf(db.cf_handle(cf::REFS).unwrap(), b"artifact/x", b"{}")
-            .unwrap();
+        let refs = db.cf_handle(cf::REFS).unwrap();
+        db.put_cf(refs, b"artifact/x", b"{}").unwrap();
+        db.put_cf(refs, b"cache/1000/e/c", b"{}").unwrap();
+        let workspaces = db.cf_handle(cf::WORKSPACES).unwrap();
+        let ws = br#"{"name":"w","artifact_ref":"artifact/x","other":1}"#;
+        db.put_cf(workspaces, b"id", ws).unwrap();
+        if let Some(artifacts) = db.cf_handle(cf::ARTIFACTS) {
+            db.put_cf(artifacts, b"x", br#"{"owner":0}"#).unwrap();
+        }
         let stat = db.cf_handle(cf::STATCACHE).unwrap();
         db.put_cf(stat, [0xfe; 24], [0u8; 72]).unwrap();
     }
 
-    /// Opens an old database: it is upgraded, keeps its records, has the new
-    /// column families empty and no stat-cache entry, and opens again.
+    /// Opens an old database: it is upgraded, keeps its records but the
+    /// artifact records and their refs (and the stat cache, before version 4),
+    /// has the new column families empty, and opens again.
     fn upgrades(version: u32, families: usize) {
         let dir = tempfile::tempdir().unwrap();
         old_db(dir.path(), version, families);
@@ -295,12 +303,25 @@ mod tests {
             db.get(meta, b"schema").unwrap().unwrap(),
             SCHEMA_VERSION.to_be_bytes()
         );
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         for new in &cf::ALL[families..] {
             assert!(db.scan(db.cf(new), b"").unwrap().is_empty(), "{new}");
         }
-        assert!(db.scan(db.cf(cf::STATCACHE), b"").unwrap().is_empty());
-        assert!(db.get(db.cf(cf::REFS), b"artifact/x").unwrap().is_some());
+        // Keyed by reader since version 4: kept from then on.
+        let stat_entries = db.scan(db.cf(cf::STATCACHE), b"").unwrap().len();
+        assert_eq!(stat_entries, usize::from(version >= 4));
+        assert!(db.scan(db.cf(cf::ARTIFACTS), b"").unwrap().is_empty());
+        assert!(db.get(db.cf(cf::REFS), b"artifact/x").unwrap().is_none());
+        assert!(
+            db.get(db.cf(cf::REFS), b"cache/1000/e/c")
+                .unwrap()
+                .is_some()
+        );
+        let ws = db.get(db.cf(cf::WORKSPACES), b"id").unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&ws).unwrap(),
+            serde_json::json!({"name": "w", "artifact_ref": null, "other": 1})
+        );
         drop(db);
         Db::open(dir.path()).unwrap();
     }
@@ -318,14 +339,19 @@ mod tests {
     }
 
     #[test]
+    fn version_4_is_upgraded_without_its_shared_artifact_records() {
+        upgrades(4, 11);
+    }
+
+    #[test]
     fn a_newer_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let mut batch = WriteBatch::default();
-        batch.put_cf(db.cf(cf::META), b"schema", 5u32.to_be_bytes());
+        batch.put_cf(db.cf(cf::META), b"schema", 6u32.to_be_bytes());
         db.write(batch).unwrap();
         drop(db);
         let err = Db::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("schema version 5"), "{err}");
+        assert!(err.contains("schema version 6"), "{err}");
     }
 }

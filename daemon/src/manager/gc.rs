@@ -24,7 +24,6 @@ use serde::Serialize;
 use treediff::Digest;
 use treediff::gc::SweepStats;
 
-use super::build::buildtree_ref;
 use super::{Caller, Manager, Snapper};
 use crate::error::Error;
 use overlay::BackendKind;
@@ -192,7 +191,7 @@ impl Manager {
             let Some(snapshot) = record.snapshot.clone() else {
                 continue;
             };
-            if refs.contains(&buildtree_ref(&record.key)) {
+            if refs.contains(&record.buildtree_ref()) {
                 used.insert((snapshot.backend, snapshot.owner, snapshot.name));
             } else {
                 record.buildtree = None;

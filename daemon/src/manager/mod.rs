@@ -29,6 +29,7 @@ use treediff::{Change, Digest, Store};
 
 use crate::db::{Db, RocksRecords, cf};
 use crate::error::Error;
+use crate::project::DaemonConfig;
 use crate::state_dir::StateDir;
 use crate::workspace::{OpEntry, Workspace};
 
@@ -112,6 +113,8 @@ pub struct Manager {
     source_watch: Option<source_watch::SourceWatch>,
     /// Connections to remote caches, and the digest table.
     remotes: remotes::Remotes,
+    /// The daemon's configuration file, as the admin wrote it.
+    config: DaemonConfig,
 }
 
 /// A name reserved by an open in progress; released when dropped.
@@ -155,7 +158,12 @@ impl Manager {
     /// probes the machine, and recovers from whatever a crash left (see
     /// [`Manager::recover`]).
     pub fn open(dirs: StateDir) -> Result<Manager, Error> {
-        Manager::open_with_probe(dirs, |_| {})
+        Manager::open_configured(dirs, DaemonConfig::default())
+    }
+
+    /// [`Manager::open`], with the daemon's configuration file's `config`.
+    pub fn open_configured(dirs: StateDir, config: DaemonConfig) -> Result<Manager, Error> {
+        Manager::open_inner(dirs, config, |_| {})
     }
 
     /// [`Manager::open`], with what the probe found changed by `adjust` before
@@ -163,6 +171,14 @@ impl Manager {
     /// overlayfs, say) on one that has it.
     pub fn open_with_probe(
         dirs: StateDir,
+        adjust: impl FnOnce(&mut Probe),
+    ) -> Result<Manager, Error> {
+        Manager::open_inner(dirs, DaemonConfig::default(), adjust)
+    }
+
+    fn open_inner(
+        dirs: StateDir,
+        config: DaemonConfig,
         adjust: impl FnOnce(&mut Probe),
     ) -> Result<Manager, Error> {
         dirs.prepare()?;
@@ -188,6 +204,7 @@ impl Manager {
             source_watch: source_watch::SourceWatch::start(),
             remotes: remotes::Remotes::new(crate::remote::DigestMap::new(db.clone())),
             db,
+            config,
         };
         manager.recover()?;
         Ok(manager)

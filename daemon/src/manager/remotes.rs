@@ -59,16 +59,55 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// A remote a request uses: as configured, with its TLS and token files read
+/// as the caller when the request began, before it took any lock (a slow file
+/// never holds up anyone else's work). A file that cannot be read makes that
+/// remote fail when used, like one that cannot be reached: never fatal to local
+/// work.
+#[derive(Clone, Debug)]
+pub(crate) struct UsedRemote {
+    spec: RemoteSpec,
+    endpoint: Result<Endpoint, ReadFailure>,
+}
+
+impl std::ops::Deref for UsedRemote {
+    type Target = RemoteSpec;
+    fn deref(&self) -> &RemoteSpec {
+        &self.spec
+    }
+}
+
+/// A file of a remote's that could not be read, kept to be reported when the
+/// remote is used.
+#[derive(Clone, Debug)]
+struct ReadFailure {
+    op: &'static str,
+    path: PathBuf,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl ReadFailure {
+    fn error(&self) -> Error {
+        Error::Io {
+            op: self.op,
+            path: self.path.clone(),
+            source: std::io::Error::new(self.kind, self.message.clone()),
+        }
+    }
+}
+
 impl Manager {
     /// The remotes a request of `caller` uses: the user's configuration first,
     /// then the project's (`project`, when the request has one); a remote both
-    /// name (same URL and instance) is the user's.
+    /// name (same URL and instance) is the user's. Reads every file they name,
+    /// as `caller`: call it before taking the store guard.
     pub(crate) fn remotes_for(
         &self,
         caller: Caller,
         project: &[RemoteSpec],
         options: &RemoteOptions,
-    ) -> Result<Vec<RemoteSpec>, Error> {
+    ) -> Result<Vec<UsedRemote>, Error> {
         if options.disabled {
             return Ok(Vec::new());
         }
@@ -84,20 +123,25 @@ impl Manager {
                 specs.push(spec.clone());
             }
         }
-        Ok(specs)
+        Ok(specs
+            .into_iter()
+            .map(|spec| UsedRemote {
+                endpoint: endpoint(caller, &spec),
+                spec,
+            })
+            .collect())
     }
 
-    /// The connection to `spec`'s remote (its TLS files read as `caller`), made
-    /// on first use (reading its capabilities) and kept: tonic reconnects a
-    /// broken channel by itself.
-    pub(crate) fn remote(&self, caller: Caller, spec: &RemoteSpec) -> Result<Arc<Remote>, Error> {
-        let endpoint = endpoint(caller, spec)?;
-        let key = endpoint_key(&endpoint);
+    /// The connection to `used`'s remote, made on first use (reading its
+    /// capabilities) and kept: tonic reconnects a broken channel by itself.
+    pub(crate) fn remote(&self, used: &UsedRemote) -> Result<Arc<Remote>, Error> {
+        let endpoint = used.endpoint.as_ref().map_err(ReadFailure::error)?;
+        let key = endpoint_key(endpoint);
         if let Some(remote) = self.lock_connections().get(&key) {
             return Ok(remote.clone());
         }
         // Not under the lock: connecting waits for the server.
-        let remote = Arc::new(Remote::connect_with(runtime().handle().clone(), &endpoint)?);
+        let remote = Arc::new(Remote::connect_with(runtime().handle().clone(), endpoint)?);
         Ok(self.lock_connections().entry(key).or_insert(remote).clone())
     }
 
@@ -116,23 +160,24 @@ impl Manager {
 
 /// `spec` as the client connects to it: its certificate, key and token files
 /// read as `caller` (the daemon never reads a file with its own rights because
-/// a configuration names it).
-fn endpoint(caller: Caller, spec: &RemoteSpec) -> Result<Endpoint, Error> {
+/// a configuration names it), as input files (`crate::input_file`).
+fn endpoint(caller: Caller, spec: &RemoteSpec) -> Result<Endpoint, ReadFailure> {
     let endpoint = Endpoint::new(&spec.url, &spec.instance);
     if !spec.uses_tls() {
         return Ok(endpoint);
     }
-    let read = |path: &Option<PathBuf>, what: &'static str| -> Result<Option<Vec<u8>>, Error> {
+    let read = |path: &Option<PathBuf>, op: &'static str| -> Result<Option<Vec<u8>>, ReadFailure> {
         let Some(path) = path else { return Ok(None) };
-        let io = |source| Error::Io {
-            op: what,
+        let failure = |e: std::io::Error| ReadFailure {
+            op,
             path: path.clone(),
-            source,
+            kind: e.kind(),
+            message: e.to_string(),
         };
         crate::access::read_file_as(caller, path)
-            .map_err(io)?
+            .map_err(failure)?
             .map(Some)
-            .ok_or_else(|| io(std::io::Error::from(std::io::ErrorKind::NotFound)))
+            .ok_or_else(|| failure(std::io::Error::from(std::io::ErrorKind::NotFound)))
     };
     let ca_pem = read(&spec.server_cert, "read the remote's server-cert")?;
     let client = match (

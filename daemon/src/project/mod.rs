@@ -7,6 +7,7 @@
 //! user guide to the file is `docs/project.md`; the key encoding is in
 //! `docs/format.md`.
 
+mod daemon_config;
 pub mod key;
 mod parse;
 mod remotes;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use daemon_config::{DaemonConfig, parse_daemon_config};
 pub use key::{CacheKey, KEY_FORMAT, cache_key, dependency_hash, key_encoding};
 pub use remotes::{RemoteSpec, parse_user_config};
 

@@ -296,10 +296,10 @@ fn push_and_pull_by_element_and_by_key() {
     assert_eq!(pulled.element, "app");
     assert_eq!(pulled.artifact, built[1].artifact);
     assert_eq!(pulled.buildtree, built[1].buildtree);
-    let record = b.artifact(&key).unwrap().unwrap();
+    let record = b.artifact(0, &key).unwrap().unwrap();
     assert_eq!(
         record.source_digest,
-        a.m.artifact(&key).unwrap().unwrap().source_digest
+        a.m.artifact(0, &key).unwrap().unwrap().source_digest
     );
     assert!(record.newest_mtime.is_some());
 

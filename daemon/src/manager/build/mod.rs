@@ -42,8 +42,9 @@ pub use show::{ElementState, ShownElement};
 pub use verify::{Verification, VerifyResult};
 
 use crate::error::Error;
+use crate::manager::remotes::UsedRemote;
 use crate::manager::{Caller, Manager, RemoteOptions, now_secs};
-use crate::project::{CacheKey, ElementKind, RemoteSpec};
+use crate::project::{CacheKey, ElementKind};
 use crate::sandbox::Cancel;
 
 /// What became of one element in a build.
@@ -175,10 +176,11 @@ impl Manager {
         observer: &dyn BuildObserver,
         cancel: &Cancel,
     ) -> Result<Vec<ElementReport>, Error> {
-        let _store = self.store_guard();
+        // The project and configuration files first, with no lock held.
         let loaded = self.load_project(caller, dir)?;
-        let planned = self.plan(caller, &loaded, target)?;
         let remotes = self.remotes_for(caller, &loaded.project.remotes, &options.remotes)?;
+        let _store = self.store_guard();
+        let planned = self.plan(caller, &loaded, target)?;
         let mut reports: Vec<ElementReport> = Vec::new();
         for p in &planned {
             if cancel.is_cancelled() {
@@ -221,11 +223,11 @@ impl Manager {
         planned: &[Planned],
         p: &Planned,
         done: &[ElementReport],
-        remotes: &[RemoteSpec],
+        remotes: &[UsedRemote],
         observer: &dyn BuildObserver,
         cancel: &Cancel,
     ) -> Result<ElementReport, Error> {
-        if let Some(report) = self.cached(p)? {
+        if let Some(report) = self.cached(caller, p)? {
             self.record_hit_in_workspace(p)?;
             return Ok(report);
         }
@@ -277,8 +279,8 @@ impl Manager {
     /// The report of reusing the artifact cached under `p`'s key, if there is an
     /// intact one. A damaged one (a blob missing or not matching its digest) is a
     /// miss, never used.
-    fn cached(&self, p: &Planned) -> Result<Option<ElementReport>, Error> {
-        let Some(record) = self.artifact(&p.key)? else {
+    fn cached(&self, caller: Caller, p: &Planned) -> Result<Option<ElementReport>, Error> {
+        let Some(record) = self.artifact(caller.uid, &p.key)? else {
             return Ok(None);
         };
         let Some(artifact) = record
@@ -291,7 +293,7 @@ impl Manager {
             tracing::warn!(element = p.element.name, key = %p.key, "the cached artifact is damaged: building it again");
             return Ok(None);
         }
-        let _ = self.use_ref(&record::artifact_ref(&p.key));
+        let _ = self.use_ref(&record.artifact_ref());
         let from = match &record.workspace {
             Some(ws) => format!("reused the artifact built in workspace {ws}"),
             None => "reused the cached artifact".to_owned(),
@@ -332,6 +334,7 @@ impl Manager {
             failure: None,
             workspace: p.workspace.as_ref().map(|w| w.name.clone()),
             owner: caller.uid,
+            producer: caller.uid,
             time: now_secs(),
         };
         let mut batch = rocksdb::WriteBatch::default();

@@ -81,12 +81,17 @@ impl Manager {
         caller: Caller,
         request: ElementOpen,
     ) -> Result<OpenedElement, Error> {
-        let _store = self.store_guard();
+        // The project and configuration files first, with no lock held.
         let loaded = self.load_project(caller, &request.project_dir)?;
+        let remotes = match request.fresh {
+            true => Vec::new(),
+            false => self.remotes_for(caller, &loaded.project.remotes, &request.remotes)?,
+        };
+        let _store = self.store_guard();
         let element = loaded.project.element(&request.element)?.clone();
         let planned = self.plan(caller, &loaded, &element.name)?;
         let target = planned.last().expect("a plan ends with its target").clone();
-        let local = self.artifact(&target.key)?;
+        let local = self.artifact(caller.uid, &target.key)?;
         let mut pulled_from = None;
         let failed = match (request.fresh, local) {
             (true, _) => None,
@@ -97,8 +102,6 @@ impl Manager {
             // have the failure.
             (false, Some(_)) => None,
             (false, None) => {
-                let remotes =
-                    self.remotes_for(caller, &loaded.project.remotes, &request.remotes)?;
                 let pulled = self.pull_failed(caller, &remotes, &target)?;
                 pulled_from = pulled.as_ref().map(|(url, _)| url.clone());
                 pulled.and_then(|(_, record)| BuildtreeSource::of(&record))

@@ -203,7 +203,7 @@ impl Manager {
     /// Grants `caller` the trees recorded under `key`, which their plan
     /// computed from sources read as them: what they would build themselves.
     fn grant_recorded(&self, caller: Caller, key: &CacheKey) -> Result<(), Error> {
-        if let Some(record) = self.artifact(key)? {
+        if let Some(record) = self.artifact(caller.uid, key)? {
             let trees: Vec<Digest> = [record.artifact, record.buildtree]
                 .into_iter()
                 .flatten()

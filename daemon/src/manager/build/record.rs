@@ -1,6 +1,17 @@
-//! What the daemon records about builds: the artifact record under each cache key
-//! (the last build's result, its trees and log), and the running builds that
-//! recovery removes after a crash.
+//! What the daemon records about builds: the artifact records under each cache
+//! key (the last build's result, its trees and log, one per producer), and the
+//! running builds that recovery removes after a crash.
+//!
+//! # Whose records are reused
+//!
+//! Every record has a *producer*: the uid whose process made what it holds (a
+//! build runs as its caller, who can reach it through `/proc` while it runs; a
+//! pull brings what the caller's remote sent). A caller reuses their own
+//! records, else the daemon's own: a root daemon's builds for root and its
+//! pulls from the remotes its configuration trusts. Never another user's. So
+//! records are keyed by producer and key, and so are the refs that keep their
+//! trees (`artifact/<producer>/<key>`, ...); a pull by one user writes only
+//! their own record, never one another uid reuses.
 
 use overlay::BackendKind;
 use rocksdb::WriteBatch;
@@ -79,8 +90,12 @@ pub struct ArtifactRecord {
     pub failure: Option<String>,
     /// The workspace that built it, if any.
     pub workspace: Option<String>,
-    /// Who built it.
+    /// Who built it, or asked for the pull that brought it: the uid its trees
+    /// are granted to.
     pub owner: u32,
+    /// Whose record it is (see the module doc): `owner`, or the daemon's uid
+    /// for what a trusted remote sent.
+    pub producer: u32,
     /// Seconds since the epoch, at its end.
     pub time: u64,
 }
@@ -111,14 +126,19 @@ pub struct RunningBuild {
     pub sysroot: Option<std::path::PathBuf>,
 }
 
-/// The ref names of what a cache key holds.
-pub fn artifact_ref(key: &CacheKey) -> String {
-    format!("artifact/{key}")
+/// The key of `producer`'s record under `key` (`artifacts` column family).
+pub fn record_key(producer: u32, key: &CacheKey) -> String {
+    format!("{producer}/{key}")
 }
 
-/// The ref of a key's buildtree.
-pub fn buildtree_ref(key: &CacheKey) -> String {
-    format!("buildtree/{key}")
+/// The ref of the artifact in `producer`'s record under `key`.
+pub fn artifact_ref(producer: u32, key: &CacheKey) -> String {
+    format!("artifact/{producer}/{key}")
+}
+
+/// The ref of the buildtree in `producer`'s record under `key`.
+pub fn buildtree_ref(producer: u32, key: &CacheKey) -> String {
+    format!("buildtree/{producer}/{key}")
 }
 
 /// The ref holding the latest saved content of an element's cache, per user:
@@ -127,18 +147,46 @@ pub fn cache_ref(uid: u32, element: &str, name: &str) -> String {
     format!("cache/{uid}/{element}/{name}")
 }
 
-/// The ref of a key's log (a tree holding `build.log`, so gc keeps the blob).
-pub fn log_ref(key: &CacheKey) -> String {
-    format!("log/{key}")
+/// The ref of the log in `producer`'s record under `key` (a tree holding
+/// `build.log`, so gc keeps the blob).
+pub fn log_ref(producer: u32, key: &CacheKey) -> String {
+    format!("log/{producer}/{key}")
+}
+
+impl ArtifactRecord {
+    /// The ref of its artifact.
+    pub fn artifact_ref(&self) -> String {
+        artifact_ref(self.producer, &self.key)
+    }
+
+    /// The ref of its buildtree.
+    pub fn buildtree_ref(&self) -> String {
+        buildtree_ref(self.producer, &self.key)
+    }
 }
 
 impl Manager {
-    /// The record of the last build under `key`.
-    pub fn artifact(&self, key: &CacheKey) -> Result<Option<ArtifactRecord>, Error> {
-        match self
-            .db
-            .get(self.db.cf(cf::ARTIFACTS), key.as_str().as_bytes())?
-        {
+    /// The record `uid` reuses under `key`: their own, else one the daemon
+    /// trusts (see the module doc).
+    pub fn artifact(&self, uid: u32, key: &CacheKey) -> Result<Option<ArtifactRecord>, Error> {
+        for producer in [uid, self.euid] {
+            if let Some(record) = self.artifact_of(producer, key)? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record `producer` made under `key`.
+    pub fn artifact_of(
+        &self,
+        producer: u32,
+        key: &CacheKey,
+    ) -> Result<Option<ArtifactRecord>, Error> {
+        match self.db.get(
+            self.db.cf(cf::ARTIFACTS),
+            record_key(producer, key).as_bytes(),
+        )? {
             Some(bytes) => Ok(Some(
                 serde_json::from_slice(&bytes)
                     .map_err(|e| self.db.corrupt("artifact", e.to_string()))?,
@@ -178,7 +226,7 @@ impl Manager {
         if let Some(tree) = record.artifact {
             self.put_ref_into(
                 batch,
-                &artifact_ref(&record.key),
+                &record.artifact_ref(),
                 tree,
                 RefKind::Artifact,
                 artifact_size,
@@ -187,7 +235,7 @@ impl Manager {
         if let Some(tree) = record.buildtree {
             self.put_ref_into(
                 batch,
-                &buildtree_ref(&record.key),
+                &record.buildtree_ref(),
                 tree,
                 RefKind::Buildtree,
                 record.buildtree_size,
@@ -195,7 +243,8 @@ impl Manager {
         }
         if let Some(tree) = log_tree {
             let size = record.log.map_or(0, |d| d.size());
-            self.put_ref_into(batch, &log_ref(&record.key), tree, RefKind::Buildtree, size);
+            let name = log_ref(record.producer, &record.key);
+            self.put_ref_into(batch, &name, tree, RefKind::Buildtree, size);
         }
     }
 
@@ -207,7 +256,7 @@ impl Manager {
     ) {
         batch.put_cf(
             self.db.cf(cf::ARTIFACTS),
-            record.key.as_str().as_bytes(),
+            record_key(record.producer, &record.key).as_bytes(),
             serde_json::to_vec(record).expect("artifact records serialize"),
         );
     }

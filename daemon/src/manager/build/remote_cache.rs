@@ -13,6 +13,7 @@ use treediff::Digest;
 use super::record::{ArtifactRecord, Outcome};
 use super::{ElementReport, Planned, clock, stage};
 use crate::error::Error;
+use crate::manager::remotes::UsedRemote;
 use crate::manager::{Caller, Manager, now_secs};
 use crate::project::{CacheKey, RemoteSpec};
 use crate::remote::{BuildInfo, BuildResult, Found, Lookup, Parts, RemoteError};
@@ -82,6 +83,17 @@ pub struct TransferReport {
 }
 
 impl Manager {
+    /// Whose record a pull by `caller` from `spec` makes: the daemon's (which
+    /// every user reuses) when its configuration trusts that remote, else the
+    /// caller's own.
+    fn producer_of_pull(&self, caller: Caller, spec: &RemoteSpec) -> u32 {
+        if self.config.trusts(spec) {
+            self.euid
+        } else {
+            caller.uid
+        }
+    }
+
     /// The artifact cached under `p`'s key in the first remote that pulls and
     /// has a usable success, recorded here and reported as `cached`; the
     /// buildtree is pulled too when `p` builds in a workspace (its next build
@@ -90,7 +102,7 @@ impl Manager {
     pub(super) fn pull_cached(
         &self,
         caller: Caller,
-        remotes: &[RemoteSpec],
+        remotes: &[UsedRemote],
         p: &Planned,
         activity: &mut RemoteActivity,
         say: Say<'_>,
@@ -103,12 +115,12 @@ impl Manager {
                 log: true,
             };
             let Some(result) =
-                self.fetch_from(caller, spec, &p.key, Outcome::Success, parts, activity, say)?
+                self.fetch_from(spec, &p.key, Outcome::Success, parts, activity, say)?
             else {
                 continue;
             };
-            self.record_pulled(caller, &p.key, result, Some(p))?;
-            let Some(mut report) = self.cached(p)? else {
+            self.record_pulled(caller, spec, &p.key, result, Some(p))?;
+            let Some(mut report) = self.cached(caller, p)? else {
                 // Damaged between the pull and now: build it.
                 continue;
             };
@@ -125,7 +137,7 @@ impl Manager {
     pub(super) fn pull_failed(
         &self,
         caller: Caller,
-        remotes: &[RemoteSpec],
+        remotes: &[UsedRemote],
         p: &Planned,
     ) -> Result<Option<(String, ArtifactRecord)>, Error> {
         let mut activity = RemoteActivity::default();
@@ -136,22 +148,15 @@ impl Manager {
                 sources: false,
                 log: true,
             };
-            let Some(result) = self.fetch_from(
-                caller,
-                spec,
-                &p.key,
-                Outcome::Failed,
-                parts,
-                &mut activity,
-                &|_| {},
-            )?
+            let Some(result) =
+                self.fetch_from(spec, &p.key, Outcome::Failed, parts, &mut activity, &|_| {})?
             else {
                 continue;
             };
             if result.buildtree.is_none() {
                 continue;
             }
-            let record = self.record_pulled(caller, &p.key, result, Some(p))?;
+            let record = self.record_pulled(caller, spec, &p.key, result, Some(p))?;
             return Ok(Some((spec.url.clone(), record)));
         }
         Ok(None)
@@ -163,15 +168,14 @@ impl Manager {
     #[allow(clippy::too_many_arguments)]
     fn fetch_from(
         &self,
-        caller: Caller,
-        spec: &RemoteSpec,
+        spec: &UsedRemote,
         key: &CacheKey,
         outcome: Outcome,
         parts: Parts,
         activity: &mut RemoteActivity,
         say: Say<'_>,
     ) -> Result<Option<BuildResult>, Error> {
-        let found = self.remote(caller, spec).and_then(|remote| {
+        let found = self.remote(spec).and_then(|remote| {
             let found = remote.find_result(key)?;
             Ok((remote, found))
         });
@@ -210,12 +214,14 @@ impl Manager {
         }
     }
 
-    /// Records `result`, pulled into the store under `key`, as the artifact
-    /// record of `key` (replacing a local one). `planned` gives the element and
-    /// its sources when the caller has the project; else the entry must say.
+    /// Records `result`, pulled from `spec` into the store under `key`, as
+    /// the record of `key` of the pull's producer (replacing theirs, and only
+    /// theirs). `planned` gives the element and its sources when the caller has
+    /// the project; else the entry must say.
     fn record_pulled(
         &self,
         caller: Caller,
+        spec: &UsedRemote,
         key: &CacheKey,
         result: BuildResult,
         planned: Option<&Planned>,
@@ -272,6 +278,7 @@ impl Manager {
             failure: result.failure,
             workspace: None,
             owner: caller.uid,
+            producer: self.producer_of_pull(caller, spec),
             time: now_secs(),
         };
         let mut batch = rocksdb::WriteBatch::default();
@@ -285,7 +292,7 @@ impl Manager {
     pub(super) fn push_recorded(
         &self,
         caller: Caller,
-        remotes: &[RemoteSpec],
+        remotes: &[UsedRemote],
         key: &CacheKey,
         activity: &mut RemoteActivity,
         say: Say<'_>,
@@ -294,13 +301,13 @@ impl Manager {
         if !remotes.iter().any(|s| s.push) {
             return Ok(transfers);
         }
-        let Some(record) = self.artifact(key)? else {
+        let Some(record) = self.artifact(caller.uid, key)? else {
             return Ok(transfers);
         };
         for spec in remotes.iter().filter(|s| s.push) {
             say(format!("▶ remote: pushing to {}\n", spec.url));
             let started = std::time::Instant::now();
-            match self.push_record_to(caller, spec, &record) {
+            match self.push_record_to(spec, &record) {
                 Ok(transfer) => {
                     say(format!(
                         "▶ remote: sent {} of {} blob(s), {}, in {:.1} s\n",
@@ -324,11 +331,10 @@ impl Manager {
     /// store still holds them, its log, then the entry.
     fn push_record_to(
         &self,
-        caller: Caller,
-        spec: &RemoteSpec,
+        spec: &UsedRemote,
         record: &ArtifactRecord,
     ) -> Result<Transfer, Error> {
-        let remote = self.remote(caller, spec)?;
+        let remote = self.remote(spec)?;
         let mut result = BuildResult {
             outcome: record.outcome,
             artifact: record.artifact,
@@ -416,9 +422,10 @@ impl Manager {
         target: TransferTarget,
         options: &crate::manager::RemoteOptions,
     ) -> Result<TransferReport, Error> {
-        let _store = self.store_guard();
+        // The project and configuration files first, with no lock held.
         let (key, planned, remotes) = self.transfer_target(caller, target, options)?;
-        let Some(record) = self.artifact(&key)? else {
+        let _store = self.store_guard();
+        let Some(record) = self.artifact(caller.uid, &key)? else {
             return Err(Error::NotBuilt {
                 element: key.to_string(),
                 problem: "nothing is cached under this key here; build it first".into(),
@@ -436,13 +443,13 @@ impl Manager {
                 self.check_readable(caller, tree)?;
             }
         }
-        let pushing: Vec<&RemoteSpec> = remotes.iter().filter(|s| s.push).collect();
+        let pushing: Vec<&UsedRemote> = remotes.iter().filter(|s| s.push).collect();
         if pushing.is_empty() {
             return Err(no_remote(&remotes, "push = true"));
         }
         let mut transfers = Vec::new();
         for spec in pushing {
-            transfers.push(self.push_record_to(caller, spec, &record)?);
+            transfers.push(self.push_record_to(spec, &record)?);
         }
         Ok(TransferReport::of(record, transfers))
     }
@@ -457,15 +464,16 @@ impl Manager {
         target: TransferTarget,
         options: &crate::manager::RemoteOptions,
     ) -> Result<TransferReport, Error> {
-        let _store = self.store_guard();
+        // The project and configuration files first, with no lock held.
         let (key, planned, remotes) = self.transfer_target(caller, target, options)?;
-        let pulling: Vec<&RemoteSpec> = remotes.iter().filter(|s| s.pull).collect();
+        let _store = self.store_guard();
+        let pulling: Vec<&UsedRemote> = remotes.iter().filter(|s| s.pull).collect();
         if pulling.is_empty() {
             return Err(no_remote(&remotes, "pull = true"));
         }
         let mut misses = Vec::new();
         for spec in pulling {
-            let remote = self.remote(caller, spec)?;
+            let remote = self.remote(spec)?;
             let before = remote.stats();
             let entry = match remote.find_result(&key)? {
                 Found::Entry(entry) => entry,
@@ -490,7 +498,7 @@ impl Manager {
                 moved_blobs: blobs,
                 moved_bytes: after.bytes_received - before.bytes_received,
             };
-            let record = self.record_pulled(caller, &key, result, planned.as_ref())?;
+            let record = self.record_pulled(caller, spec, &key, result, planned.as_ref())?;
             return Ok(TransferReport::of(record, vec![transfer]));
         }
         Err(Error::NotBuilt {
@@ -509,7 +517,7 @@ impl Manager {
         caller: Caller,
         target: TransferTarget,
         options: &crate::manager::RemoteOptions,
-    ) -> Result<(CacheKey, Option<Planned>, Vec<RemoteSpec>), Error> {
+    ) -> Result<(CacheKey, Option<Planned>, Vec<UsedRemote>), Error> {
         self.serves(caller)?;
         match target {
             TransferTarget::Element {
@@ -537,7 +545,7 @@ impl Manager {
 }
 
 /// The error of a push or pull that has no remote to use.
-fn no_remote(remotes: &[RemoteSpec], setting: &str) -> Error {
+fn no_remote(remotes: &[UsedRemote], setting: &str) -> Error {
     Error::Invalid {
         what: "remote cache",
         problem: if remotes.is_empty() {

@@ -40,7 +40,7 @@ use treediff::{CaptureMode, CaptureOptions, Digest};
 use super::clock;
 use super::open::BuildtreeSource;
 use super::plan::Planned;
-use super::record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, artifact_ref, cache_ref};
+use super::record::{ArtifactRecord, Outcome, RunningBuild, SnapshotRef, cache_ref};
 use super::stage::{log_tree, trash};
 use super::{BuildObserver, ElementReport, ElementResult};
 use crate::error::Error;
@@ -213,7 +213,10 @@ impl Manager {
     /// from exactly its current sources, so its next edit builds incrementally
     /// over it instead of from scratch.
     pub(super) fn record_hit_in_workspace(&self, p: &Planned) -> Result<(), Error> {
-        let (Some(ws), Some(record)) = (&p.workspace, self.artifact(&p.key)?) else {
+        let Some(ws) = &p.workspace else {
+            return Ok(());
+        };
+        let Some(record) = self.artifact(ws.owner, &p.key)? else {
             return Ok(());
         };
         let name = p.element.name.as_str();
@@ -230,7 +233,7 @@ impl Manager {
         if let Some(buildtree) = adopted {
             ws.buildtree = Some(buildtree);
         }
-        ws.artifact_ref = Some(artifact_ref(&record.key));
+        ws.artifact_ref = Some(record.artifact_ref());
         ws.dependency_hash = Some(record.dependency_hash.clone());
         ws.last_build = Some(LastBuild {
             id: new_id(),
@@ -436,6 +439,8 @@ impl Manager {
             failure: ran.failure.clone(),
             workspace: planned.workspace.as_ref().map(|w| w.name.clone()),
             owner: job.caller.uid,
+            // The build ran as its caller.
+            producer: job.caller.uid,
             time: now_secs(),
         };
         let buildtree = Buildtree {
@@ -888,7 +893,7 @@ fn record_in_workspace(
     });
     if success {
         ws.buildtree = Some(buildtree);
-        ws.artifact_ref = Some(artifact_ref(&record.key));
+        ws.artifact_ref = Some(record.artifact_ref());
         ws.dependency_hash = Some(record.dependency_hash.clone());
     }
 }

@@ -86,8 +86,8 @@ impl Manager {
         // The store is read and the layer made under the guard; the shell itself
         // writes nothing to the store, and its running layer keeps its parent.
         let (planned, start, sysroot, what, layer) = {
-            let _store = self.store_guard();
             let loaded = self.load_project(caller, dir)?;
+            let _store = self.store_guard();
             let mut planned = self.plan(caller, &loaded, target)?;
             let p = planned.last().expect("a plan ends with its target");
             if p.element.kind == ElementKind::Import {
@@ -98,7 +98,7 @@ impl Manager {
             }
             let mut deps = Vec::new();
             for d in plan::closure(&planned, target) {
-                match self.cached(d)?.and_then(|r| r.artifact) {
+                match self.cached(caller, d)?.and_then(|r| r.artifact) {
                     Some(artifact) => deps.push(artifact),
                     None => {
                         return Err(Error::NotBuilt {
@@ -140,7 +140,7 @@ impl Manager {
             };
             return Ok((self.build_start(caller, p, false)?, what));
         }
-        if let Some(record) = self.artifact(&p.key)?
+        if let Some(record) = self.artifact(caller.uid, &p.key)?
             && let Some(source) = BuildtreeSource::of(&record)
         {
             // The snapshotter and owner its builds have (its workspace's, if open).

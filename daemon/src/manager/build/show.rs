@@ -69,7 +69,7 @@ impl Manager {
         let planned = self.plan(caller, &loaded, target)?;
         let mut shown: Vec<ShownElement> = Vec::new();
         for p in &planned {
-            let record = self.artifact(&p.key)?;
+            let record = self.artifact(caller.uid, &p.key)?;
             let state = match record.as_ref().map(|r| r.outcome) {
                 Some(Outcome::Success) => ElementState::Cached,
                 Some(Outcome::Failed) => ElementState::Failed,
