@@ -14,9 +14,9 @@ use treediff::{Dir, Node};
 
 use super::{nonce, server, server_cas};
 
-const ROOT: Caller = Caller { uid: 0, gid: 0 };
+pub(super) const ROOT: Caller = Caller { uid: 0, gid: 0 };
 
-fn manager(state: &Path) -> Manager {
+pub(super) fn manager(state: &Path) -> Manager {
     let mut m = Manager::open(StateDir::new(state.to_owned())).unwrap();
     m.set_sandbox_exe(PathBuf::from(env!("CARGO_BIN_EXE_wsd")));
     m
@@ -26,7 +26,7 @@ fn manager(state: &Path) -> Manager {
 /// buildtree (it leaves `part` behind, an hour in the future like a build on a
 /// machine whose clock is ahead), its second fails until the sources hold
 /// `fixed`. `nonce` makes its key new in every run.
-fn app(nonce: &str) -> String {
+pub(super) fn app(nonce: &str) -> String {
     format!(
         "[element.base]\nkind = \"import\"\nsources = \"base\"\n\n\
          [element.app]\nsources = \"src\"\ndepends = [\"base\"]\n\
@@ -36,14 +36,14 @@ fn app(nonce: &str) -> String {
 }
 
 /// A machine: its state and its copy of the project.
-struct Machine {
-    m: Manager,
-    project: PathBuf,
+pub(super) struct Machine {
+    pub(super) m: Manager,
+    pub(super) project: PathBuf,
 }
 
 /// A machine `name` with the project `toml`, whose sources (the imported `base`
 /// too) are unique to `nonce`, so that no other test or run shares their keys.
-fn machine(dir: &Path, name: &str, toml: &str, nonce: &str) -> Machine {
+pub(super) fn machine(dir: &Path, name: &str, toml: &str, nonce: &str) -> Machine {
     let project = dir.join(name).join("project");
     std::fs::create_dir_all(project.join("src")).unwrap();
     std::fs::create_dir_all(project.join("base")).unwrap();
@@ -61,7 +61,10 @@ fn machine(dir: &Path, name: &str, toml: &str, nonce: &str) -> Machine {
 }
 
 impl Machine {
-    fn build(&self, options: RemoteOptions) -> Vec<daemon::manager::build::ElementReport> {
+    pub(super) fn build(
+        &self,
+        options: RemoteOptions,
+    ) -> Vec<daemon::manager::build::ElementReport> {
         let options = daemon::manager::build::BuildOptions {
             remotes: options,
             ..Default::default()
@@ -80,7 +83,7 @@ impl Machine {
 }
 
 /// A user configuration naming the remote at `url`, pull only.
-fn user_config(dir: &Path, url: &str) -> RemoteOptions {
+pub(super) fn user_config(dir: &Path, url: &str) -> RemoteOptions {
     let path = dir.join("config.toml");
     std::fs::write(&path, format!("[[remote]]\nurl = \"{url}\"\n")).unwrap();
     RemoteOptions {
@@ -90,7 +93,7 @@ fn user_config(dir: &Path, url: &str) -> RemoteOptions {
 }
 
 /// The content of the file `name` at the top of `tree`.
-fn file_in(m: &Manager, tree: treediff::Digest, name: &str) -> String {
+pub(super) fn file_in(m: &Manager, tree: treediff::Digest, name: &str) -> String {
     let dir = Dir::read(m.store(), tree, "").unwrap();
     let entry = dir.entries().iter().find(|e| e.name == name).unwrap();
     let Node::File { digest, .. } = &entry.node else {

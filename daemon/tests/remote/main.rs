@@ -20,7 +20,12 @@ mod blake3_remote;
 mod builds;
 mod fake;
 mod killed;
+mod producers;
 mod tls;
+
+#[allow(dead_code, reason = "each test binary uses part of the shared helpers")]
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

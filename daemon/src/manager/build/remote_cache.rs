@@ -83,15 +83,22 @@ pub struct TransferReport {
 }
 
 impl Manager {
-    /// Whose record a pull by `caller` from `spec` makes: the daemon's (which
-    /// every user reuses) when its configuration trusts that remote, else the
-    /// caller's own.
-    fn producer_of_pull(&self, caller: Caller, spec: &RemoteSpec) -> u32 {
-        if self.config.trusts(spec) {
+    /// Whose record a pull by `caller` from `spec` under `key` makes: the
+    /// daemon's (which every user reuses) when its configuration trusts that
+    /// remote and the daemon has none under `key` yet (a user's pull never
+    /// replaces a record others use), else the caller's own.
+    fn producer_of_pull(
+        &self,
+        caller: Caller,
+        spec: &RemoteSpec,
+        key: &CacheKey,
+    ) -> Result<u32, Error> {
+        let daemons = caller.uid == self.euid || self.artifact_of(self.euid, key)?.is_none();
+        Ok(if self.config.trusts(spec) && daemons {
             self.euid
         } else {
             caller.uid
-        }
+        })
     }
 
     /// The artifact cached under `p`'s key in the first remote that pulls and
@@ -278,7 +285,7 @@ impl Manager {
             failure: result.failure,
             workspace: None,
             owner: caller.uid,
-            producer: self.producer_of_pull(caller, spec),
+            producer: self.producer_of_pull(caller, spec, key)?,
             time: now_secs(),
         };
         let mut batch = rocksdb::WriteBatch::default();
