@@ -46,6 +46,10 @@ pub(crate) const FIND_MISSING_CHUNK: usize = 20_000;
 /// The largest reply accepted.
 const MAX_DECODE: usize = 64 << 20;
 
+/// The largest blob read into memory (a directory message); larger contents
+/// are read into the store as they arrive (`remote::stream_in`).
+pub(crate) const MAX_IN_MEMORY: u64 = MAX_DECODE as u64;
+
 /// How long a unary call may take: sent as its deadline (`grpc-timeout`), which
 /// the server enforces.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -67,7 +71,7 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 type Transport = InterceptedService<Channel, Credentials>;
 
 /// Attempts of one ByteStream transfer before its error is returned.
-const ATTEMPTS: u32 = 3;
+pub(crate) const ATTEMPTS: u32 = 3;
 
 /// What the client has sent and received, for tests and logs: cumulative since
 /// the connection was made.
@@ -458,26 +462,49 @@ impl Client {
         digest: RemoteDigest,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, RemoteError> {
-        let corrupt = |problem: String| RemoteError::Corrupt {
+        self.check_received(call, digest, self.function.digest(&data))?;
+        Ok(data)
+    }
+
+    /// Checks what arrived for `digest` (its digest `actual`, size included)
+    /// and counts it: the size, then the hash.
+    pub(crate) fn check_received(
+        &self,
+        call: &'static str,
+        digest: RemoteDigest,
+        actual: RemoteDigest,
+    ) -> Result<(), RemoteError> {
+        if actual.size != digest.size {
+            return Err(self.corrupt(call, digest, format!("{} bytes came back", actual.size)));
+        }
+        if actual != digest {
+            return Err(self.corrupt(
+                call,
+                digest,
+                format!(
+                    "its content hashes to {} ({})",
+                    actual,
+                    self.function.name()
+                ),
+            ));
+        }
+        self.count_received(1, digest.size);
+        Ok(())
+    }
+
+    /// `digest`, as `call` returned it, is not what it names.
+    pub(crate) fn corrupt(
+        &self,
+        call: &'static str,
+        digest: RemoteDigest,
+        problem: String,
+    ) -> RemoteError {
+        RemoteError::Corrupt {
             url: self.url.clone(),
             call,
             digest: digest.to_string(),
             problem,
-        };
-        if data.len() as u64 != digest.size {
-            return Err(corrupt(format!("{} bytes came back", data.len())));
         }
-        let actual = self.function.digest(&data);
-        if actual != digest {
-            return Err(corrupt(format!(
-                "its content hashes to {} ({})",
-                actual,
-                self.function.name()
-            )));
-        }
-        bump(&self.counters.blobs_received, 1);
-        bump(&self.counters.bytes_received, digest.size);
-        Ok(data)
     }
 
     /// The ByteStream resource name of a blob to read.
@@ -598,8 +625,19 @@ impl Client {
     /// the stream breaks, and checks it against its digest.
     pub(crate) async fn read(&self, digest: RemoteDigest) -> Result<Vec<u8>, RemoteError> {
         const CALL: &str = "ByteStream.Read";
+        if digest.size > MAX_IN_MEMORY {
+            return Err(self.corrupt(
+                CALL,
+                digest,
+                format!(
+                    "a directory message may hold at most {} MiB, this one claims {} bytes",
+                    MAX_IN_MEMORY >> 20,
+                    digest.size
+                ),
+            ));
+        }
         let name = self.read_name(digest);
-        let mut data = Vec::with_capacity(usize::try_from(digest.size).unwrap_or(0).min(1 << 30));
+        let mut data = Vec::with_capacity(digest.size as usize);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -637,6 +675,38 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Opens `ByteStream.Read` of `digest` from `offset` on (a blob read into
+    /// the store as it arrives: `remote::stream_in`).
+    pub(crate) async fn open_read(
+        &self,
+        digest: RemoteDigest,
+        offset: u64,
+    ) -> Result<tonic::Streaming<bytestream::ReadResponse>, tonic::Status> {
+        bump(&self.counters.bytestream_reads, 1);
+        let request = bytestream::ReadRequest {
+            resource_name: self.read_name(digest),
+            read_offset: offset as i64,
+            read_limit: 0,
+        };
+        Ok(self.bytestream().read(request).await?.into_inner())
+    }
+
+    /// What a failed `ByteStream.Read` of `digest` is: missing, or the call's
+    /// error.
+    pub(crate) fn read_error(&self, digest: RemoteDigest, status: tonic::Status) -> RemoteError {
+        if status.code() == tonic::Code::NotFound {
+            self.missing("ByteStream.Read", digest)
+        } else {
+            self.call_error("ByteStream.Read")(status)
+        }
+    }
+
+    /// Counts `bytes` received in `blobs` blobs.
+    pub(crate) fn count_received(&self, blobs: u64, bytes: u64) {
+        bump(&self.counters.blobs_received, blobs);
+        bump(&self.counters.bytes_received, bytes);
     }
 
     /// `ActionCache.GetActionResult`; `None` when the server has no entry.
@@ -683,7 +753,7 @@ impl Client {
 }
 
 /// Whether a transfer that failed with `code` is worth another attempt.
-fn retryable(code: tonic::Code) -> bool {
+pub(crate) fn retryable(code: tonic::Code) -> bool {
     use tonic::Code;
     matches!(
         code,

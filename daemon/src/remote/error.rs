@@ -136,6 +136,34 @@ pub enum RemoteError {
         space: &'static str,
     },
     /// Reading or writing the local store failed.
+    /// A blob the remote names is larger than the daemon takes from one.
+    #[error(
+        "remote cache {url}: blob {digest} claims {size} bytes, more than the {limit} a blob may have here; nothing was stored"
+    )]
+    TooLarge {
+        /// The remote.
+        url: String,
+        /// The blob.
+        digest: String,
+        /// The size it claims.
+        size: u64,
+        /// The most the daemon takes.
+        limit: u64,
+    },
+    /// The store's filesystem has too little space for what a pull needs.
+    #[error(
+        "remote cache {url}: the pull needs {needed} bytes and the store's filesystem has {available} free, {reserve} of which stay spare; nothing was stored: free some space (ws gc) and pull again"
+    )]
+    NoSpace {
+        /// The remote.
+        url: String,
+        /// The bytes the blobs to fetch claim.
+        needed: u64,
+        /// The bytes free.
+        available: u64,
+        /// The bytes never used by a pull.
+        reserve: u64,
+    },
     #[error("the local store: {0}")]
     Store(#[from] StoreError),
     /// A local tree node is unreadable or invalid.

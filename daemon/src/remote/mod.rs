@@ -31,6 +31,7 @@ mod error;
 mod pull;
 mod push;
 pub mod space;
+mod stream_in;
 
 use std::future::Future;
 
@@ -52,7 +53,13 @@ pub struct Remote {
     runtime: Handle,
     client: Client,
     update_enabled: bool,
+    /// The largest blob a pull takes (see [`Remote::with_max_blob`]).
+    max_blob: u64,
 }
+
+/// The largest blob taken from a remote unless the daemon's configuration says
+/// otherwise: far above any artifact's file, far below a disk.
+pub const DEFAULT_MAX_BLOB: u64 = 16 << 30;
 
 impl Remote {
     /// Connects to the cache at `url` (`grpc://HOST:PORT`, or `grpcs://` trusting
@@ -109,7 +116,15 @@ impl Remote {
             runtime,
             client,
             update_enabled,
+            max_blob: DEFAULT_MAX_BLOB,
         })
+    }
+
+    /// Takes blobs of at most `bytes` from this remote: a pull naming a larger
+    /// one is refused before anything is fetched.
+    pub fn with_max_blob(mut self, bytes: u64) -> Remote {
+        self.max_blob = bytes;
+        self
     }
 
     /// The remote's URL.
@@ -130,6 +145,11 @@ impl Remote {
     /// Whether the server's action cache takes updates.
     pub fn update_enabled(&self) -> bool {
         self.update_enabled
+    }
+
+    /// The largest blob taken from this remote.
+    pub fn max_blob(&self) -> u64 {
+        self.max_blob
     }
 
     /// What was sent and received since the connection was made.

@@ -113,14 +113,23 @@ impl<'a, 's> Puller<'a, 's> {
     /// particular order. The calls are made on other threads ([`fetch_all`]), a
     /// batch or two ahead of `each` (which stages contents in the store: as long
     /// as a batch takes to read), so that the server is kept busy meanwhile.
-    fn fetch<F>(&mut self, digests: &[RemoteDigest], mut each: F) -> Result<(), RemoteError>
+    fn fetch<F>(
+        &mut self,
+        digests: &[RemoteDigest],
+        to: ReadTo,
+        mut each: F,
+    ) -> Result<(), RemoteError>
     where
-        F: FnMut(&mut Self, Vec<(RemoteDigest, Vec<u8>)>) -> Result<(), RemoteError>,
+        F: FnMut(&mut Self, Vec<Arrived>) -> Result<(), RemoteError>,
     {
         let remote = self.remote;
+        let txn = match to {
+            ReadTo::Memory => None,
+            ReadTo::Store => Some(self.txn),
+        };
         let (out, arrived) = sync_channel(FETCH_AHEAD);
         std::thread::scope(|scope| {
-            let fetcher = scope.spawn(move || fetch_all(remote, digests, out));
+            let fetcher = scope.spawn(move || fetch_all(remote, digests, txn, out));
             let mut handled = Ok(());
             for blobs in arrived.iter() {
                 handled = each(self, blobs);
@@ -162,8 +171,11 @@ impl<'a, 's> Puller<'a, 's> {
                 want.push(digest);
             }
             let mut next = Vec::new();
-            self.fetch(&want, |this, blobs| {
-                for (digest, bytes) in blobs {
+            self.fetch(&want, ReadTo::Memory, |this, blobs| {
+                for arrived in blobs {
+                    let Arrived::Bytes(digest, bytes) = arrived else {
+                        unreachable!("directory messages are read into memory")
+                    };
                     let proto =
                         encode::decode_remote(&bytes).map_err(|p| this.invalid(digest, p))?;
                     let (files, subdirs) =
@@ -202,6 +214,7 @@ impl<'a, 's> Puller<'a, 's> {
             return Ok(());
         }
         let remote = self.remote;
+        self.check_room(&want)?;
         let missing = remote.block_on(remote.client.find_missing(&want))?;
         if let Some(digest) = missing.first() {
             return Err(RemoteError::Missing {
@@ -210,17 +223,54 @@ impl<'a, 's> Puller<'a, 's> {
                 digest: digest.to_string(),
             });
         }
-        self.fetch(&want, |this, blobs| {
+        self.fetch(&want, ReadTo::Store, |this, arrived| {
             // Verified by their remote digests already; BLAKE3 names them here.
-            let locals = put_all(this.txn, &blobs)?;
-            for ((digest, _), local) in blobs.iter().zip(locals) {
-                if this.function() == Function::Sha256 {
-                    this.pairs.push((Kind::File, local, *digest));
+            let mut staged = Vec::new();
+            let mut blobs = Vec::new();
+            for a in arrived {
+                match a {
+                    Arrived::Bytes(digest, bytes) => blobs.push((digest, bytes)),
+                    Arrived::Staged(digest, local) => staged.push((digest, local)),
                 }
-                this.files.insert(*digest, local);
+            }
+            let locals = put_all(this.txn, &blobs)?;
+            staged.extend(blobs.iter().map(|(digest, _)| *digest).zip(locals));
+            for (digest, local) in staged {
+                if this.function() == Function::Sha256 {
+                    this.pairs.push((Kind::File, local, digest));
+                }
+                this.files.insert(digest, local);
             }
             Ok(())
         })
+    }
+
+    /// Refuses, before anything is fetched, blobs larger than the daemon
+    /// takes, and a pull that would leave the store's filesystem with less
+    /// than [`SPACE_RESERVE`] free: sizes are what the remote claims, and
+    /// streaming cuts off a blob that sends more.
+    fn check_room(&self, want: &[RemoteDigest]) -> Result<(), RemoteError> {
+        let url = || self.remote.url().to_owned();
+        let limit = self.remote.max_blob();
+        if let Some(big) = want.iter().find(|d| d.size > limit) {
+            return Err(RemoteError::TooLarge {
+                url: url(),
+                digest: big.to_string(),
+                size: big.size,
+                limit,
+            });
+        }
+        let needed = want.iter().map(|d| d.size).fold(0u64, u64::saturating_add);
+        let available = self.store.available_bytes()?;
+        if needed.saturating_add(SPACE_RESERVE) > available {
+            return Err(RemoteError::NoSpace {
+                url: url(),
+                needed,
+                available,
+                reserve: SPACE_RESERVE,
+            });
+        }
+        Ok(())
     }
 
     /// The local node of the fetched directory `digest`, its children first,
@@ -275,6 +325,10 @@ impl<'a, 's> Puller<'a, 's> {
     }
 }
 
+/// What a pull leaves free on the store's filesystem, at least: the daemon
+/// and everyone else on it go on working.
+const SPACE_RESERVE: u64 = 256 << 20;
+
 /// Batches fetched ahead of the one being handled.
 const FETCH_AHEAD: usize = 2;
 
@@ -282,13 +336,38 @@ const FETCH_AHEAD: usize = 2;
 /// next is already with the server.
 const FETCH_CALLS: usize = 2;
 
-/// Fetches `digests` in batches (ByteStream for a blob too large for one),
-/// verified, on [`FETCH_CALLS`] threads, sending each batch to `out` as it
-/// arrives; stops early, without an error, when `out`'s receiver is gone.
+/// Where a fetch puts what it reads.
+#[derive(Clone, Copy)]
+enum ReadTo {
+    /// In memory, for the caller to decode (directory messages, each at most
+    /// `client::MAX_IN_MEMORY`).
+    Memory,
+    /// Contents: a blob too large for a batch goes straight into the pull's
+    /// store transaction (`stream_in`), never whole into memory.
+    Store,
+}
+
+/// A blob fetched and verified.
+enum Arrived {
+    /// Its bytes.
+    Bytes(RemoteDigest, Vec<u8>),
+    /// Staged in the transaction already, under this local digest.
+    Staged(RemoteDigest, Digest),
+}
+
+/// Fetches `digests` in batches (ByteStream for a blob too large for one,
+/// into `txn` if given), verified, on [`FETCH_CALLS`] threads, sending each
+/// batch to `out` as it arrives; stops early, without an error, when `out`'s
+/// receiver is gone.
+///
+/// What is in memory at once is bounded by the calls in flight and the
+/// batches waiting: (`FETCH_CALLS` + `FETCH_AHEAD`) messages of at most the
+/// decoding limit, whatever sizes the remote claims.
 fn fetch_all(
     remote: &Remote,
     digests: &[RemoteDigest],
-    out: SyncSender<Vec<(RemoteDigest, Vec<u8>)>>,
+    txn: Option<&StoreTxn<'_>>,
+    out: SyncSender<Vec<Arrived>>,
 ) -> Result<(), RemoteError> {
     // The calls, cut as the digests come: batches by size, a stream each for
     // the blobs too large for one.
@@ -312,21 +391,24 @@ fn fetch_all(
         calls.push((false, batch));
     }
     let next = AtomicUsize::new(0);
-    let fetcher = |out: SyncSender<Vec<(RemoteDigest, Vec<u8>)>>| -> Result<(), RemoteError> {
+    let fetcher = |out: SyncSender<Vec<Arrived>>| -> Result<(), RemoteError> {
         while let Some((stream, digests)) = calls.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let fetched = if *stream {
-                remote
+            let fetched = match (*stream, txn) {
+                (true, Some(txn)) => super::stream_in::stage(remote, digests[0], txn)
+                    .map(|local| vec![Arrived::Staged(digests[0], local)]),
+                (true, None) => remote
                     .block_on(remote.client.read(digests[0]))
-                    .map(|bytes| vec![(digests[0], bytes)])
-            } else {
-                remote
-                    .block_on(remote.client.batch_read(digests))
-                    .map(|mut blobs| {
-                        digests
-                            .iter()
-                            .map(|digest| (*digest, blobs.remove(digest).unwrap_or_default()))
-                            .collect()
-                    })
+                    .map(|bytes| vec![Arrived::Bytes(digests[0], bytes)]),
+                (false, _) => {
+                    remote
+                        .block_on(remote.client.batch_read(digests))
+                        .map(|mut blobs| {
+                            digests
+                                .iter()
+                                .map(|d| Arrived::Bytes(*d, blobs.remove(d).unwrap_or_default()))
+                                .collect()
+                        })
+                }
             };
             let blobs = fetched.inspect_err(|_| {
                 // The other fetchers take no further call.

@@ -47,6 +47,14 @@ impl Function {
         }
     }
 
+    /// A hasher for a blob that arrives in parts.
+    pub(crate) fn hasher(self) -> RemoteHasher {
+        match self {
+            Function::Blake3 => RemoteHasher::Blake3(Box::default()),
+            Function::Sha256 => RemoteHasher::Sha256(sha2::Sha256::default()),
+        }
+    }
+
     /// The function to use given what a server offers: BLAKE3 if offered (no
     /// mapping), else SHA-256; `None` if neither. An empty list is taken as
     /// SHA-256, REAPI v2's original and default function.
@@ -65,6 +73,32 @@ impl Function {
         DigestFunctionValue::try_from(value)
             .map(|v| v.as_str_name().to_owned())
             .unwrap_or_else(|_| format!("unknown ({value})"))
+    }
+}
+
+/// A blob's digest in the remote's space, computed as its bytes arrive.
+pub(crate) enum RemoteHasher {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+}
+
+impl RemoteHasher {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            RemoteHasher::Blake3(h) => {
+                h.update(bytes);
+            }
+            RemoteHasher::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    /// The digest of the `size` bytes given.
+    pub(crate) fn finish(self, size: u64) -> RemoteDigest {
+        let hash = match self {
+            RemoteHasher::Blake3(h) => *h.finalize().as_bytes(),
+            RemoteHasher::Sha256(h) => h.finalize().into(),
+        };
+        RemoteDigest { hash, size }
     }
 }
 

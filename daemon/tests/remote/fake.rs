@@ -47,6 +47,9 @@ pub struct State {
     pub read_offsets: Mutex<Vec<i64>>,
     /// Every blob stored, by batch or stream, in the order they were stored.
     pub arrivals: Mutex<Vec<(String, i64)>>,
+    /// Blobs it claims to hold and streams as zeros without end when read: a
+    /// remote that lies about a size.
+    endless: Mutex<std::collections::HashSet<Key>>,
 }
 
 impl State {
@@ -64,13 +67,30 @@ impl State {
         self.blobs.lock().unwrap().len()
     }
 
+    /// Holds `data` (as if a client had stored it); its digest.
+    pub fn put(&self, data: Vec<u8>) -> reapi::Digest {
+        let digest = reapi::Digest {
+            hash: blake3::hash(&data).to_hex().to_string(),
+            size_bytes: data.len() as i64,
+        };
+        self.store(&digest, data);
+        digest
+    }
+
+    /// Claims to hold `digest`, and streams zeros without end when it is read.
+    pub fn claim_endless(&self, digest: reapi::Digest) {
+        self.endless.lock().unwrap().insert(key(&digest));
+    }
+
     fn store(&self, digest: &reapi::Digest, data: Vec<u8>) {
         self.blobs.lock().unwrap().insert(key(digest), data);
         self.arrivals.lock().unwrap().push(key(digest));
     }
 
     fn has(&self, digest: &reapi::Digest) -> bool {
-        digest.size_bytes == 0 || self.blobs.lock().unwrap().contains_key(&key(digest))
+        digest.size_bytes == 0
+            || self.blobs.lock().unwrap().contains_key(&key(digest))
+            || self.endless.lock().unwrap().contains(&key(digest))
     }
 }
 
@@ -267,6 +287,15 @@ impl ByteStream for Fake {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let request = request.into_inner();
         let digest = digest_of_resource(&request.resource_name)?;
+        if self.0.endless.lock().unwrap().contains(&key(&digest)) {
+            // Made as they are taken: the fake holds none of it.
+            let zeros = std::iter::repeat_with(|| {
+                Ok(bytestream::ReadResponse {
+                    data: vec![0; 64 << 10],
+                })
+            });
+            return Ok(Response::new(Box::pin(futures_util::stream::iter(zeros))));
+        }
         let data = self
             .0
             .blobs

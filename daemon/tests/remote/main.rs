@@ -18,6 +18,7 @@
 mod bgd;
 mod blake3_remote;
 mod builds;
+mod claims;
 mod fake;
 mod killed;
 mod producers;

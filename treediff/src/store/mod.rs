@@ -292,6 +292,13 @@ impl Store {
             && pid.is_some_and(|pid| Path::new("/proc").join(pid).exists())
     }
 
+    /// The bytes free for the daemon on the store's filesystem.
+    pub fn available_bytes(&self) -> Result<u64, StoreError> {
+        let st = rustix::fs::fstatvfs(self.cas_fd())
+            .map_err(|e| StoreError::io("read the free space of", self.root())(e.into()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     pub(crate) fn cas_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.cas.as_fd()
     }
