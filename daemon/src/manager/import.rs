@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use treediff::statcache::FileId;
 use treediff::{CaptureMode, CaptureOptions, CaptureStats, Digest, SourceAccess};
 
+use super::long_work::Work;
 use super::{Caller, Manager};
 use crate::access::{Reader, SourceDir, shown_path};
 use crate::db::RocksStatCache;
@@ -81,6 +82,7 @@ impl Manager {
         source: &SourceDir,
         options: &ImportOptions,
     ) -> Result<Imported, Error> {
+        let _slot = self.long_work.enter(caller.uid, Work::Import);
         let _store = self.store_guard();
         self.serves(caller)?;
         let shown = source.shown();

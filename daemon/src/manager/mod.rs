@@ -115,6 +115,8 @@ pub struct Manager {
     remotes: remotes::Remotes,
     /// The daemon's configuration file, as the admin wrote it.
     config: DaemonConfig,
+    /// Slots for imports, pulls and builds (see `long_work`).
+    long_work: long_work::LongWork,
 }
 
 /// A name reserved by an open in progress; released when dropped.
@@ -205,6 +207,7 @@ impl Manager {
             remotes: remotes::Remotes::new(crate::remote::DigestMap::new(db.clone())),
             db,
             config,
+            long_work: long_work::LongWork::new(long_work::Limits::default()),
         };
         manager.recover()?;
         Ok(manager)
@@ -527,6 +530,7 @@ mod fsck;
 mod gc;
 mod grants;
 mod import;
+mod long_work;
 mod mount_point;
 mod open;
 mod recover;

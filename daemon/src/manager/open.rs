@@ -5,6 +5,7 @@ use treediff::Digest;
 
 use super::build::BuildtreeSource;
 use super::import::ImportOptions;
+use super::long_work::Work;
 use super::{Caller, Manager, OpenRequest, Snapper, Source, name_key, new_id, now_secs};
 use crate::crash::crash_point;
 use crate::db::cf;
@@ -43,6 +44,10 @@ impl Manager {
         request: OpenRequest,
         extra: OpenExtra,
     ) -> Result<Workspace, Error> {
+        // An open over a directory is an import: its slot first, so that a
+        // queued open holds up no gc.
+        let _slot = matches!(request.source, Source::Dir(_))
+            .then(|| self.long_work.enter(caller.uid, Work::Import));
         let _store = self.store_guard();
         let name = request.name.as_str();
         validate_name(name).map_err(|problem| Error::Invalid {

@@ -42,6 +42,7 @@ pub use show::{ElementState, ShownElement};
 pub use verify::{Verification, VerifyResult};
 
 use crate::error::Error;
+use crate::manager::long_work::Work;
 use crate::manager::remotes::UsedRemote;
 use crate::manager::{Caller, Manager, RemoteOptions, now_secs};
 use crate::project::{CacheKey, ElementKind};
@@ -179,6 +180,7 @@ impl Manager {
         // The project and configuration files first, with no lock held.
         let loaded = self.load_project(caller, dir)?;
         let remotes = self.remotes_for(caller, &loaded.project.remotes, &options.remotes)?;
+        let _slot = self.long_work.enter(caller.uid, Work::Build);
         let _store = self.store_guard();
         let planned = self.plan(caller, &loaded, target)?;
         let mut reports: Vec<ElementReport> = Vec::new();

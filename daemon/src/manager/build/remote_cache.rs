@@ -13,6 +13,7 @@ use treediff::Digest;
 use super::record::{ArtifactRecord, Outcome};
 use super::{ElementReport, Planned, clock, stage};
 use crate::error::Error;
+use crate::manager::long_work::Work;
 use crate::manager::remotes::UsedRemote;
 use crate::manager::{Caller, Manager, now_secs};
 use crate::project::{CacheKey, RemoteSpec};
@@ -431,6 +432,7 @@ impl Manager {
     ) -> Result<TransferReport, Error> {
         // The project and configuration files first, with no lock held.
         let (key, planned, remotes) = self.transfer_target(caller, target, options)?;
+        let _slot = self.long_work.enter(caller.uid, Work::Transfer);
         let _store = self.store_guard();
         let Some(record) = self.artifact(caller.uid, &key)? else {
             return Err(Error::NotBuilt {
@@ -473,6 +475,7 @@ impl Manager {
     ) -> Result<TransferReport, Error> {
         // The project and configuration files first, with no lock held.
         let (key, planned, remotes) = self.transfer_target(caller, target, options)?;
+        let _slot = self.long_work.enter(caller.uid, Work::Transfer);
         let _store = self.store_guard();
         let pulling: Vec<&UsedRemote> = remotes.iter().filter(|s| s.pull).collect();
         if pulling.is_empty() {
