@@ -60,6 +60,45 @@ fn a_write_outside_the_sandbox_fails_the_build_naming_the_path() {
     );
 }
 
+/// A build that fills its in-memory filesystems fails, saying so, and
+/// takes no more memory than its element allows; one that asks for more
+/// than the daemon allows is refused before it runs.
+#[test]
+fn a_build_filling_its_tmpfs_fails_cleanly_within_its_limits() {
+    if !privileged("a_build_filling_its_tmpfs_fails_cleanly_within_its_limits") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(&dir.path().join("state"));
+    let p = project(
+        dir.path(),
+        "[element.tmp]\nsources = \"src\"\ntmpfs-size = \"8M\"\nbuild = [\"dd if=/dev/zero of=/tmp/big bs=1M count=16\"]\n\n\
+         [element.shm]\nsources = \"src\"\ntmpfs-size = \"8M\"\nbuild = [\"dd if=/dev/zero of=/dev/shm/big bs=1M count=16\"]\n\n\
+         [element.files]\nsources = \"src\"\ntmpfs-inodes = 100\nbuild = [\"for i in $(seq 200); do : > /tmp/f$i || exit 1; done\"]\n\n\
+         [element.greedy]\nsources = \"src\"\ntmpfs-size = \"1T\"\nbuild = [\"true\"]\n",
+    );
+    for element in ["tmp", "shm", "files"] {
+        let report = build(&m, &p, element).pop().unwrap();
+        assert_eq!(
+            report.result,
+            ElementResult::Failed,
+            "{element}: {report:?}"
+        );
+        let log =
+            String::from_utf8(m.store().read(&report.log.unwrap()).unwrap().into_bytes()).unwrap();
+        assert!(log.contains("No space left on device"), "{element}: {log}");
+    }
+    assert!(m.running_builds().unwrap().is_empty());
+    let err = m
+        .build(ROOT, &p, "greedy", &Unobserved, &Cancel::new())
+        .unwrap_err();
+    let text = daemon::dbus::describe(&err);
+    assert!(
+        text.contains("element greedy asks for tmpfs-size = 1T, more than this daemon allows (2G)"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_corrupt_cached_artifact_is_rebuilt_and_never_used() {
     if !privileged("a_corrupt_cached_artifact_is_rebuilt_and_never_used") {

@@ -9,7 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use daemon::sandbox::{self, Cancel, Outcome, SandboxError, Spec, Stdio, Step, StepFailure};
+use daemon::sandbox::{
+    self, Cancel, Outcome, SandboxError, Spec, Stdio, Step, StepFailure, TmpfsLimits,
+};
 use overlay::testsuite::privileged;
 
 const NOBODY: u32 = 65534;
@@ -76,6 +78,7 @@ fn spec(dirs: &Dirs, steps: Vec<Step>) -> Spec {
         steps,
         interactive: false,
         terminal: false,
+        tmpfs: TmpfsLimits::default(),
     }
 }
 

@@ -171,6 +171,8 @@ mod tests {
             network: false,
             caches: vec![],
             ignore: vec![],
+            tmpfs_size: None,
+            tmpfs_inodes: None,
         }
     }
 
@@ -187,6 +189,8 @@ mod tests {
             network: false,
             caches: strings(&["ccache"]),
             ignore: strings(&["*.log"]),
+            tmpfs_size: None,
+            tmpfs_inodes: None,
         }
     }
 
@@ -203,6 +207,8 @@ mod tests {
             network: false,
             caches: vec![],
             ignore: vec![],
+            tmpfs_size: None,
+            tmpfs_inodes: None,
         }
     }
 
@@ -339,13 +345,15 @@ mod tests {
     }
 
     #[test]
-    fn name_path_depends_and_ignore_are_not_in_the_key() {
+    fn name_path_depends_ignore_and_tmpfs_limits_are_not_in_the_key() {
         let before = key(&manual());
         let mut e = manual();
         e.name = "renamed".into();
         e.sources = "elsewhere/hello".into();
         e.depends = strings(&["x", "y"]);
         e.ignore = strings(&["*.o", "build/"]);
+        e.tmpfs_size = Some(1 << 20);
+        e.tmpfs_inodes = Some(1000);
         assert_eq!(key(&e), before);
 
         // Caches are a set: their order does not matter.

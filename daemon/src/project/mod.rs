@@ -11,6 +11,7 @@ mod daemon_config;
 pub mod key;
 mod parse;
 mod remotes;
+mod size;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -21,6 +22,7 @@ use serde::Serialize;
 pub use daemon_config::{DaemonConfig, parse_daemon_config};
 pub use key::{CacheKey, KEY_FORMAT, cache_key, dependency_hash, key_encoding};
 pub use remotes::{RemoteSpec, parse_user_config};
+pub use size::{parse_size, shown_size};
 
 /// A parsed and checked project file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +89,12 @@ pub struct Element {
     pub caches: Vec<String>,
     /// Gitignore patterns left out when capturing its sources, in file order.
     pub ignore: Vec<String>,
+    /// The size of each of its sandbox's in-memory filesystems (`/tmp`,
+    /// `/dev/shm`, writes outside its build directories), if it asks for one;
+    /// not part of its key.
+    pub tmpfs_size: Option<u64>,
+    /// Their inodes, if it asks; not part of its key.
+    pub tmpfs_inodes: Option<u64>,
 }
 
 /// Where in a project file something is.

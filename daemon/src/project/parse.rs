@@ -32,9 +32,19 @@ const ELEMENT_KEYS: &[&str] = &[
     "network",
     "caches",
     "ignore",
+    "tmpfs-size",
+    "tmpfs-inodes",
 ];
 /// The keys an import element must not have (beyond `network = true`).
-const NOT_FOR_IMPORT: &[&str] = &["configure", "build", "install", "env", "caches"];
+const NOT_FOR_IMPORT: &[&str] = &[
+    "configure",
+    "build",
+    "install",
+    "env",
+    "caches",
+    "tmpfs-size",
+    "tmpfs-inodes",
+];
 /// The variables `ws` sets for every build.
 const RESERVED_ENV: &[&str] = &["WS_BUILDDIR", "WS_INSTALLDIR", "WS_SYSROOT", "WS_CACHEDIR"];
 
@@ -239,6 +249,8 @@ fn read_element(
         network: false,
         caches: Vec::new(),
         ignore: Vec::new(),
+        tmpfs_size: None,
+        tmpfs_inodes: None,
     };
     let mut sources = false;
     let mut depends_spans = Vec::new();
@@ -359,6 +371,33 @@ fn read_element(
                     }
                     element.ignore.push(pattern);
                 }
+            }
+            "tmpfs-size" => {
+                let size = match value.get_ref() {
+                    DeValue::Integer(n) => n.as_str().parse::<u64>().map_err(|e| e.to_string()),
+                    DeValue::String(text) => super::size::parse_size(text),
+                    _ => Err(format!("it must be a size like \"2G\", not {}", a(value))),
+                };
+                let size = size.map_err(|why| {
+                    src.invalid(value.span(), format!("{}: {why}", of("tmpfs-size")))
+                })?;
+                element.tmpfs_size = Some(size);
+            }
+            "tmpfs-inodes" => {
+                let inodes = match value.get_ref() {
+                    DeValue::Integer(n) => n.as_str().parse::<u64>().ok(),
+                    _ => None,
+                };
+                element.tmpfs_inodes = Some(inodes.ok_or_else(|| {
+                    src.invalid(
+                        value.span(),
+                        format!(
+                            "{} must be a positive number, not {}",
+                            of("tmpfs-inodes"),
+                            a(value)
+                        ),
+                    )
+                })?);
             }
             _ => return Err(src.unknown_key(key, format!("in element {name:?}"), ELEMENT_KEYS)),
         }
@@ -702,6 +741,8 @@ ignore = ["*.log"]
                 network: false,
                 caches: vec![],
                 ignore: vec![],
+                tmpfs_size: None,
+                tmpfs_inodes: None,
             }
         );
         assert_eq!(
@@ -718,6 +759,8 @@ ignore = ["*.log"]
                 network: false,
                 caches: strings(&["ccache"]),
                 ignore: strings(&["*.log"]),
+                tmpfs_size: None,
+                tmpfs_inodes: None,
             }
         );
         let order: Vec<&str> = project
@@ -808,7 +851,7 @@ hello.ignore = ["*.log"]
         let text = "[element.hello]\nsources = \"hello\"\n  biuld = [\"make\"]\n";
         assert_eq!(
             error(text),
-            "ws.toml:3:3: unknown key \"biuld\" in element \"hello\"; expected one of kind, sources, depends, configure, build, install, env, network, caches, ignore"
+            "ws.toml:3:3: unknown key \"biuld\" in element \"hello\"; expected one of kind, sources, depends, configure, build, install, env, network, caches, ignore, tmpfs-size, tmpfs-inodes"
         );
         assert_eq!(
             error("[project]\nname = \"p\"\nnmae = \"q\"\n"),
@@ -821,7 +864,7 @@ hello.ignore = ["*.log"]
         // A sub-table of an element is an unknown key of the element.
         assert_eq!(
             error(&element("[element.e.extra]\nx = 1")),
-            "ws.toml:4:12: unknown key \"extra\" in element \"e\"; expected one of kind, sources, depends, configure, build, install, env, network, caches, ignore"
+            "ws.toml:4:12: unknown key \"extra\" in element \"e\"; expected one of kind, sources, depends, configure, build, install, env, network, caches, ignore, tmpfs-size, tmpfs-inodes"
         );
     }
 

@@ -255,7 +255,8 @@ fn setup(spec: &Spec) -> Result<Sandbox, String> {
 
     let mnt = spec.scratch.join("mnt");
     std::fs::create_dir_all(&mnt).map_err(|e| format!("cannot create {}: {e}", mnt.display()))?;
-    tmpfs(&mnt, "mode=0755", MsFlags::empty())?;
+    let limits = spec.tmpfs.options();
+    tmpfs(&mnt, &format!("mode=0755,{limits}"), MsFlags::empty())?;
     let upper = mnt.join("upper");
     let work = mnt.join("work");
     let root = mnt.join("root");
@@ -346,7 +347,11 @@ fn setup(spec: &Spec) -> Result<Sandbox, String> {
     }
 
     // The system's places: private, or the sandbox's own.
-    tmpfs(&dir("tmp")?, "mode=1777", MsFlags::empty())?;
+    tmpfs(
+        &dir("tmp")?,
+        &format!("mode=1777,{limits}"),
+        MsFlags::empty(),
+    )?;
     let proc = dir("proc")?;
     mount(
         Some("proc"),
@@ -367,7 +372,7 @@ fn setup(spec: &Spec) -> Result<Sandbox, String> {
         None,
     )
     .map_err(|e| format!("cannot mount sysfs on {}: {e}", sys.display()))?;
-    make_dev(&dir("dev")?)?;
+    make_dev(&dir("dev")?, &limits)?;
 
     // Last, so that nothing mounted above uncovers them. The scratch directory
     // holds the spec (and its environment) and the sandbox's own mounts.
@@ -472,8 +477,8 @@ fn make_dir(root: BorrowedFd<'_>, rel: &str) -> Result<(), String> {
 
 /// The sandbox's /dev: a tmpfs with the host's harmless devices bound in, the
 /// usual links, a private /dev/shm and a private devpts instance.
-fn make_dev(dev: &Path) -> Result<(), String> {
-    tmpfs(dev, "mode=0755", MsFlags::MS_NOEXEC)?;
+fn make_dev(dev: &Path, limits: &str) -> Result<(), String> {
+    tmpfs(dev, &format!("mode=0755,{limits}"), MsFlags::MS_NOEXEC)?;
     for name in DEVICES {
         let target = dev.join(name);
         File::create(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
@@ -501,7 +506,7 @@ fn make_dev(dev: &Path) -> Result<(), String> {
     }
     let shm = dev.join("shm");
     std::fs::create_dir(&shm).map_err(|e| format!("cannot create {}: {e}", shm.display()))?;
-    tmpfs(&shm, "mode=1777", MsFlags::empty())?;
+    tmpfs(&shm, &format!("mode=1777,{limits}"), MsFlags::empty())?;
     let pts = dev.join("pts");
     std::fs::create_dir(&pts).map_err(|e| format!("cannot create {}: {e}", pts.display()))?;
     mount(

@@ -134,6 +134,40 @@ pub struct Spec {
     /// shell has job control and Ctrl-C reaches its foreground job.
     #[serde(default)]
     pub terminal: bool,
+    /// The limits of each writable in-memory filesystem of the sandbox.
+    #[serde(default)]
+    pub tmpfs: TmpfsLimits,
+}
+
+/// The size and inodes of each writable in-memory filesystem of a sandbox:
+/// `/tmp`, `/dev/shm`, `/dev`, and the layer that takes writes outside the
+/// bound directories. A tmpfs without them may take half the machine's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsLimits {
+    /// Bytes.
+    pub size: u64,
+    /// Files, directories and symlinks.
+    pub inodes: u64,
+}
+
+impl TmpfsLimits {
+    /// What an element gets unless it asks for less; also the most it may ask
+    /// for.
+    pub const MAX: TmpfsLimits = TmpfsLimits {
+        size: 2 << 30,
+        inodes: 500_000,
+    };
+
+    /// The mount options that set them.
+    pub fn options(self) -> String {
+        format!("size={},nr_inodes={}", self.size, self.inodes)
+    }
+}
+
+impl Default for TmpfsLimits {
+    fn default() -> TmpfsLimits {
+        TmpfsLimits::MAX
+    }
 }
 
 /// One command of a run.

@@ -46,8 +46,8 @@ use super::{BuildObserver, ElementReport, ElementResult};
 use crate::error::Error;
 use crate::manager::refs::RefKind;
 use crate::manager::{Caller, Manager, Snapper, new_id, now_secs};
-use crate::project::Element;
-use crate::sandbox::{self, Cancel, Spec, Step};
+use crate::project::{Element, shown_size};
+use crate::sandbox::{self, Cancel, Spec, Step, TmpfsLimits};
 use crate::workspace::{Buildtree, LastBuild, OpEntry, OpKind, Workspace};
 
 /// The marker a build leaves in its buildtree once its configure commands have
@@ -672,6 +672,7 @@ impl Manager {
             steps,
             interactive: false,
             terminal: false,
+            tmpfs: tmpfs_limits(element)?,
         })
     }
 
@@ -896,4 +897,30 @@ fn record_in_workspace(
         ws.artifact_ref = Some(record.artifact_ref());
         ws.dependency_hash = Some(record.dependency_hash.clone());
     }
+}
+
+/// The limits of `element`'s in-memory filesystems: what it asks for, at most
+/// the daemon's maximum (a request over it is refused, naming both).
+fn tmpfs_limits(element: &Element) -> Result<TmpfsLimits, Error> {
+    let max = TmpfsLimits::MAX;
+    let over = |key: &str, asked: String, most: String| Error::Invalid {
+        what: "element",
+        problem: format!(
+            "element {} asks for {key} = {asked}, more than this daemon allows ({most}); ask for less",
+            element.name
+        ),
+    };
+    let size = element.tmpfs_size.unwrap_or(max.size);
+    if size > max.size {
+        return Err(over("tmpfs-size", shown_size(size), shown_size(max.size)));
+    }
+    let inodes = element.tmpfs_inodes.unwrap_or(max.inodes);
+    if inodes > max.inodes {
+        return Err(over(
+            "tmpfs-inodes",
+            inodes.to_string(),
+            max.inodes.to_string(),
+        ));
+    }
+    Ok(TmpfsLimits { size, inodes })
 }
