@@ -367,6 +367,7 @@ fn open_trusted(path: &Path, owner: u32) -> Result<OwnedFd, String> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
     use overlay::OverlayPlan;
@@ -452,9 +453,12 @@ mod tests {
         // The owner's moves: mostly the path as recorded, now and then for a
         // moment something else there.
         let (p, moved) = (at("home/p"), at("home/moved"));
+        let swapped = AtomicBool::new(false);
         let swap = |rng: &mut Rng| {
-            rng.pause(3000);
+            rng.pause(5000);
+            swapped.store(true, Ordering::Relaxed);
             if std::fs::rename(&p, &moved).is_err() {
+                swapped.store(false, Ordering::Relaxed);
                 return;
             }
             let kind = rng.below(4);
@@ -478,6 +482,16 @@ mod tests {
                 std::fs::remove_file(&p).unwrap();
             }
             std::fs::rename(&moved, &p).unwrap();
+            swapped.store(false, Ordering::Relaxed);
+        };
+        // After a refusal (quick), the next round waits for the path to be
+        // back: otherwise most rounds would fall in the moments it is swapped.
+        let path_back = || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while swapped.load(Ordering::Relaxed) {
+                assert!(Instant::now() < deadline, "the path stays swapped");
+                std::thread::sleep(Duration::from_micros(50));
+            }
         };
 
         let (mut on_real, mut on_decoy, mut refused, mut moved_meanwhile) = (0, 0, 0, 0);
@@ -492,9 +506,7 @@ mod tests {
                             eprintln!("round {round}: {e}");
                         }
                         refused += 1;
-                        // A refusal is quick: without a pause, most rounds
-                        // would fall in the moments the path is swapped.
-                        std::thread::sleep(Duration::from_micros(200));
+                        path_back();
                         continue;
                     }
                 };
@@ -514,6 +526,7 @@ mod tests {
                 let Ok(mounted) = m.mount_view("w", &plans[round % 2], &target, true) else {
                     assert_ne!(st.st_ino, real, "round {round}: the mount point refused");
                     refused += 1;
+                    path_back();
                     continue;
                 };
                 if st.st_ino == real {
