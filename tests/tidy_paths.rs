@@ -19,8 +19,9 @@
 //! calls and why they are safe; an entry that matches nothing any more fails too.
 //! Entries are keyed by file and function name, not by line, so they survive edits.
 //!
-//! Exempt wholesale: items under `#[cfg(test)]` and `#[test]` functions, and
-//! overlay's `testsuite` module (feature `testsuite`, compiled for tests only).
+//! Exempt wholesale: items under `#[cfg(test)]` and `#[test]` functions, files
+//! that are test code throughout (`#![cfg(test)]`, as `daemon/src/testing.rs`),
+//! and overlay's `testsuite` module (feature `testsuite`, compiled for tests only).
 //!
 //! Limits: names are resolved through each file's `use` declarations, not through
 //! types, so a path call reached through a wrapper of our own (a function taking a
@@ -530,6 +531,13 @@ fn type_name(ty: &syn::Type) -> String {
 }
 
 impl<'ast> Visit<'ast> for Scanner<'_> {
+    fn visit_file(&mut self, file: &'ast syn::File) {
+        if is_test_only(&file.attrs) {
+            return;
+        }
+        visit::visit_file(self, file);
+    }
+
     fn visit_item(&mut self, item: &'ast syn::Item) {
         let attrs: &[syn::Attribute] = match item {
             syn::Item::Fn(i) => &i.attrs,
@@ -929,6 +937,29 @@ fn the_scanner_finds_path_calls_and_their_functions() {
         #[cfg(test)]
         mod tests { fn t() { std::fs::remove_file("x"); } }
     "#;
+    let want = [
+        ("S::a", "std::fs::read_dir"),
+        ("S::a", "std::fs::File::open"),
+        ("S::a", "Path::is_dir"),
+        ("S::a", "rustix::fs::openat(CWD)"),
+        ("b", "Path::exists"),
+        ("b", "nix::mount::umount2"),
+    ]
+    .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(found_in(code), want);
+}
+
+#[test]
+fn a_file_of_test_code_throughout_is_exempt() {
+    let code = r#"
+        #![cfg(test)]
+        fn helper(p: &Path) { std::fs::remove_file(p).unwrap(); }
+    "#;
+    assert_eq!(found_in(code), []);
+}
+
+/// The calls the scanner finds in `code`, a file of `overlay`: (function, call).
+fn found_in(code: &str) -> Vec<(String, String)> {
     let file = syn::parse_file(code).unwrap();
     let mut imports = Imports {
         module: vec!["overlay".to_owned()],
@@ -946,21 +977,11 @@ fn the_scanner_finds_path_calls_and_their_functions() {
         found: Vec::new(),
     };
     scanner.visit_file(&file);
-    let got: Vec<(String, String)> = scanner
+    scanner
         .found
         .into_iter()
         .map(|f| (f.function, f.call))
-        .collect();
-    let want = [
-        ("S::a", "std::fs::read_dir"),
-        ("S::a", "std::fs::File::open"),
-        ("S::a", "Path::is_dir"),
-        ("S::a", "rustix::fs::openat(CWD)"),
-        ("b", "Path::exists"),
-        ("b", "nix::mount::umount2"),
-    ]
-    .map(|(a, b)| (a.to_owned(), b.to_owned()));
-    assert_eq!(got, want);
+        .collect()
 }
 
 /// Prints every call found, as `file<TAB>function<TAB>call<TAB>line` (run with

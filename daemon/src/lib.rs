@@ -15,6 +15,8 @@ pub mod remote;
 pub mod run;
 pub mod sandbox;
 pub mod state_dir;
+#[cfg(test)]
+mod testing;
 pub mod workspace;
 
 pub use error::{Error, ErrorKind};

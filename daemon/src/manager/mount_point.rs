@@ -363,3 +363,215 @@ fn open_trusted(path: &Path, owner: u32) -> Result<OwnedFd, String> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use overlay::OverlayPlan;
+    use rustix::fs::{Mode, OFlags};
+
+    use super::*;
+    use crate::StateDir;
+    use crate::testing::{NOBODY, Rng, rounds, with_racer};
+
+    /// Every entry under `dir`, not following symlinks: path, owner, content.
+    fn entries(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+        let meta = std::fs::symlink_metadata(dir).unwrap();
+        let content = if meta.is_file() {
+            std::fs::read(dir).unwrap()
+        } else {
+            Vec::new()
+        };
+        let mut out = vec![(dir.to_owned(), meta.uid(), content)];
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                out.extend(entries(&entry.unwrap().path()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A race loop for recovery's mount (1,000 rounds, `WS_RACE_ROUNDS` for
+    /// more): the recorded mount point `home/p/view` is opened again as
+    /// recovery opens it ([`Manager::reopen_target`]) and a view is mounted on
+    /// what that returns ([`Manager::mount_view`]: a bind mount, as for a
+    /// mirror's view, and a read-only overlay, in turn), while its owner,
+    /// acting on a thread of their own, keeps moving `p` away for short random
+    /// moments and puts in its place a symlink to root's directory (which has
+    /// a `view` of root's), a symlink to a directory of theirs, a decoy
+    /// directory of theirs, or nothing. Each round mounts on the owner's real
+    /// mount point or on their decoy (a directory of theirs at the recorded
+    /// path) or is refused; after every mount, nothing is mounted outside the
+    /// owner's home; root's directory keeps its files, owners and contents.
+    #[test]
+    fn racing_path_swaps_never_get_a_view_mounted_again_outside_the_owners_directories() {
+        if !overlay::testsuite::privileged(
+            "racing_path_swaps_never_get_a_view_mounted_again_outside_the_owners_directories",
+        ) {
+            return;
+        }
+        let owner = NOBODY;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let at = |rel: &str| dir.path().join(rel);
+        let m = Manager::open(StateDir::new(at("state"))).unwrap();
+        for d in ["lower1", "lower2", "secret/view"] {
+            std::fs::create_dir_all(at(d)).unwrap();
+        }
+        std::fs::write(at("lower1/file"), "a layer's\n").unwrap();
+        std::fs::write(at("secret/view/file"), "root's own\n").unwrap();
+        for d in [
+            "home",
+            "home/p",
+            "home/p/view",
+            "home/other",
+            "home/other/view",
+        ] {
+            std::fs::create_dir(at(d)).unwrap();
+            std::os::unix::fs::chown(at(d), Some(owner.uid), Some(owner.gid)).unwrap();
+        }
+        let plans = [
+            MountPlan::Bind {
+                source: at("lower1"),
+                read_only: true,
+            },
+            MountPlan::Overlay(OverlayPlan {
+                lowers: vec![at("lower1"), at("lower2")],
+                upper: None,
+                userxattr: false,
+            }),
+        ];
+        let recorded = at("home/p/view");
+        let real = std::fs::metadata(&recorded).unwrap().ino();
+        let secret_before = entries(&at("secret"));
+        let places = [recorded.clone(), at("home/moved/view")];
+
+        // The owner's moves: mostly the path as recorded, now and then for a
+        // moment something else there.
+        let (p, moved) = (at("home/p"), at("home/moved"));
+        let swapped = AtomicBool::new(false);
+        let swap = |rng: &mut Rng| {
+            rng.pause(5000);
+            swapped.store(true, Ordering::Relaxed);
+            if std::fs::rename(&p, &moved).is_err() {
+                swapped.store(false, Ordering::Relaxed);
+                return;
+            }
+            let kind = rng.below(4);
+            match kind {
+                0 => std::os::unix::fs::symlink(at("secret"), &p),
+                1 => std::os::unix::fs::symlink(at("home/other"), &p),
+                2 => std::fs::create_dir(&p).and_then(|()| std::fs::create_dir(p.join("view"))),
+                _ => Ok(()),
+            }
+            .unwrap();
+            rng.pause(300);
+            if kind == 2 {
+                // A decoy goes once nothing is mounted on it.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::fs::remove_dir(p.join("view")).is_err() {
+                    assert!(Instant::now() < deadline, "the decoy stays mounted");
+                    std::thread::yield_now();
+                }
+                std::fs::remove_dir(&p).unwrap();
+            } else if kind < 2 {
+                std::fs::remove_file(&p).unwrap();
+            }
+            std::fs::rename(&moved, &p).unwrap();
+            swapped.store(false, Ordering::Relaxed);
+        };
+        // After a refusal (quick), the next round waits for the path to be
+        // back: otherwise most rounds would fall in the moments it is swapped.
+        let path_back = || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while swapped.load(Ordering::Relaxed) {
+                assert!(Instant::now() < deadline, "the path stays swapped");
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        };
+
+        let (mut on_real, mut on_decoy, mut refused, mut moved_meanwhile) = (0, 0, 0, 0);
+        let rounds = rounds();
+        let started = Instant::now();
+        with_racer(owner, swap, || {
+            for round in 0..rounds {
+                let target = match m.reopen_target(&recorded, owner.uid) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        if std::env::var_os("WS_RACE_VERBOSE").is_some() {
+                            eprintln!("round {round}: {e}");
+                        }
+                        refused += 1;
+                        path_back();
+                        continue;
+                    }
+                };
+                // The owner's mount point, wherever they have moved it since,
+                // or a decoy of theirs at the recorded path itself (unless gone
+                // already: then the mount fails).
+                let st = rustix::fs::fstat(target.dir.as_fd()).unwrap();
+                let now_at = target.dir.path();
+                assert!(
+                    st.st_uid == owner.uid
+                        && (st.st_ino == real
+                            || now_at.as_ref().ok().is_none_or(|now| *now == recorded)),
+                    "round {round}: recovery opened {:?} (uid {}), neither the owner's mount point nor a directory of theirs at its path",
+                    now_at,
+                    st.st_uid
+                );
+                let Ok(mounted) = m.mount_view("w", &plans[round % 2], &target, true) else {
+                    assert_ne!(st.st_ino, real, "round {round}: the mount point refused");
+                    refused += 1;
+                    path_back();
+                    continue;
+                };
+                if st.st_ino == real {
+                    on_real += 1;
+                    // Mounted on the descriptor, wherever the path led by then.
+                    let there = rustix::fs::open(&recorded, OFlags::PATH, Mode::empty());
+                    let id = there.ok().and_then(|fd| overlay::mount_id(fd.as_fd()).ok());
+                    moved_meanwhile += usize::from(id != mounted.mount_id);
+                } else {
+                    on_decoy += 1;
+                }
+                let outside: Vec<PathBuf> = overlay::mount_table()
+                    .unwrap()
+                    .into_iter()
+                    .map(|mount| mount.target)
+                    .filter(|t| t.starts_with(dir.path()) && !t.starts_with(at("state")))
+                    .filter(|t| !t.starts_with(at("home")))
+                    .collect();
+                assert!(
+                    outside.is_empty(),
+                    "round {round}: mounted outside the owner's home: {outside:?}"
+                );
+                overlay::testsuite::unmount_wherever(&places, mounted.mount_id.unwrap());
+                mounted.settled();
+            }
+        });
+        eprintln!(
+            "recovery's mount race: {rounds} rounds in {:.1} s: {on_real} mounted on the owner's mount point ({moved_meanwhile} of them with the path leading elsewhere just after), {on_decoy} on their decoy at its path, {refused} refused",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            entries(&at("secret")),
+            secret_before,
+            "root's directory changed"
+        );
+        for (path, uid, _) in entries(&at("home")) {
+            assert_eq!(uid, owner.uid, "{} is not the owner's", path.display());
+        }
+        assert!(
+            on_real >= rounds / 4,
+            "only {on_real} of {rounds} rounds mounted on the real mount point: the race proves little"
+        );
+        assert!(
+            refused > 0,
+            "no round met a swapped path: the race proves nothing"
+        );
+    }
+}

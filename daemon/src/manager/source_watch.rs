@@ -311,7 +311,7 @@ impl SourceWatch {
 mod tests {
     use super::*;
     use crate::manager::Caller;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -403,6 +403,151 @@ mod tests {
         let (mine, key) = opened(ME, dir.path(), &ImportOptions::default());
         let reader = Reader::for_caller(ME).unwrap();
         assert!(watch.arm(&key, &mine, &reader, ME.uid).is_some());
+    }
+
+    /// A directory as the kernel names it in an inotify descriptor's fdinfo:
+    /// its filesystem's device (major, minor) and its inode.
+    type Watched = (u32, u32, u64);
+
+    fn identity(path: &Path) -> Watched {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        let dev = meta.dev();
+        (rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino())
+    }
+
+    /// The directories `watch` holds a watch on, from the kernel: the lines
+    /// `inotify wd:N ino:HEX sdev:HEX ...` of `/proc/self/fdinfo/<fd>`.
+    fn watched(watch: &SourceWatch) -> Vec<Watched> {
+        let fd = watch.inotify.as_fd().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        let hex = |line: &str, field: &str| {
+            let value = line.split(' ').find_map(|f| f.strip_prefix(field));
+            u64::from_str_radix(value.expect(field), 16).unwrap()
+        };
+        info.lines()
+            .filter(|line| line.starts_with("inotify "))
+            .map(|line| {
+                // The kernel's own encoding: 12 bits of major, 20 of minor.
+                let sdev = hex(line, "sdev:");
+                (
+                    (sdev >> 20) as u32,
+                    (sdev & 0xf_ffff) as u32,
+                    hex(line, "ino:"),
+                )
+            })
+            .collect()
+    }
+
+    /// A race loop (1,000 rounds, `WS_RACE_ROUNDS` for more): while the
+    /// caller, on a thread of their own, swaps each directory of their source
+    /// tree in turn for a symlink to one of root's (one only root may read,
+    /// one anyone may read, directories in those) and back, root arms the
+    /// watches on the tree again and again, as the caller. After every arm,
+    /// each watch the kernel lists is on one of the caller's own directories:
+    /// never on root's, and so never on one the caller may not read.
+    #[test]
+    fn racing_symlink_swaps_never_get_a_watch_on_anyone_elses_directory() {
+        use std::collections::{HashMap, HashSet};
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::testing::{NOBODY, Rng, exchange, rounds, with_racer};
+
+        if !overlay::testsuite::privileged(
+            "racing_symlink_swaps_never_get_a_watch_on_anyone_elses_directory",
+        ) {
+            return;
+        }
+        let caller = NOBODY;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        let src = dir.path().join("src");
+        let swappable = ["a", "a/b", "a/b/c", "d", "d/e"];
+        for d in std::iter::once("").chain(swappable) {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+            std::os::unix::fs::chown(src.join(d), Some(caller.uid), Some(caller.gid)).unwrap();
+        }
+        let roots = [
+            ("rootonly", 0o700),
+            ("rootonly/in", 0o755),
+            ("rootpub", 0o755),
+            ("rootpub/open", 0o755),
+            ("rootpub/closed", 0o700),
+            ("rootpub/closed/in", 0o755),
+        ];
+        for (d, m) in roots {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+            mode(&dir.path().join(d), m);
+        }
+        let own: HashSet<Watched> = std::iter::once("")
+            .chain(swappable)
+            .map(|d| identity(&src.join(d)))
+            .collect();
+        let roots: HashMap<Watched, PathBuf> = std::iter::once(dir.path().to_owned())
+            .chain(roots.iter().map(|(d, _)| dir.path().join(d)))
+            .map(|d| (identity(&d), d))
+            .collect();
+        let targets: Vec<&PathBuf> = roots.values().collect();
+
+        let watch = SourceWatch::start().unwrap();
+        let reader = Reader::for_caller(caller).unwrap();
+        let opened = reader.open_dir(&src).unwrap();
+        let key = SourceKey::new(reader.id(), &opened, &ImportOptions::default());
+        let swaps = AtomicUsize::new(0);
+        let (mut whole, mut raced) = (0, 0);
+        let started = std::time::Instant::now();
+        let rounds = rounds();
+        let swap = |rng: &mut Rng| {
+            let d = src.join(swappable[rng.below(swappable.len() as u64) as usize]);
+            let target = targets[rng.below(targets.len() as u64) as usize];
+            let link = d.with_file_name(".swapped");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            // Odd while a symlink stands where the directory was.
+            swaps.fetch_add(1, Ordering::Relaxed);
+            assert!(exchange(&d, &link), "swap {}", d.display());
+            rng.pause(300);
+            assert!(exchange(&d, &link), "swap back {}", d.display());
+            swaps.fetch_add(1, Ordering::Relaxed);
+            rng.pause(300);
+        };
+        with_racer(caller, swap, || {
+            for round in 0..rounds {
+                let before = swaps.load(Ordering::Relaxed);
+                let armed = watch.arm(&key, &opened, &reader, caller.uid);
+                if before % 2 == 1 || swaps.load(Ordering::Relaxed) != before {
+                    raced += 1;
+                }
+                whole += usize::from(armed.is_some());
+                for w in watched(&watch) {
+                    assert!(
+                        own.contains(&w),
+                        "round {round}: a watch on {}",
+                        roots.get(&w).map_or_else(
+                            || format!("{w:?}, none of the caller's directories"),
+                            |path| format!("root's {}", path.display())
+                        )
+                    );
+                }
+            }
+        });
+        eprintln!(
+            "source watch race: {rounds} arms in {:.1} s, {raced} raced by a swap, {whole} watched the tree whole, {} swaps",
+            started.elapsed().as_secs_f64(),
+            swaps.load(Ordering::Relaxed) / 2
+        );
+        assert!(
+            raced >= rounds / 4,
+            "only {raced} of {rounds} arms met a swap: the race proves little"
+        );
+        assert!(
+            whole >= rounds / 4,
+            "only {whole} of {rounds} arms watched the tree whole"
+        );
     }
 
     #[test]

@@ -48,6 +48,21 @@ pub fn privileged(what: &str) -> bool {
     false
 }
 
+/// Unmounts the mount `id` (its unique id, as [`crate::mount_on`] returns it)
+/// from whichever of `places` it is at now: for race tests in which a user
+/// keeps moving the directory it is mounted on. Waits up to 10 s for it to
+/// be found.
+pub fn unmount_wherever(places: &[std::path::PathBuf], id: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !places.iter().any(|p| crate::unmount_checked(p, id).is_ok()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mount {id} not found to unmount at {places:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// A tmpfs of `size` (`96m`) mounted on `dir`, made if missing: a filesystem to
 /// fill in tests of a full disk. Dropped, it unmounts every mount below it
 /// (workspace views, a build's) and then itself.
