@@ -12,6 +12,8 @@
 //! daemon_client --socket SOCK open-many --source DIR --prefix P --count N [--backend B]
 //! daemon_client --socket SOCK concurrent --source DIR --shared P --clients C
 //!               --duration SECS [--max-ops N] [--k K] [--backend B]
+//! daemon_client --socket SOCK imports-and-commits --source DIR --count N --shared P
+//!               --tree SRC --clients C [--k K] [--pid PID] [--backend B]
 //! ```
 //!
 //! Every call goes over its own peer-to-peer connection to `SOCK`
@@ -37,6 +39,12 @@
 //!   `P*` workspaces exist), so clients of one workspace race each other. Errors are
 //!   counted by D-Bus error name; only `org.ws.Error.Busy` and
 //!   `org.ws.Error.Conflict` are expected.
+//! - `imports-and-commits`: `--count` importers open `DIR-0`, `DIR-1`, ... all at
+//!   once (each a directory of its own, so each open walks and hashes it: a first
+//!   import), while C clients commit K files of their own in turn in the shared
+//!   workspaces `P*` until the last import ends. The commits' latencies are the
+//!   measurement (what a user committing waits while others import); the
+//!   importers' durations and, with `--pid`, the daemon's peak RSS are reported.
 //!
 //! One JSON object per measurement goes to stdout (percentiles in ms, nearest rank);
 //! progress to stderr. The exit status is 1 when a check fails or an unexpected
@@ -56,7 +64,7 @@ use zbus::zvariant::OwnedObjectPath;
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const USAGE: &str = "usage: daemon_client --socket SOCK \
-ping|status|commit|discard|open|open-tree|open-many|concurrent [options] (see the file's header)";
+ping|status|commit|discard|open|open-tree|open-many|concurrent|imports-and-commits [options] (see the file's header)";
 
 #[zbus::proxy(
     interface = "org.ws.Manager1",
@@ -107,6 +115,8 @@ struct Args {
     clients: usize,
     duration: f64,
     max_ops: usize,
+    /// The daemon's pid, for its peak RSS (0: not read).
+    pid: u32,
 }
 
 fn parse_args() -> Res<Args> {
@@ -141,6 +151,7 @@ fn parse_args() -> Res<Args> {
             "--clients" => args.clients = value()?.parse()?,
             "--duration" => args.duration = value()?.parse()?,
             "--max-ops" => args.max_ops = value()?.parse()?,
+            "--pid" => args.pid = value()?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
             "-h" | "--help" => {
@@ -196,6 +207,7 @@ async fn run(args: Args) -> Res<bool> {
         "open" | "open-tree" => open(&args).await,
         "open-many" => open_many(&args).await,
         "concurrent" => concurrent(&args).await,
+        "imports-and-commits" => imports_and_commits(&args).await,
         other => Err(format!("unknown command {other}\n{USAGE}").into()),
     }
 }
@@ -686,4 +698,111 @@ async fn client_loop(
         n += 1;
     }
     Ok(tally)
+}
+
+/// The peak resident memory of process `pid`, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? >> 10)
+}
+
+async fn imports_and_commits(args: &Args) -> Res<bool> {
+    let conn = connect(&args.socket).await?;
+    let list = manager(&conn).await?.list().await?;
+    let shared: Vec<String> = list
+        .into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with(&args.shared))
+        .collect();
+    if shared.is_empty() {
+        return Err(format!("no workspace named {}*", args.shared).into());
+    }
+    let started = Instant::now();
+    let mut importers = Vec::new();
+    for i in 0..args.count {
+        let (socket, backend) = (args.socket.clone(), args.backend.clone());
+        let dir = PathBuf::from(format!("{}-{i}", args.source.display()));
+        importers.push(tokio::spawn(async move {
+            let conn = connect(&socket).await?;
+            let m = manager(&conn).await?;
+            let fd = open_dir(&dir)?;
+            let t0 = Instant::now();
+            let path = m.open(&format!("imp-{i}"), (&fd).into(), &backend).await?;
+            let took = ms(t0.elapsed());
+            workspace(&conn, path).await?.close(true).await?;
+            Res::Ok(took)
+        }));
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut committers = Vec::new();
+    for client in 0..args.clients {
+        let socket = args.socket.clone();
+        let target = shared[client % shared.len()].clone();
+        let (k, done) = (args.k, done.clone());
+        let tree = args.tree.clone();
+        committers.push(tokio::spawn(async move {
+            let conn = connect(&socket).await?;
+            let m = manager(&conn).await?;
+            let ws = workspace(&conn, m.get(&target).await?).await?;
+            let view = PathBuf::from(ws.path().await?);
+            let files = Arc::new(regular_files(&tree)?);
+            let mine = Arc::new(pick(&files, k, client * k, 1000 * k));
+            let mut tally = Tally::default();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let (view, mine) = (view.clone(), mine.clone());
+                tokio::task::spawn_blocking(move || rewrite(&view, &mine, token())).await??;
+                let t0 = Instant::now();
+                let result = ws.commit("").await;
+                tally.record("commit", t0, &result);
+            }
+            Res::Ok(tally)
+        }));
+    }
+    let mut import_ms = Vec::new();
+    let mut failed = Vec::new();
+    for (i, task) in importers.into_iter().enumerate() {
+        match task.await? {
+            Ok(took) => import_ms.push(took),
+            Err(e) => failed.push(format!("importer {i}: {e}")),
+        }
+    }
+    let imports_s = started.elapsed().as_secs_f64();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut commits = Vec::new();
+    let mut errors = BTreeMap::<String, u64>::new();
+    for (i, task) in committers.into_iter().enumerate() {
+        match task.await? {
+            Ok(t) => {
+                commits.extend(t.ok.get("commit").cloned().unwrap_or_default());
+                for ((_, name), n) in t.errors {
+                    *errors.entry(name).or_default() += n;
+                }
+            }
+            Err(e) => failed.push(format!("committer {i}: {e}")),
+        }
+    }
+    commits.sort_by(f64::total_cmp);
+    import_ms.sort_by(f64::total_cmp);
+    let unexpected: u64 = errors
+        .iter()
+        .filter(|(name, _)| !ALLOWED.contains(&name.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "{}",
+        json!({
+            "what": "imports_and_commits",
+            "importers": args.count,
+            "committers": args.clients,
+            "k": args.k,
+            "imports_s": round3(imports_s),
+            "import_ms": summary(&import_ms),
+            "commit": summary(&commits),
+            "errors": errors,
+            "failed": failed,
+            "peak_rss_mib": peak_rss_mib(args.pid),
+        })
+    );
+    Ok(unexpected == 0 && failed.is_empty())
 }
