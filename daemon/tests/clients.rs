@@ -12,7 +12,7 @@ mod support;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,10 @@ use overlay::testsuite::privileged;
 use support::{User, rerun_as, shared_tempdir, users};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The body a message announces in the attack on memory: just under zbus's own
+/// cap of 128 MiB, which it would allocate whole.
+const HUGE_BODY: u32 = (128 << 20) - 64;
+
 /// A root `wsd` on its socket only, with a configuration file of the test's.
 struct Daemon {
     dir: tempfile::TempDir,
@@ -80,6 +84,17 @@ impl Daemon {
     /// The lines of the log that contain `text`.
     fn logged(&self, text: &str) -> usize {
         self.log().lines().filter(|l| l.contains(text)).count()
+    }
+
+    /// The daemon's resident memory, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
     }
 
     /// `user` lists their workspaces with busctl: what it printed, or why not.
@@ -252,6 +267,119 @@ fn running_out_of_descriptors_in_accept_does_not_end_the_daemon() {
     assert!(daemon.alive());
 }
 
+/// A message that announces a body of nearly 128 MiB closes its connection
+/// before the daemon allocates it, and others are served.
+#[test]
+fn a_message_announcing_a_huge_body_closes_the_connection_before_the_daemon_allocates_it() {
+    if !privileged(
+        "a_message_announcing_a_huge_body_closes_the_connection_before_the_daemon_allocates_it",
+    ) {
+        return;
+    }
+    let [attacker, other] = users();
+    let mut daemon = Daemon::start("", None);
+    daemon.serves(other, Duration::from_secs(10));
+    let before = daemon.rss_kib();
+    let mut attack = Attacker::start(attacker, "huge", 4, &daemon);
+    assert_eq!(attack.number("sent"), 4);
+    // zbus allocates as soon as it has the header.
+    std::thread::sleep(Duration::from_secs(1));
+    let during = daemon.rss_kib();
+    let closed = attack.number("closed");
+    assert!(
+        during < before + 64 * 1024,
+        "the daemon's memory went from {before} KiB to {during} KiB"
+    );
+    assert_eq!(closed, 4, "the daemon's log:\n{}", daemon.log());
+    assert!(
+        daemon.logged(&format!(
+            "closed the connection of a client of uid {}: it sent a message of {} bytes",
+            attacker.uid,
+            u64::from(HUGE_BODY) + 16
+        )) >= 1,
+        "{}",
+        daemon.log()
+    );
+    daemon.serves(other, Duration::from_secs(10));
+    assert!(daemon.alive());
+    attack.stop();
+}
+
+/// A message under the limit is read and answered; one over it closes the
+/// connection, with zbus on both sides.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_under_the_size_limit_is_answered_and_one_over_it_closes_the_connection() {
+    if !privileged(
+        "a_message_under_the_size_limit_is_answered_and_one_over_it_closes_the_connection",
+    ) {
+        return;
+    }
+    let daemon = Daemon::start("[limits]\nmax-message-bytes = 1048576\n", None);
+    let connect = async || {
+        let stream = tokio::net::UnixStream::connect(daemon.socket())
+            .await
+            .unwrap();
+        zbus::connection::Builder::unix_stream(stream)
+            .p2p()
+            .build()
+            .await
+            .unwrap()
+    };
+    let get = async |conn: &zbus::Connection, name: String| {
+        conn.call_method(
+            Some("org.ws.Daemon"),
+            "/org/ws",
+            Some("org.ws.Manager1"),
+            "Get",
+            &name,
+        )
+        .await
+    };
+    let conn = connect().await;
+    // Answered: with an error (no such workspace, or not a name), but read.
+    match get(&conn, "x".repeat(512 << 10)).await {
+        Err(zbus::Error::MethodError(..)) => {}
+        other => panic!("a 512 KiB call: {other:?}"),
+    }
+    match get(&conn, "x".repeat(2 << 20)).await {
+        Err(zbus::Error::MethodError(name, ..)) => {
+            panic!("a 2 MiB call was read and answered with {name}")
+        }
+        Err(_) => {}
+        Ok(reply) => panic!("a 2 MiB call was answered: {reply:?}"),
+    }
+    // The connection is closed: nothing more is answered on it.
+    assert!(get(&conn, "x".to_owned()).await.is_err());
+    // Others are served.
+    let conn = connect().await;
+    match get(&conn, "x".to_owned()).await {
+        Err(zbus::Error::MethodError(..)) => {}
+        other => panic!("a small call: {other:?}"),
+    }
+}
+
+/// A client that sends a handshake line without end is closed once it has sent
+/// a little, not when the deadline comes, and zbus buffers no more of it.
+#[test]
+fn a_handshake_line_without_end_is_closed_before_the_daemon_buffers_much() {
+    if !privileged("a_handshake_line_without_end_is_closed_before_the_daemon_buffers_much") {
+        return;
+    }
+    let [attacker, other] = users();
+    let mut daemon = Daemon::start("", None);
+    let mut attack = Attacker::start(attacker, "endless", 1, &daemon);
+    assert_eq!(attack.value("closed"), "true", "{}", daemon.log());
+    let written = attack.number("written");
+    let after = attack.number("after_ms");
+    // 16 KiB read, and what the socket's buffers took; well before the
+    // deadline of 10 s.
+    assert!(written < 1 << 20, "{written} bytes written");
+    assert!(after < 5_000, "closed after {after} ms");
+    daemon.serves(other, Duration::from_secs(10));
+    assert!(daemon.alive());
+    attack.stop();
+}
+
 /// A client that connects and does not finish the handshake is closed after
 /// the deadline, and its place is given back.
 #[test]
@@ -304,6 +432,42 @@ fn user_side() {
             report("connected", &streams.len());
             report("open", &settled(&streams));
             streams
+        }
+        "huge" => {
+            let streams: Vec<_> = (0..count).map(|_| announce_huge(&socket)).collect();
+            report("sent", &streams.len());
+            let start = Instant::now();
+            let closed = closed_within(&streams, Duration::from_secs(10), start);
+            report("closed", &closed.0);
+            streams
+        }
+        "endless" => {
+            let mut stream = UnixStream::connect(&socket).unwrap();
+            stream
+                .set_write_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let start = Instant::now();
+            stream.write_all(b"\0AUTH ").unwrap();
+            let chunk = vec![b'A'; 64 << 10];
+            let mut written = 6;
+            let closed = loop {
+                match stream.write(&chunk) {
+                    Ok(n) => written += n,
+                    Err(e) => {
+                        break matches!(
+                            e.kind(),
+                            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        );
+                    }
+                }
+                if written > 64 << 20 || start.elapsed() > Duration::from_secs(15) {
+                    break false;
+                }
+            };
+            report("closed", &closed);
+            report("written", &written);
+            report("after_ms", &start.elapsed().as_millis());
+            vec![stream]
         }
         "silent" => {
             let streams: Vec<_> = (0..count)
@@ -372,4 +536,40 @@ fn closed_within(streams: &[UnixStream], within: Duration, start: Instant) -> (u
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A connection that authenticates as its uid and sends the primary header of
+/// a method call announcing a body of `HUGE_BODY` bytes, and nothing more.
+fn announce_huge(socket: &Path) -> UnixStream {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let uid: String = nix::unistd::getuid()
+        .as_raw()
+        .to_string()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    stream
+        .write_all(format!("\0AUTH EXTERNAL {uid}\r\n").as_bytes())
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0];
+    while !reply.ends_with(b"\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "no reply to AUTH");
+        reply.push(byte[0]);
+    }
+    assert!(
+        reply.starts_with(b"OK "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let mut header = vec![b'l', 1, 0, 1];
+    header.extend(HUGE_BODY.to_le_bytes());
+    header.extend(1u32.to_le_bytes()); // serial
+    header.extend(0u32.to_le_bytes()); // header fields: none
+    stream.write_all(b"BEGIN\r\n").unwrap();
+    stream.write_all(&header).unwrap();
+    stream
 }

@@ -42,6 +42,8 @@ pub(crate) struct Logs {
     pub refused: RateLimit<u32>,
     /// Handshakes too slow or too long, by uid.
     pub handshake: RateLimit<u32>,
+    /// Messages over the size limit, by uid.
+    pub oversized: RateLimit<u32>,
     /// Connections that failed otherwise (the handshake, mostly), by uid.
     pub failed: RateLimit<u32>,
     /// `accept` failing, by errno.
@@ -85,6 +87,7 @@ impl Gate {
             log: Logs {
                 refused: RateLimit::new(LOG_EVERY),
                 handshake: RateLimit::new(LOG_EVERY),
+                oversized: RateLimit::new(LOG_EVERY),
                 failed: RateLimit::new(LOG_EVERY),
                 accept: RateLimit::new(LOG_EVERY),
             },

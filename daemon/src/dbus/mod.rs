@@ -11,8 +11,9 @@
 //! through the object manager). See `docs/dbus.md` for the interfaces.
 //!
 //! The socket's clients are held to limits (`limits`): connections per uid
-//! and in all, counted at accept, and a deadline for the handshake. `accept`
-//! running out of descriptors waits and goes on (docs/security.md, "The daemon
+//! and in all, counted at accept; a deadline for the handshake; a size for
+//! each message, checked before zbus buffers it (`framing`). `accept` running
+//! out of descriptors waits and goes on (docs/security.md, "The daemon
 //! survives its clients").
 //!
 //! On a bus (`bus`), a gateway forwards each call into an in-process connection
@@ -25,6 +26,7 @@ mod build_job;
 mod bus;
 mod credentials;
 mod errors;
+mod framing;
 mod hello;
 mod limits;
 mod links;
@@ -256,7 +258,7 @@ enum Client {
 /// Serves one D-Bus connection over `stream` for `caller`, whom the transport
 /// vouched for: its object server, with the caller's workspaces only, and its
 /// share of the events, until the peer goes. A socket's client is held to the
-/// handshake deadline of the limits.
+/// handshake deadline and the message size of the limits.
 async fn serve_client(
     shared: Arc<Shared>,
     stream: tokio::net::UnixStream,
@@ -282,9 +284,16 @@ async fn serve_client(
     });
     let guid = zbus::Guid::generate();
     let limits = shared.gate.limits();
-    let mut builder = zbus::connection::Builder::unix_stream(stream)
-        .server(guid)?
-        .p2p();
+    let builder = match client {
+        Client::Socket => zbus::connection::Builder::socket(framing::split(
+            stream,
+            caller.uid,
+            limits.message_bytes,
+            shared.gate.clone(),
+        )),
+        Client::Gateway => zbus::connection::Builder::unix_stream(stream),
+    };
+    let mut builder = builder.server(guid)?.p2p();
     if client == Client::Socket {
         builder = builder.serve_at("/org/freedesktop/DBus", hello::Hello::new(objects.clone()))?;
     }
