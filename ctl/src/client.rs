@@ -7,6 +7,12 @@
 //! last processes of a killed daemon still hold it) is spawned again, a few times
 //! with a growing pause, until one gets the lock or another answers.
 //!
+//! A daemon that accepts the connection and closes it before the handshake is
+//! over is alive (a dead one's socket refuses connections): it holds each user
+//! to a number of connections and a deadline (docs/security.md, "The daemon
+//! survives its clients"). Once that has happened a few times in a row, the
+//! client says so, rather than start a daemon that cannot take the lock.
+//!
 //! A client hands the daemon its requests and descriptors (sources, mount
 //! points, terminals), so it talks only to a daemon running as root or as its
 //! own user, whatever socket it found: the kernel says who serves it
@@ -27,6 +33,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often a daemon that lost the lock is spawned again while nobody answers.
 const RESPAWNS: u32 = 8;
+
+/// How many times in a row a daemon may close the connection during the
+/// handshake (a moment at its connection limit) before the client gives up:
+/// with the pause of [`closed_pause`], about 1.5 s.
+const CLOSED_RETRIES: u32 = 5;
+
+/// The pause after the `n`th connection closed during the handshake.
+fn closed_pause(n: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(n + 1))
+}
 
 /// The pause before spawning again after the `n`th daemon lost the lock: 100 ms,
 /// doubling, at most 2 s (about 10 s over all [`RESPAWNS`]).
@@ -234,15 +250,25 @@ impl Client {
     }
 
     /// The daemon of `state_dir` if one answers; an error if its socket is
-    /// served by another user.
+    /// served by another user, or if it keeps closing the connection during
+    /// the handshake.
     async fn try_connect(state_dir: &Path) -> Result<Option<Client>, CliError> {
         let Some(socket) = socket_of(state_dir) else {
             return Ok(None);
         };
-        match dial(&socket).await {
-            Ok(conn) => Ok(Some(Client { conn, socket })),
-            Err(Dial::NoAnswer) => Ok(None),
-            Err(Dial::Untrusted(uid)) => Err(CliError::UntrustedDaemon { socket, uid }),
+        let mut closed = 0;
+        loop {
+            return match dial(&socket).await {
+                Ok(conn) => Ok(Some(Client { conn, socket })),
+                Err(Dial::NoAnswer) => Ok(None),
+                Err(Dial::Untrusted(uid)) => Err(CliError::UntrustedDaemon { socket, uid }),
+                Err(Dial::Closed(_)) if closed < CLOSED_RETRIES => {
+                    tokio::time::sleep(closed_pause(closed)).await;
+                    closed += 1;
+                    continue;
+                }
+                Err(Dial::Closed(detail)) => Err(CliError::DaemonClosed { socket, detail }),
+            };
         }
     }
 
@@ -314,6 +340,9 @@ enum Dial {
     NoAnswer,
     /// The socket is served by this uid, neither root nor this process's.
     Untrusted(u32),
+    /// The daemon accepted the connection and closed it before the handshake
+    /// was over (the error zbus saw).
+    Closed(String),
 }
 
 async fn dial(socket: &Path) -> Result<zbus::Connection, Dial> {
@@ -328,7 +357,7 @@ async fn dial(socket: &Path) -> Result<zbus::Connection, Dial> {
         .p2p()
         .build()
         .await
-        .map_err(|_| Dial::NoAnswer)
+        .map_err(|e| Dial::Closed(e.to_string()))
 }
 
 /// Whether a daemon running as `server` may have a client's requests and

@@ -48,6 +48,17 @@ pub enum CliError {
         /// Whom it is served by.
         uid: u32,
     },
+    /// The daemon keeps closing the connection before the handshake is over.
+    #[error(
+        "wsd on {} closed the connection before the handshake was over: {detail}",
+        socket.display()
+    )]
+    DaemonClosed {
+        /// The socket.
+        socket: std::path::PathBuf,
+        /// What the connection saw.
+        detail: String,
+    },
     /// The daemon reported a named error other than as a method's reply (the
     /// end of a build).
     #[error("{message}")]
@@ -140,6 +151,12 @@ impl CliError {
                 "if {} is not where your daemon should be, have it removed (by its owner or root) or pass --state-dir with a directory of your own",
                 socket.display()
             )),
+            CliError::DaemonClosed { .. } => Some(
+                "the daemon holds each user to a number of connections (max-connections-per-user, \
+                 64 unless its configuration says otherwise) and all users to another \
+                 (max-connections): close some of yours, or ask its admin; its log says which"
+                    .into(),
+            ),
             CliError::DaemonStart { state_dir, .. } => Some(format!(
                 "see {} for the daemon's log, or run it in the foreground with `ws daemon`",
                 state_dir.join("wsd.log").display()

@@ -33,8 +33,8 @@ struct Args {
     #[arg(long, env = "WSD_BUS_ADDRESS", value_name = "ADDRESS")]
     bus_address: Option<String>,
     /// The daemon's configuration file (docs/security.md): the remote caches
-    /// whose results every user may reuse. Default: /etc/ws/wsd.toml when root
-    /// and it exists.
+    /// whose results every user may reuse, and the limits the socket's clients
+    /// are held to. Default: /etc/ws/wsd.toml when root and it exists.
     #[arg(long, env = "WSD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }

@@ -229,17 +229,7 @@ impl Monitor {
             .unwrap();
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                // libtest may print "test user_side ... " before the first line.
-                if let Some((_, line)) = line.split_once("@@")
-                    && send.send(line.to_owned()).is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let lines = support::report_lines(stdout);
         let mut monitor = Monitor {
             child,
             stdin,

@@ -201,6 +201,54 @@ fn clients_starting_at_once_start_one_daemon() {
 }
 
 #[test]
+fn a_client_at_its_connection_limit_is_told_so_and_starts_no_daemon() {
+    let ws = Ws::new();
+    let config = tempfile::tempdir().unwrap();
+    let wsd_toml = config.path().join("wsd.toml");
+    std::fs::write(
+        &wsd_toml,
+        "[limits]\nmax-connections-per-user = 1\nhandshake-timeout-seconds = 600\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = ws
+            .command()
+            .env("WSD_CONFIG", &wsd_toml)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(run(&["list"]).0, Some(0));
+    // The user's one connection, held (and silent: the deadline is far); again
+    // if the last `ws` still had it when this one came.
+    let _held = loop {
+        let held =
+            std::os::unix::net::UnixStream::connect(ws.state.path().join("wsd.sock")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        held.set_nonblocking(true).unwrap();
+        match std::io::Read::read(&mut &held, &mut [0]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break held,
+            _ => {}
+        }
+    };
+    let started = std::time::Instant::now();
+    let (code, stderr) = run(&["list"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("closed the connection"), "{stderr}");
+    assert!(stderr.contains("max-connections-per-user"), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "it took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ws.daemons().len(), 1, "the daemon answers: none is started");
+}
+
+#[test]
 fn mistakes_get_clear_errors_and_exit_codes() {
     let ws = Ws::new();
     let missing = ws.run(&["status", "nope"]);

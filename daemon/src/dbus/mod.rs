@@ -10,6 +10,12 @@
 //! event channel and emits `PropertiesChanged` (or `InterfacesAdded/Removed`
 //! through the object manager). See `docs/dbus.md` for the interfaces.
 //!
+//! The socket's clients are held to limits (`limits`): connections per uid
+//! and in all, counted at accept; a deadline for the handshake; a size for
+//! each message, checked before zbus buffers it (`framing`). `accept` running
+//! out of descriptors waits and goes on (docs/security.md, "The daemon
+//! survives its clients").
+//!
 //! On a bus (`bus`), a gateway forwards each call into an in-process connection
 //! of the caller's uid, served by the same code as a socket's connections, so
 //! who sees what is decided in one place.
@@ -20,7 +26,9 @@ mod build_job;
 mod bus;
 mod credentials;
 mod errors;
+mod framing;
 mod hello;
+mod limits;
 mod links;
 mod manager_iface;
 mod relay;
@@ -83,6 +91,8 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<Event>,
     /// A daemon not running as root serves this uid, its own, and no other.
     pub only_uid: Option<u32>,
+    /// The socket's connections and their limits.
+    pub gate: Arc<limits::Gate>,
 }
 
 impl Shared {
@@ -160,10 +170,13 @@ pub async fn serve(
     .map_err(socket_error)?;
     let (events, _) = broadcast::channel(256);
     let only_uid = (sharing == Sharing::OneUser).then(|| rustix::process::geteuid().as_raw());
+    let gate = Arc::new(limits::Gate::new(manager.config().limits));
+    gate.check_descriptors(only_uid.is_some());
     let shared = Arc::new(Shared {
         manager,
         events,
         only_uid,
+        gate,
     });
     tracing::info!(socket = %socket.display(), "serving");
     let on_bus = async {
@@ -180,14 +193,21 @@ pub async fn serve(
         }
     };
     let on_socket = async {
+        // Out of descriptors, accept pauses (longer while it lasts) and goes on.
+        let mut pause = std::time::Duration::ZERO;
         loop {
-            let (stream, _) = listener.accept().await.map_err(socket_error)?;
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Err(e) = accept(shared, stream).await {
-                    tracing::warn!(error = %e, "a client connection failed");
-                }
-            });
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => match shared.gate.accept_failed(&e, &mut pause) {
+                    limits::AfterAccept::Retry(pause) => {
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                    limits::AfterAccept::Stop => return Err(socket_error(e)),
+                },
+            };
+            pause = std::time::Duration::ZERO;
+            tokio::spawn(accept(shared.clone(), stream));
         }
     };
     tokio::select! {
@@ -196,21 +216,33 @@ pub async fn serve(
     }
 }
 
-/// One client on the socket: the kernel says who it is, before the handshake.
-async fn accept(shared: Arc<Shared>, stream: tokio::net::UnixStream) -> zbus::Result<()> {
-    let cred = stream.peer_cred().map_err(|e| {
-        zbus::Error::Failure(format!(
-            "cannot read the peer's credentials, so the connection is refused: {e}"
-        ))
-    })?;
-    if !shared.admits(cred.uid(), "socket") {
-        return Ok(());
+/// One client on the socket: the kernel says who it is, before the handshake,
+/// and whether it may have one more connection.
+async fn accept(shared: Arc<Shared>, stream: tokio::net::UnixStream) {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read a client's credentials, so its connection is refused");
+            return;
+        }
+    };
+    let uid = cred.uid();
+    if !shared.admits(uid, "socket") {
+        return;
     }
+    // Held until the connection ends; without one, the stream is closed now.
+    let Some(_slot) = shared.gate.admit(uid) else {
+        return;
+    };
     let caller = Caller {
-        uid: cred.uid(),
+        uid,
         gid: cred.gid(),
     };
-    serve_client(shared, stream, caller, Client::Socket).await
+    if let Err(e) = serve_client(shared.clone(), stream, caller, Client::Socket).await
+        && let Some(held_back) = shared.gate.log.failed.allow(uid)
+    {
+        tracing::warn!(error = %e, uid, held_back, "a client connection failed");
+    }
 }
 
 /// Who is at the other end of a connection that `serve_client` serves.
@@ -225,7 +257,8 @@ enum Client {
 
 /// Serves one D-Bus connection over `stream` for `caller`, whom the transport
 /// vouched for: its object server, with the caller's workspaces only, and its
-/// share of the events, until the peer goes.
+/// share of the events, until the peer goes. A socket's client is held to the
+/// handshake deadline and the message size of the limits.
 async fn serve_client(
     shared: Arc<Shared>,
     stream: tokio::net::UnixStream,
@@ -250,13 +283,21 @@ async fn serve_client(
         done: tokio::sync::OnceCell::new(),
     });
     let guid = zbus::Guid::generate();
-    let mut builder = zbus::connection::Builder::unix_stream(stream)
-        .server(guid)?
-        .p2p();
+    let limits = shared.gate.limits();
+    let builder = match client {
+        Client::Socket => zbus::connection::Builder::socket(framing::split(
+            stream,
+            caller.uid,
+            limits.message_bytes,
+            shared.gate.clone(),
+        )),
+        Client::Gateway => zbus::connection::Builder::unix_stream(stream),
+    };
+    let mut builder = builder.server(guid)?.p2p();
     if client == Client::Socket {
         builder = builder.serve_at("/org/freedesktop/DBus", hello::Hello::new(objects.clone()))?;
     }
-    let conn = builder
+    let build = builder
         .serve_at(
             ROOT_PATH,
             manager_iface::ManagerIface::new(shared.clone(), caller, objects.clone()),
@@ -267,8 +308,18 @@ async fn serve_client(
         )?
         // Served before any message is read, while nothing is under it to announce.
         .serve_at(ROOT_PATH, zbus::fdo::ObjectManager)?
-        .build()
-        .await?;
+        .build();
+    // The handshake: a client that says nothing, or too little, is closed.
+    let conn = match client {
+        Client::Socket => match tokio::time::timeout(limits.handshake_timeout, build).await {
+            Ok(conn) => conn?,
+            Err(_) => {
+                shared.gate.handshake_timed_out(caller.uid);
+                return Ok(());
+            }
+        },
+        Client::Gateway => build.await?,
+    };
     let server = conn.object_server();
     // The caller's workspaces, whose arrival the object manager announces, are added
     // as soon as Hello's reply has gone (bus-style clients such as busctl refuse any

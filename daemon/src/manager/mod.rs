@@ -224,6 +224,11 @@ impl Manager {
         &self.probe
     }
 
+    /// The daemon's configuration file, as the admin wrote it.
+    pub fn config(&self) -> &DaemonConfig {
+        &self.config
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use daemon_config::{DaemonConfig, parse_daemon_config};
+pub use daemon_config::{DaemonConfig, Limits, parse_daemon_config};
 pub use key::{CacheKey, KEY_FORMAT, cache_key, dependency_hash, key_encoding};
 pub use remotes::{RemoteSpec, parse_user_config};
 pub use size::{parse_size, shown_size};

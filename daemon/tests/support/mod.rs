@@ -64,3 +64,38 @@ pub fn rerun_as(user: User, test: &str) -> Command {
         .gid(user.gid);
     cmd
 }
+
+/// The `@@` lines a user's side (a `rerun_as` child) prints on `stdout`, as
+/// they come; what precedes `@@` is dropped (libtest may print "test user_side
+/// ... " first).
+#[allow(
+    dead_code,
+    reason = "only the tests that keep a user's side running use it"
+)]
+pub fn report_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some((_, line)) = line.split_once("@@")
+                && send.send(line.to_owned()).is_err()
+            {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// Stops `child` (a `wsd`) with SIGTERM, as systemd would, and reaps it.
+#[allow(dead_code, reason = "only some tests run a wsd of their own")]
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
