@@ -29,22 +29,13 @@ pub enum Work {
     Build,
 }
 
-/// The bounds.
+/// The bounds (the daemon's configuration, `[limits]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Long operations of one user at once.
     pub per_user: usize,
     /// Imports at once, of all users.
     pub imports: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            per_user: 4,
-            imports: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        }
-    }
 }
 
 /// The slots (one per daemon).

@@ -206,8 +206,11 @@ impl Manager {
             source_watch: source_watch::SourceWatch::start(),
             remotes: remotes::Remotes::new(crate::remote::DigestMap::new(db.clone())),
             db,
+            long_work: long_work::LongWork::new(long_work::Limits {
+                per_user: config.limits.long_operations_per_user,
+                imports: config.limits.imports,
+            }),
             config,
-            long_work: long_work::LongWork::new(long_work::Limits::default()),
         };
         manager.recover()?;
         Ok(manager)

@@ -141,7 +141,9 @@ impl Manager {
             return Ok(remote.clone());
         }
         // Not under the lock: connecting waits for the server.
-        let remote = Arc::new(Remote::connect_with(runtime().handle().clone(), endpoint)?);
+        let remote = Remote::connect_with(runtime().handle().clone(), endpoint)?
+            .with_max_blob(self.config.limits.remote_blob_bytes);
+        let remote = Arc::new(remote);
         Ok(self.lock_connections().entry(key).or_insert(remote).clone())
     }
 

@@ -11,6 +11,8 @@ use toml::de::DeValue;
 use super::ProjectError;
 use super::parse::{self, Source, Value, a, entries};
 use super::remotes::{RemoteSpec, read_remotes};
+use crate::remote::DEFAULT_MAX_BLOB;
+use crate::sandbox::TmpfsLimits;
 
 /// The keys of the daemon's configuration file.
 const DAEMON_KEYS: &[&str] = &["trusted-remote", "limits"];
@@ -20,6 +22,11 @@ const LIMITS_KEYS: &[&str] = &[
     "max-connections",
     "handshake-timeout-seconds",
     "max-message-bytes",
+    "max-long-operations-per-user",
+    "max-imports",
+    "sandbox-tmpfs-size",
+    "sandbox-tmpfs-inodes",
+    "remote-blob-size",
 ];
 /// The largest message zbus reads at all (its own cap, a private constant).
 const ZBUS_MAX_MESSAGE: u64 = 128 << 20;
@@ -51,6 +58,17 @@ pub struct Limits {
     /// The largest D-Bus message a client may send on the socket, headers,
     /// padding and body together (`max-message-bytes`).
     pub message_bytes: u32,
+    /// Long operations (imports, transfers, builds) of one user at once
+    /// (`max-long-operations-per-user`; see `manager::long_work`).
+    pub long_operations_per_user: usize,
+    /// Imports at once, of all users (`max-imports`; default: the CPUs).
+    pub imports: usize,
+    /// The most each in-memory filesystem of a build's sandbox may hold, and
+    /// what an element gets unless it asks for less (`sandbox-tmpfs-size`,
+    /// `sandbox-tmpfs-inodes`).
+    pub sandbox_tmpfs: TmpfsLimits,
+    /// The largest blob a pull takes from a remote (`remote-blob-size`).
+    pub remote_blob_bytes: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +83,10 @@ impl Default for Limits {
             connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             message_bytes: 16 << 20,
+            long_operations_per_user: 4,
+            imports: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            sandbox_tmpfs: TmpfsLimits::DEFAULT,
+            remote_blob_bytes: DEFAULT_MAX_BLOB,
         }
     }
 }
@@ -123,10 +145,45 @@ fn read_limits(src: &Source<'_>, value: &Value<'_>) -> Result<Limits, ProjectErr
             "max-message-bytes" => {
                 limits.message_bytes = whole(src, value, name, 4096, ZBUS_MAX_MESSAGE)? as u32
             }
+            "max-long-operations-per-user" => {
+                limits.long_operations_per_user = whole(src, value, name, 1, 1024)? as usize
+            }
+            "max-imports" => limits.imports = whole(src, value, name, 1, 1024)? as usize,
+            "sandbox-tmpfs-size" => {
+                limits.sandbox_tmpfs.size = size(src, value, name, 1 << 20)?;
+            }
+            "sandbox-tmpfs-inodes" => {
+                limits.sandbox_tmpfs.inodes = whole(src, value, name, 1000, u32::MAX.into())?;
+            }
+            "remote-blob-size" => limits.remote_blob_bytes = size(src, value, name, 1 << 20)?,
             _ => return Err(src.unknown_key(key, "in [limits]".to_owned(), LIMITS_KEYS)),
         }
     }
     Ok(limits)
+}
+
+/// A size of at least `min` bytes (a number, or a string with a unit: "2G"),
+/// the value of `key` in `[limits]`.
+fn size(src: &Source<'_>, value: &Value<'_>, key: &str, min: u64) -> Result<u64, ProjectError> {
+    let bytes = match value.get_ref() {
+        DeValue::Integer(n) => {
+            u64::from_str_radix(n.as_str(), n.radix()).map_err(|e| e.to_string())
+        }
+        DeValue::String(text) => super::size::parse_size(text),
+        _ => Err(format!("it must be a size like \"2G\", not {}", a(value))),
+    };
+    match bytes {
+        Ok(n) if n >= min => Ok(n),
+        Ok(n) => Err(src.invalid(
+            value.span(),
+            format!(
+                "{key:?} in [limits] must be at least {}, not {}",
+                super::size::shown_size(min),
+                super::size::shown_size(n)
+            ),
+        )),
+        Err(why) => Err(src.invalid(value.span(), format!("{key:?} in [limits]: {why}"))),
+    }
 }
 
 /// A whole number from `min` to `max`, the value of `key` in `[limits]`.
@@ -206,7 +263,10 @@ mod tests {
         assert_eq!(limits("[limits]\n").unwrap(), Limits::default());
         let set = limits(
             "[limits]\nmax-connections-per-user = 8\nmax-connections = 100\n\
-             handshake-timeout-seconds = 2\nmax-message-bytes = 1_048_576\n",
+             handshake-timeout-seconds = 2\nmax-message-bytes = 1_048_576\n\
+             max-long-operations-per-user = 2\nmax-imports = 3\n\
+             sandbox-tmpfs-size = \"512M\"\nsandbox-tmpfs-inodes = 10000\n\
+             remote-blob-size = \"4G\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -216,6 +276,13 @@ mod tests {
                 connections: 100,
                 handshake_timeout: Duration::from_secs(2),
                 message_bytes: 1 << 20,
+                long_operations_per_user: 2,
+                imports: 3,
+                sandbox_tmpfs: TmpfsLimits {
+                    size: 512 << 20,
+                    inodes: 10_000,
+                },
+                remote_blob_bytes: 4 << 30,
             }
         );
         // One key set, the others their defaults.
@@ -232,6 +299,11 @@ mod tests {
     fn a_limit_out_of_range_or_unknown_is_refused_with_where_and_why() {
         for (text, says) in [
             ("[limits]\nmax-connections = 0\n", "from 1 to"),
+            (
+                "[limits]\nsandbox-tmpfs-size = \"1K\"\n",
+                "at least 1M, not 1K",
+            ),
+            ("[limits]\nremote-blob-size = \"2X\"\n", "unknown unit"),
             ("[limits]\nmax-connections = -1\n", "not -1"),
             (
                 "[limits]\nmax-connections-per-user = \"8\"\n",

@@ -151,9 +151,10 @@ pub struct TmpfsLimits {
 }
 
 impl TmpfsLimits {
-    /// What an element gets unless it asks for less; also the most it may ask
-    /// for.
-    pub const MAX: TmpfsLimits = TmpfsLimits {
+    /// What an element gets unless it asks for less, and the most it may ask
+    /// for, unless the daemon's configuration says otherwise (`[limits]`
+    /// `sandbox-tmpfs-size`, `sandbox-tmpfs-inodes`).
+    pub const DEFAULT: TmpfsLimits = TmpfsLimits {
         size: 2 << 30,
         inodes: 500_000,
     };
@@ -166,7 +167,7 @@ impl TmpfsLimits {
 
 impl Default for TmpfsLimits {
     fn default() -> TmpfsLimits {
-        TmpfsLimits::MAX
+        TmpfsLimits::DEFAULT
     }
 }
 

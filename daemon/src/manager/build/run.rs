@@ -672,7 +672,7 @@ impl Manager {
             steps,
             interactive: false,
             terminal: false,
-            tmpfs: tmpfs_limits(element)?,
+            tmpfs: tmpfs_limits(element, self.config.limits.sandbox_tmpfs)?,
         })
     }
 
@@ -900,9 +900,8 @@ fn record_in_workspace(
 }
 
 /// The limits of `element`'s in-memory filesystems: what it asks for, at most
-/// the daemon's maximum (a request over it is refused, naming both).
-fn tmpfs_limits(element: &Element) -> Result<TmpfsLimits, Error> {
-    let max = TmpfsLimits::MAX;
+/// the daemon's maximum `max` (a request over it is refused, naming both).
+fn tmpfs_limits(element: &Element, max: TmpfsLimits) -> Result<TmpfsLimits, Error> {
     let over = |key: &str, asked: String, most: String| Error::Invalid {
         what: "element",
         problem: format!(
