@@ -82,6 +82,9 @@ fn a_user_with_one_import_goes_before_another_users_queue() {
         scope.spawn(move || open(b, "b0".into(), mine.clone()));
     });
     let order = done.into_inner().unwrap();
+    for (caller, name) in order.iter().map(|n| (if n == "b0" { b } else { a }, n)) {
+        m.close(caller, name, true).unwrap();
+    }
     let rank = order.iter().position(|n| n == "b0").unwrap() + 1;
     // Without turns it would be fifth; without a bound on imports, the five
     // run at once and end in any order.

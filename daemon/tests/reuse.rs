@@ -160,4 +160,5 @@ fn a_workspace_continues_only_its_owners_failed_build() {
         open(b).continues_failed_build,
         "its owner's workspace continues it"
     );
+    m.close(b, "broken", true).unwrap();
 }
