@@ -12,7 +12,6 @@
 //! shared`, systemd's setting for `/`), where moving a mount that sits under a
 //! shared parent fails with EINVAL.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +20,11 @@ use daemon::manager::GcOptions;
 use daemon::{Caller, Manager, MountPoint, OpenRequest, Source, StateDir};
 use overlay::testsuite::privileged;
 use overlay::{BackendKind, MountPlan, OverlayPlan, Upper};
+
+#[allow(dead_code, reason = "each test binary uses part of the shared helpers")]
+mod support;
+
+use support::user_view::{dir_state, mounts_under};
 
 const USER: &str = "wstest1";
 const DECOY: &str = "wstest2";
@@ -119,34 +123,6 @@ fn shared_tempdir() -> tempfile::TempDir {
 
 fn chown(path: &Path, who: Caller) {
     std::os::unix::fs::chown(path, Some(who.uid), Some(who.gid)).unwrap();
-}
-
-/// Names, contents and owners of the files in `dir`.
-fn dir_state(dir: &Path) -> Vec<(String, String, u32)> {
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let meta = std::fs::symlink_metadata(e.path()).unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_to_string(e.path()).unwrap_or_default(),
-                meta.uid(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Targets of the mounts under `dir`.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    overlay::mount_table()
-        .unwrap()
-        .into_iter()
-        .map(|m| m.target)
-        .filter(|t| t.starts_with(dir))
-        .collect()
 }
 
 /// The unique id (`STATX_MNT_ID_UNIQUE`, as the daemon records) of the mount

@@ -155,22 +155,22 @@ fn entries(dir: &Path) -> Vec<(PathBuf, u32, String)> {
     out
 }
 
+/// The rounds of each loop: `WS_RACE_ROUNDS`, else [`ROUNDS`].
+fn rounds() -> usize {
+    std::env::var("WS_RACE_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
 #[test]
 fn path_swaps_racing_discard_undo_close_and_open_change_nothing_of_anyone_else() {
     if !privileged("path_swaps_racing_discard_undo_close_and_open") {
         return;
     }
-    let rounds = std::env::var("WS_RACE_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(ROUNDS);
+    let rounds = rounds();
     let caller = user();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = support::shared_tempdir();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("README"), "readme\n").unwrap();
@@ -305,17 +305,9 @@ fn path_swaps_racing_checkouts_and_write_backs_change_nothing_of_anyone_else() {
     if !privileged("path_swaps_racing_checkouts_and_write_backs") {
         return;
     }
-    let rounds = std::env::var("WS_RACE_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(ROUNDS);
+    let rounds = rounds();
     let caller = user();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let dir = support::shared_tempdir();
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("README"), "readme\n").unwrap();

@@ -22,7 +22,7 @@ use overlay::testsuite::privileged;
 #[allow(dead_code, reason = "each test binary uses part of the shared helpers")]
 mod support;
 
-use support::user_view::{Attack, Setup, as_user, attacks};
+use support::user_view::{Attack, Setup, as_user, attacks, mounts_under};
 
 /// Runs `swap` the first time the point `point` is reached; the flag says
 /// whether it was.
@@ -64,16 +64,6 @@ fn assert_reached(point: &str) {
         "the point {point} was never reached: the test swapped nothing"
     );
     fail::remove(point);
-}
-
-/// The targets of the mounts under `dir`, in the order they were mounted.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    overlay::mount_table()
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.target.starts_with(dir))
-        .map(|m| m.target)
-        .collect()
 }
 
 fn read(path: &Path) -> Option<String> {

@@ -47,12 +47,7 @@ impl Setup {
     /// `secret/view` with a file the attack aims at.
     pub fn new(backend: BackendKind) -> Setup {
         let caller = user();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        let dir = super::shared_tempdir();
         let src = dir.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(src.join("README"), "readme\n").unwrap();
@@ -120,21 +115,36 @@ impl Setup {
 
     /// What the root-owned directory holds, with owners.
     pub fn secret_state(&self) -> Vec<(String, String, u32)> {
-        let mut out: Vec<_> = std::fs::read_dir(self.secret())
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let meta = std::fs::symlink_metadata(e.path()).unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(e.path()).unwrap_or_default(),
-                    meta.uid(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
+        dir_state(&self.secret())
     }
+}
+
+/// Names, contents and owners of the entries of `dir`, sorted.
+pub fn dir_state(dir: &Path) -> Vec<(String, String, u32)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap_or_default(),
+                meta.uid(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The targets of the mounts under `dir`, in the order they were mounted.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    overlay::mount_table()
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.target.starts_with(dir))
+        .map(|m| m.target)
+        .collect()
 }
 
 /// Unmounts, when dropped, whatever is mounted under its directory.
