@@ -169,7 +169,8 @@ impl Manager {
     /// The record `uid` reuses under `key`: their own, else one the daemon
     /// trusts (see the module doc).
     pub fn artifact(&self, uid: u32, key: &CacheKey) -> Result<Option<ArtifactRecord>, Error> {
-        for producer in [uid, self.euid] {
+        let daemons = (uid != self.euid).then_some(self.euid);
+        for producer in std::iter::once(uid).chain(daemons) {
             if let Some(record) = self.artifact_of(producer, key)? {
                 return Ok(Some(record));
             }
